@@ -1,0 +1,86 @@
+"""Typed errors the library raises; the CLI turns each into one line on stderr and an exit code.
+
+The codes follow BSD sysexits so that cron wrappers can tell "fix the data" from "retry later".
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_DATA = 65
+EXIT_NO_INPUT = 66
+EXIT_MISSING_DEPENDENCY = 69
+EXIT_INTERNAL = 70
+EXIT_CANNOT_CREATE = 73
+EXIT_IO = 74
+EXIT_LOCKED = 75
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_USAGE: "usage error: a bad option or value",
+    EXIT_DATA: "bad data: the CSV is unusable, or the model file is invalid, corrupt or of an unsupported version",
+    EXIT_NO_INPUT: "an input file is missing, unreadable or not a regular file",
+    EXIT_MISSING_DEPENDENCY: "an optional dependency is missing",
+    EXIT_INTERNAL: "internal error (a bug): rerun with --debug or LSTM_DEBUG=1 for the traceback",
+    EXIT_CANNOT_CREATE: "the output cannot be created",
+    EXIT_IO: "I/O error (disk full, ...)",
+    EXIT_LOCKED: "the output is locked by another run; retry later",
+    EXIT_SIGINT: "interrupted by SIGINT",
+    EXIT_SIGTERM: "terminated by SIGTERM",
+}
+
+
+class LstmError(Exception):
+    """Base of every error meant for the user: its message is one line that says what to do."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class UsageError(LstmError):
+    exit_code = EXIT_USAGE
+
+
+class DataError(LstmError):
+    """The input data cannot be used as it is."""
+
+    exit_code = EXIT_DATA
+
+
+class ModelFileError(LstmError):
+    """A model file is corrupt, invalid or of a version this build does not read."""
+
+    exit_code = EXIT_DATA
+
+
+class InputMissingError(LstmError):
+    exit_code = EXIT_NO_INPUT
+
+
+class MissingDependencyError(LstmError):
+    exit_code = EXIT_MISSING_DEPENDENCY
+
+
+class OutputError(LstmError):
+    """The output path cannot be created (a directory, a read-only folder, the input itself...)."""
+
+    exit_code = EXIT_CANNOT_CREATE
+
+
+class WriteError(LstmError):
+    """Writing failed part-way (disk full, I/O error); nothing the user had was replaced."""
+
+    exit_code = EXIT_IO
+
+
+class LockedError(LstmError):
+    exit_code = EXIT_LOCKED
+
+
+class Interrupted(LstmError):
+    """SIGINT or SIGTERM arrived; the run stopped cleanly."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = EXIT_SIGINT if signum == 2 else EXIT_SIGTERM
