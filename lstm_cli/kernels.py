@@ -1,0 +1,472 @@
+"""Every Numba kernel of lstm: the LSTM cell forward and backward, the dense head, the losses,
+gradient clipping and the optimizers. Nothing here knows of pandas, files or the command line.
+
+The cell (seed document, sections 3-4), for each layer and time step t::
+
+    f_t  = sigmoid(W_f . [h_{t-1}, x_t] + b_f)          forget gate
+    i_t  = sigmoid(W_i . [h_{t-1}, x_t] + b_i)          input gate
+    C~_t = tanh   (W_C . [h_{t-1}, x_t] + b_C)          candidate
+    o_t  = sigmoid(W_o . [h_{t-1}, x_t] + b_o)          output gate
+    C_t  = f_t * C_{t-1} + i_t * C~_t
+    h_t  = o_t * tanh(C_t)
+
+Parameter layout (PyTorch ``nn.LSTM``, so weights move to torch and ONNX by renaming only): the
+seed's W_gate . [h, x] is split as W_hh[gate] . h + W_ih[gate] . x and its b_gate as
+b_ih[gate] + b_hh[gate]; the four gates are stacked in the order i, f, g(=C~), o:
+
+    weight_ih_l{k}  (4H, D_k)   D_0 = D input features, D_k = H above
+    weight_hh_l{k}  (4H, H)
+    bias_ih_l{k}    (4H,)
+    bias_hh_l{k}    (4H,)
+    head.weight     (O, H)      dense head on the last layer's last hidden state
+    head.bias       (O,)
+
+All tensors live in one flat parameter vector; ``offsets`` (int64, 4L+2 entries, built by
+``network.ParamLayout``) gives where each starts, in the order above.
+
+Arrays are time-major: a batch of windows is x (T, B, D), so x[t] is a C-contiguous (B, D)
+matrix and every product is one BLAS GEMM (Numba calls SciPy's BLAS for ``np.dot``).
+
+Decorator policy: ``cache=True`` (compiled once, loaded from disk after), ``nogil=True`` (the
+batch is split in shards that run on Python threads), ``error_model="numpy"`` (no
+zero-division branch, so gate loops vectorize) and a fastmath set without nnan/ninf so NaN
+checks keep working. float32 uses a rational tanh (Eigen's, ~1 ulp); float64 uses libm, so
+float64 results match PyTorch to ~1e-12.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+FASTMATH = {"nsz", "arcp", "contract"}
+KERNEL = dict(cache=True, nogil=True, error_model="numpy", fastmath=FASTMATH)
+
+LOSS_MSE = 0
+LOSS_PINBALL = 1
+
+# --- activations -------------------------------------------------------------------------
+
+_TANH_CLAMP = np.float32(7.90531110763549805)
+_A1 = np.float32(4.89352455891786e-03)
+_A3 = np.float32(6.37261928875436e-04)
+_A5 = np.float32(1.48572235717979e-05)
+_A7 = np.float32(5.12229709037114e-08)
+_A9 = np.float32(-8.60467152213735e-11)
+_A11 = np.float32(2.00018790482477e-13)
+_A13 = np.float32(-2.76076847742355e-16)
+_B0 = np.float32(4.89352518554385e-03)
+_B2 = np.float32(2.26843463243900e-03)
+_B4 = np.float32(1.18534705686654e-04)
+_B6 = np.float32(1.19825839466702e-06)
+_HALF32 = np.float32(0.5)
+_ONE32 = np.float32(1.0)
+
+
+def tanh_(x):
+    """tanh for the kernels: a vectorizable rational form in float32, libm in float64."""
+    return math.tanh(x)
+
+
+def sigmoid_(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@overload(tanh_, jit_options={"fastmath": FASTMATH})
+def _tanh_impl(x):
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+
+        def tanh32(x):
+            # Branch-free so that LLVM vectorizes the gate loops (no libm call per element).
+            x = min(max(x, -_TANH_CLAMP), _TANH_CLAMP)
+            x2 = x * x
+            p = x2 * _A13 + _A11
+            p = x2 * p + _A9
+            p = x2 * p + _A7
+            p = x2 * p + _A5
+            p = x2 * p + _A3
+            p = x2 * p + _A1
+            p = x * p
+            q = x2 * _B6 + _B4
+            q = x2 * q + _B2
+            q = x2 * q + _B0
+            return p / q
+
+        return tanh32
+
+    def tanh64(x):
+        return math.tanh(x)
+
+    return tanh64
+
+
+@overload(sigmoid_, jit_options={"fastmath": FASTMATH})
+def _sigmoid_impl(x):
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+
+        def sigmoid32(x):
+            return _HALF32 * tanh_(_HALF32 * x) + _HALF32
+
+        return sigmoid32
+
+    def sigmoid64(x):
+        return 1.0 / (1.0 + math.exp(-x))
+
+    return sigmoid64
+
+
+# --- denormals ---------------------------------------------------------------------------
+# float32 BPTT over long windows drifts into denormal numbers, which x86 handles ~100x slower.
+# The kernels set flush-to-zero and denormals-are-zero for their own thread and restore the
+# caller's MXCSR on return. Elsewhere (ARM...) these are no-ops.
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
+_FTZ_DAZ = 0x8040
+
+
+if _X86:
+
+    @intrinsic
+    def _read_mxcsr(typingctx):
+        from llvmlite import ir
+        from numba.core import cgutils
+
+        def codegen(context, builder, signature, args):
+            slot = cgutils.alloca_once(builder, ir.IntType(32))
+            fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse.stmxcsr")
+            builder.call(fn, [builder.bitcast(slot, ir.IntType(8).as_pointer())])
+            return builder.load(slot)
+
+        return types.uint32(), codegen
+
+    @intrinsic
+    def _write_mxcsr(typingctx, value):
+        from llvmlite import ir
+        from numba.core import cgutils
+
+        def codegen(context, builder, signature, args):
+            slot = cgutils.alloca_once(builder, ir.IntType(32))
+            builder.store(args[0], slot)
+            fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse.ldmxcsr")
+            builder.call(fn, [builder.bitcast(slot, ir.IntType(8).as_pointer())])
+            return context.get_dummy_value()
+
+        return types.void(types.uint32), codegen
+
+    @njit(cache=True, nogil=True)
+    def _flush_denormals():
+        old = _read_mxcsr()
+        _write_mxcsr(old | np.uint32(_FTZ_DAZ))
+        return old
+
+    @njit(cache=True, nogil=True)
+    def _restore_fp(old):
+        _write_mxcsr(old)
+
+else:
+
+    @njit(cache=True, nogil=True)
+    def _flush_denormals():
+        return np.uint32(0)
+
+    @njit(cache=True, nogil=True)
+    def _restore_fp(old):
+        pass
+
+
+# --- parameter views ---------------------------------------------------------------------
+
+
+@njit(**KERNEL)
+def _layer_views(params, offsets, k, D, H):
+    d_in = D if k == 0 else H
+    o = offsets[4 * k : 4 * k + 4]
+    w_ih = params[o[0] : o[0] + 4 * H * d_in].reshape((4 * H, d_in))
+    w_hh = params[o[1] : o[1] + 4 * H * H].reshape((4 * H, H))
+    b_ih = params[o[2] : o[2] + 4 * H]
+    b_hh = params[o[3] : o[3] + 4 * H]
+    return w_ih, w_hh, b_ih, b_hh
+
+
+@njit(**KERNEL)
+def _head_views(params, offsets, L, H, O):
+    ow = offsets[4 * L]
+    ob = offsets[4 * L + 1]
+    return params[ow : ow + O * H].reshape((O, H)), params[ob : ob + O]
+
+
+# --- training forward --------------------------------------------------------------------
+
+
+@njit(**KERNEL)
+def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, gates, cells, tanh_cells, hidden, rec):
+    """One layer over a whole window, keeping what backward needs.
+
+    x (T, B, Din); gates (T, B, 4H) activated i, f, g, o; cells, tanh_cells, hidden (T, B, H);
+    rec (B, 4H) scratch for the recurrent product W_hh . h_{t-1}.
+    """
+    T, B, d_in = x.shape
+    H = w_hh.shape[1]
+    bias = b_ih + b_hh  # (4H,)
+    # The input part of every gate for all steps at once: one (T*B, Din) x (Din, 4H) GEMM.
+    np.dot(x.reshape((T * B, d_in)), w_ih.T, gates.reshape((T * B, 4 * H)))
+    rec[:, :] = 0
+    for t in range(T):
+        if t > 0:
+            np.dot(hidden[t - 1], w_hh.T, rec)  # (B, H) x (H, 4H)
+        for b in range(B):
+            for j in range(H):
+                i = sigmoid_(gates[t, b, j] + rec[b, j] + bias[j])
+                f = sigmoid_(gates[t, b, H + j] + rec[b, H + j] + bias[H + j])
+                g = tanh_(gates[t, b, 2 * H + j] + rec[b, 2 * H + j] + bias[2 * H + j])
+                o = sigmoid_(gates[t, b, 3 * H + j] + rec[b, 3 * H + j] + bias[3 * H + j])
+                c = i * g
+                if t > 0:
+                    c += f * cells[t - 1, b, j]
+                tc = tanh_(c)
+                gates[t, b, j] = i
+                gates[t, b, H + j] = f
+                gates[t, b, 2 * H + j] = g
+                gates[t, b, 3 * H + j] = o
+                cells[t, b, j] = c
+                tanh_cells[t, b, j] = tc
+                hidden[t, b, j] = o * tc
+
+
+@njit(**KERNEL)
+def _layer_backward(w_hh, gates, cells, tanh_cells, d_hidden, d_gates, dh_rec, dc_next):
+    """BPTT through one layer (seed 3.3): d_hidden (T, B, H) is dL/dh_t from above;
+    writes dL/dz_t for the pre-activations of i, f, g, o into d_gates (T, B, 4H)."""
+    T, B, H = d_hidden.shape
+    one = gates.dtype.type(1.0)
+    zero = gates.dtype.type(0.0)
+    dc_next[:, :] = 0
+    dh_rec[:, :] = 0
+    for t in range(T - 1, -1, -1):
+        if t < T - 1:
+            np.dot(d_gates[t + 1], w_hh, dh_rec)  # (B, 4H) x (4H, H): dL/dh_t through h_{t+1}
+        for b in range(B):
+            for j in range(H):
+                dh = d_hidden[t, b, j] + dh_rec[b, j]
+                i = gates[t, b, j]
+                f = gates[t, b, H + j]
+                g = gates[t, b, 2 * H + j]
+                o = gates[t, b, 3 * H + j]
+                tc = tanh_cells[t, b, j]
+                dc = dh * o * (one - tc * tc) + dc_next[b, j]  # dL/dC_t
+                c_prev = cells[t - 1, b, j] if t > 0 else zero
+                df = dc * c_prev  # dL/df_t = dL/dC_t . C_{t-1}
+                d_gates[t, b, j] = dc * g * i * (one - i)  # dL/di_t . sigmoid'
+                d_gates[t, b, H + j] = df * f * (one - f)  # . sigmoid'
+                d_gates[t, b, 2 * H + j] = dc * i * (one - g * g)  # dL/dC~_t . tanh'
+                d_gates[t, b, 3 * H + j] = dh * tc * o * (one - o)  # dL/do_t . sigmoid'
+                dc_next[b, j] = dc * f
+
+
+@njit(**KERNEL)
+def _loss_and_grad_out(y_hat, y, quantiles, loss_kind, n_total, d_out):
+    """Sum of the loss over this shard; d_out = dL/dy_hat with L the mean over all n_total."""
+    B, O = y_hat.shape
+    total = 0.0
+    scale = 1.0 / n_total
+    for b in range(B):
+        for j in range(O):
+            e = y_hat[b, j] - y[b, j]
+            if loss_kind == LOSS_MSE:
+                total += e * e
+                d_out[b, j] = 2.0 * e * scale
+            else:
+                q = quantiles[j]
+                # pinball: q*(y - y_hat) above, (1-q)*(y_hat - y) below
+                if e < 0.0:
+                    total += -q * e
+                    d_out[b, j] = -q * scale
+                else:
+                    total += (1.0 - q) * e
+                    d_out[b, j] = (1.0 - q) * scale
+    return total
+
+
+@njit(**KERNEL)
+def forward_backward(params, offsets, D, H, L, O, x, y, masks, use_masks, quantiles, loss_kind,
+                     n_total, grad, gates, cells, tanh_cells, hidden, layer_in, rec, y_hat, d_out,
+                     d_gates, d_a, d_b, dh_rec, dc_next):
+    """Loss (summed over this shard) and its gradient wrt every parameter, written into grad.
+
+    x (T, B, D); y (B, O); masks (max(L-1,1), T, B, H) dropout masks already scaled by 1/(1-p);
+    gates (L, T, B, 4H); cells, tanh_cells, hidden (L, T, B, H); layer_in (max(L-1,1), T, B, H)
+    the dropped-out inputs of layers 1..L-1; rec (B, 4H); y_hat, d_out (B, O);
+    d_gates (T, B, 4H); d_a, d_b (T, B, H); dh_rec, dc_next (B, H).
+    """
+    old_fp = _flush_denormals()
+    T, B, _ = x.shape
+    for k in range(L):
+        w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H)
+        if k == 0:
+            inp = x
+        else:
+            inp = layer_in[k - 1]
+            if use_masks:
+                for t in range(T):
+                    for b in range(B):
+                        for j in range(H):
+                            inp[t, b, j] = hidden[k - 1, t, b, j] * masks[k - 1, t, b, j]
+            else:
+                inp[:, :, :] = hidden[k - 1]
+        _layer_forward(inp, w_ih, w_hh, b_ih, b_hh, gates[k], cells[k], tanh_cells[k], hidden[k], rec)
+
+    w_out, b_out = _head_views(params, offsets, L, H, O)
+    h_last = hidden[L - 1, T - 1]  # (B, H)
+    np.dot(h_last, w_out.T, y_hat)
+    for b in range(B):
+        for j in range(O):
+            y_hat[b, j] += b_out[j]
+    loss = _loss_and_grad_out(y_hat, y, quantiles, loss_kind, n_total, d_out)
+
+    # head gradients
+    gw_out, gb_out = _head_views(grad, offsets, L, H, O)
+    np.dot(d_out.T, h_last, gw_out)  # (O, B) x (B, H)
+    for j in range(O):
+        s = 0.0
+        for b in range(B):
+            s += d_out[b, j]
+        gb_out[j] = s
+    d_top = d_a
+    d_top[:, :, :] = 0.0
+    np.dot(d_out, w_out, d_top[T - 1])  # dL/dh_T of the last layer
+
+    d_cur = d_a
+    d_low = d_b
+    for k in range(L - 1, -1, -1):
+        w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H)
+        gw_ih, gw_hh, gb_ih, gb_hh = _layer_views(grad, offsets, k, D, H)
+        _layer_backward(w_hh, gates[k], cells[k], tanh_cells[k], d_cur, d_gates, dh_rec, dc_next)
+        inp = x if k == 0 else layer_in[k - 1]
+        d_in = inp.shape[2]
+        dg_flat = d_gates.reshape((T * B, 4 * H))
+        np.dot(dg_flat.T, inp.reshape((T * B, d_in)), gw_ih)  # (4H, T*B) x (T*B, Din)
+        if T > 1:
+            np.dot(d_gates[1:].reshape(((T - 1) * B, 4 * H)).T,
+                   hidden[k, : T - 1].reshape(((T - 1) * B, H)), gw_hh)
+        else:
+            gw_hh[:, :] = 0.0
+        for j in range(4 * H):
+            s = 0.0
+            for r in range(T * B):
+                s += dg_flat[r, j]
+            gb_ih[j] = s
+            gb_hh[j] = s
+        if k > 0:
+            # dL/d(input of layer k), back through the dropout mask to layer k-1's outputs.
+            np.dot(dg_flat, w_ih, d_low.reshape((T * B, H)))
+            if use_masks:
+                for t in range(T):
+                    for b in range(B):
+                        for j in range(H):
+                            d_low[t, b, j] *= masks[k - 1, t, b, j]
+            d_cur, d_low = d_low, d_cur
+    _restore_fp(old_fp)
+    return loss
+
+
+# --- inference ---------------------------------------------------------------------------
+
+
+@njit(**KERNEL)
+def forward_infer(params, offsets, D, H, L, O, x, out, state_h, state_c, z, z_rec):
+    """Head outputs for a batch without training caches: memory O(L*B*H), not O(T*B*H).
+
+    x (T, B, D); out (B, O); state_h, state_c (L, B, H); z, z_rec (B, 4H) scratch.
+    """
+    old_fp = _flush_denormals()
+    T, B, _ = x.shape
+    state_h[:, :, :] = 0
+    state_c[:, :, :] = 0
+    # Layers advance in lockstep, so no layer needs its whole output sequence stored.
+    for t in range(T):
+        for k in range(L):
+            w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H)
+            np.dot(x[t] if k == 0 else state_h[k - 1], w_ih.T, z)  # (B, Din) x (Din, 4H)
+            np.dot(state_h[k], w_hh.T, z_rec)  # (B, H) x (H, 4H)
+            for b in range(B):
+                for j in range(H):
+                    i = sigmoid_(z[b, j] + z_rec[b, j] + b_ih[j] + b_hh[j])
+                    f = sigmoid_(z[b, H + j] + z_rec[b, H + j] + b_ih[H + j] + b_hh[H + j])
+                    g = tanh_(z[b, 2 * H + j] + z_rec[b, 2 * H + j] + b_ih[2 * H + j] + b_hh[2 * H + j])
+                    o = sigmoid_(z[b, 3 * H + j] + z_rec[b, 3 * H + j] + b_ih[3 * H + j] + b_hh[3 * H + j])
+                    c = f * state_c[k, b, j] + i * g
+                    state_c[k, b, j] = c
+                    state_h[k, b, j] = o * tanh_(c)
+    w_out, b_out = _head_views(params, offsets, L, H, O)
+    np.dot(state_h[L - 1], w_out.T, out)
+    for b in range(B):
+        for j in range(O):
+            out[b, j] += b_out[j]
+    _restore_fp(old_fp)
+
+
+# --- optimizers ------------------------------------------------------------------------
+
+
+@njit(**KERNEL)
+def add_into(dst, src):
+    for i in range(dst.shape[0]):
+        dst[i] += src[i]
+
+
+@njit(**KERNEL)
+def clip_grad_norm(grad, max_norm):
+    """Scale grad in place to a global L2 norm of at most max_norm (torch's clip_grad_norm_)."""
+    s = 0.0
+    for i in range(grad.shape[0]):
+        s += np.float64(grad[i]) * np.float64(grad[i])
+    norm = math.sqrt(s)
+    if max_norm > 0.0:
+        coef = max_norm / (norm + 1e-6)
+        if coef < 1.0:
+            c = grad.dtype.type(coef)
+            for i in range(grad.shape[0]):
+                grad[i] *= c
+    return norm
+
+
+@njit(**KERNEL)
+def adam_step(params, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    """One Adam update with torch.optim.Adam semantics (L2 weight decay added to the gradient)."""
+    one = params.dtype.type(1.0)
+    b1 = params.dtype.type(beta1)
+    b2 = params.dtype.type(beta2)
+    wd = params.dtype.type(weight_decay)
+    bias1 = 1.0 - beta1**step
+    bias2_sqrt = math.sqrt(1.0 - beta2**step)
+    step_size = params.dtype.type(lr / bias1)
+    inv_b2 = params.dtype.type(1.0 / bias2_sqrt)
+    e = params.dtype.type(eps)
+    for i in range(params.shape[0]):
+        g = grad[i] + wd * params[i]
+        m[i] += (one - b1) * (g - m[i])
+        v[i] = b2 * v[i] + (one - b2) * g * g
+        params[i] -= step_size * m[i] / (math.sqrt(v[i]) * inv_b2 + e)
+
+
+@njit(**KERNEL)
+def sgd_step(params, grad, velocity, step, lr, momentum, weight_decay):
+    """The seed's update W <- W - eta * dL/dW, with torch.optim.SGD's momentum and decay."""
+    a = params.dtype.type(lr)
+    mu = params.dtype.type(momentum)
+    wd = params.dtype.type(weight_decay)
+    for i in range(params.shape[0]):
+        g = grad[i] + wd * params[i]
+        if momentum != 0.0:
+            if step == 1:
+                velocity[i] = g
+            else:
+                velocity[i] = mu * velocity[i] + g
+            g = velocity[i]
+        params[i] -= a * g
