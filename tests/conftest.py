@@ -1,0 +1,32 @@
+"""Shared fixtures of the engine tests (kernels, network, optimizers). Keep it small."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lstm_cli.network import Architecture, Network
+
+
+def make_windows(seed: int, B: int, T: int, D: int, O: int):
+    """Random (B, T, D) windows and (B, O) targets in float64."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(B, T, D)), rng.normal(size=(B, O))
+
+
+@pytest.fixture
+def windows():
+    """make_windows(seed, B, T, D, O) -> x (B, T, D), y (B, O), float64."""
+    return make_windows
+
+
+@pytest.fixture
+def small_net():
+    """Factory for a Network with tiny, random (not torch-bounded) weights, so gates saturate less
+    and the weights exercise every sign."""
+
+    def build(D=2, H=3, L=2, O=2, dtype="float64", threads=1, seed=0):
+        arch = Architecture(D, H, L, O, dtype)
+        return Network(arch, seed=seed, forget_bias=0.5, threads=threads)
+
+    return build
