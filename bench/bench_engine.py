@@ -1,0 +1,190 @@
+"""Engine benchmark: lstm's Numba kernels next to PyTorch, same data, same threads, same run.
+
+    PYTHONPATH=. .venv/bin/python bench/bench_engine.py [--quick] [--json results.json]
+
+For every configuration (D input features, H hidden, L layers, T window length; float32, one
+output) it measures, for lstm and torch at 1 and 2 threads, interleaved (one lstm repeat, one torch
+repeat, ...) and reports medians:
+
+  train   samples/s of forward + backward + Adam step at B=64 (torch: nn.LSTM(batch_first) +
+          nn.Linear on the last hidden state + MSE + torch.optim.Adam)
+  infer   samples/s of batch inference at B=1024 (torch under inference_mode)
+  latency microseconds for a single window (B=1)
+
+Ratios are lstm/torch speed (>1: lstm is faster), for latency torch_time/lstm_time. Torch is a
+benchmark peer only; lstm_cli never imports it. BLAS (NumPy's and SciPy's OpenBLAS, which the Numba
+kernels call) runs single-threaded inside lstm's shard threads: threadpoolctl sets that here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's BLAS so threadpoolctl can see it)
+import threadpoolctl
+import torch
+
+from lstm_cli.network import Architecture, Network
+from lstm_cli.optim import Adam
+
+FULL = dict(D=(1, 8), H=(16, 32, 64, 128, 256), L=(1, 2), T=(48, 168))
+QUICK_CONFIGS = [(1, 32, 1, 48), (8, 64, 2, 168), (1, 128, 1, 48), (8, 256, 1, 48)]
+B_TRAIN, B_INFER = 64, 1024
+THREADS = (1, 2)
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+class TorchModel(torch.nn.Module):
+    def __init__(self, net: Network):
+        super().__init__()
+        a = net.arch
+        self.lstm = torch.nn.LSTM(a.input_size, a.hidden_size, a.num_layers, batch_first=True)
+        self.head = torch.nn.Linear(a.hidden_size, a.output_size)
+        ours = net.tensors()
+        with torch.no_grad():  # the same weights: the names differ by the "lstm." prefix only
+            for name, p in self.named_parameters():
+                p.copy_(torch.from_numpy(ours[name.removeprefix("lstm.")].copy()))
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1])
+
+
+def timed(fn, min_time: float) -> float:
+    """Seconds per call of fn: one repeat runs fn n times, n doubling until min_time is reached."""
+    n = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        dt = time.perf_counter() - t0
+        if dt >= min_time or n >= 1 << 16:
+            return dt / n
+        n = max(n * 2, int(n * min_time / max(dt, 1e-9)) + 1) if dt > min_time / 8 else n * 8
+
+
+def interleaved(fns: dict, repeats: int, min_time: float) -> dict[str, float]:
+    """Median seconds per call of each fn, alternating fns within each repeat."""
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k].append(timed(fn, min_time))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_config(D, H, L, T, repeats, min_time, threads_list=THREADS):
+    arch = Architecture(D, H, L, 1, "float32")
+    rng = np.random.default_rng(0)
+    xt = rng.normal(size=(B_TRAIN, T, D)).astype(np.float32)
+    yt = rng.normal(size=(B_TRAIN, 1)).astype(np.float32)
+    xi = rng.normal(size=(B_INFER, T, D)).astype(np.float32)
+    x1 = xi[:1].copy()
+    txt, tyt, txi, tx1 = (torch.from_numpy(a) for a in (xt, yt, xi, x1))
+    rows = []
+    for threads in threads_list:
+        torch.set_num_threads(threads)
+        net = Network(arch, seed=0, threads=threads)
+        model = TorchModel(net)
+        # Same weights, same data: the losses agree before anything is timed.
+        loss, _ = net.loss_and_grad(xt, yt)
+        tloss = torch.nn.functional.mse_loss(model(txt), tyt).item()
+        assert abs(loss - tloss) <= 1e-4 * max(abs(tloss), 1e-3), (loss, tloss)
+        opt = Adam(net.params, lr=1e-4)
+        topt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def lstm_train():
+            _, g = net.loss_and_grad(xt, yt)
+            opt.step(g)
+
+        def torch_train():
+            topt.zero_grad(set_to_none=True)
+            torch.nn.functional.mse_loss(model(txt), tyt).backward()
+            topt.step()
+
+        def torch_infer(x):
+            with torch.inference_mode():
+                return model(x)
+
+        for fn in (lstm_train, torch_train):
+            fn()  # warm-up: allocation of buffers, torch's first-call paths
+        res = interleaved({"lstm": lstm_train, "torch": torch_train}, repeats, min_time)
+        train = {k: B_TRAIN / v for k, v in res.items()}
+        res = interleaved({"lstm": lambda: net.predict(xi), "torch": lambda: torch_infer(txi)},
+                          repeats, min_time)
+        infer = {k: B_INFER / v for k, v in res.items()}
+        res = interleaved({"lstm": lambda: net.predict(x1), "torch": lambda: torch_infer(tx1)},
+                          repeats, min_time)
+        latency = {k: v * 1e6 for k, v in res.items()}
+        rows.append(dict(D=D, H=H, L=L, T=T, threads=threads, train=train, infer=infer,
+                         latency_us=latency))
+    return rows
+
+
+HEADER = ("   D    H  L    T thr | train lstm  torch  ratio | infer lstm   torch  ratio |"
+          " latency lstm  torch ratio | lstm 2t/1t train infer")
+
+
+def fmt_row(r, one=None) -> str:
+    tr, inf, lat = r["train"], r["infer"], r["latency_us"]
+    s = (f"{r['D']:4d} {r['H']:4d} {r['L']:2d} {r['T']:4d} {r['threads']:3d} |"
+         f" {tr['lstm']:10.0f} {tr['torch']:6.0f} {tr['lstm'] / tr['torch']:6.2f} |"
+         f" {inf['lstm']:10.0f} {inf['torch']:7.0f} {inf['lstm'] / inf['torch']:6.2f} |"
+         f" {lat['lstm']:9.0f}us {lat['torch']:6.0f} {lat['torch'] / lat['lstm']:5.2f} |")
+    if one is not None:
+        s += (f" {r['train']['lstm'] / one['train']['lstm']:14.2f}"
+              f" {r['infer']['lstm'] / one['infer']['lstm']:5.2f}")
+    return s
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a small subset, under 2 minutes")
+    ap.add_argument("--repeats", type=int, default=None, help="repeats per measurement")
+    ap.add_argument("--json", help="also write the raw results to this file")
+    args = ap.parse_args(argv)
+    if args.quick:
+        configs, repeats, min_time = QUICK_CONFIGS, args.repeats or 3, 0.05
+    else:
+        configs = list(itertools.product(FULL["D"], FULL["H"], FULL["L"], FULL["T"]))
+        repeats, min_time = args.repeats or 5, 0.1
+    torch.set_num_interop_threads(1)
+    t_start = time.perf_counter()
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        blas = [(i["internal_api"], i["prefix"], i["num_threads"], i.get("architecture"))
+                for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        print(f"# {cpu_model()}, {len(__import__('os').sched_getaffinity(0))} cores;"
+              f" torch {torch.__version__}; numpy {np.__version__}; BLAS {blas}")
+        print(f"# float32, O=1, B_train={B_TRAIN}, B_infer={B_INFER}; medians of {repeats}"
+              " interleaved repeats; ratio = lstm speed / torch speed")
+        print(HEADER)
+        results = []
+        for D, H, L, T in configs:
+            rows = bench_config(D, H, L, T, repeats, min_time)
+            for r in rows:
+                print(fmt_row(r, rows[0] if r["threads"] != rows[0]["threads"] else None), flush=True)
+            results.extend(rows)
+    print(f"# total {time.perf_counter() - t_start:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(cpu=cpu_model(), torch=torch.__version__, results=results), f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
