@@ -88,6 +88,29 @@ def interleaved(fns: dict, repeats: int, min_time: float) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def _workloads(net, model, xt, yt, xi, x1, txt, tyt, txi, tx1):
+    """The timed callables: training step, batch inference, single window; lstm and torch."""
+    opt = Adam(net.params, lr=1e-4)
+    topt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def lstm_train():
+        _, g = net.loss_and_grad(xt, yt)
+        opt.step(g)
+
+    def torch_train():
+        topt.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(model(txt), tyt).backward()
+        topt.step()
+
+    def torch_infer(x):
+        with torch.inference_mode():
+            return model(x)
+
+    return ({"lstm": lstm_train, "torch": torch_train},
+            {"lstm": lambda: net.predict(xi), "torch": lambda: torch_infer(txi)},
+            {"lstm": lambda: net.predict(x1), "torch": lambda: torch_infer(tx1)})
+
+
 def bench_config(D, H, L, T, repeats, min_time, threads_list=THREADS):
     arch = Architecture(D, H, L, 1, "float32")
     rng = np.random.default_rng(0)
@@ -105,33 +128,16 @@ def bench_config(D, H, L, T, repeats, min_time, threads_list=THREADS):
         loss, _ = net.loss_and_grad(xt, yt)
         tloss = torch.nn.functional.mse_loss(model(txt), tyt).item()
         assert abs(loss - tloss) <= 1e-4 * max(abs(tloss), 1e-3), (loss, tloss)
-        opt = Adam(net.params, lr=1e-4)
-        topt = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-        def lstm_train():
-            _, g = net.loss_and_grad(xt, yt)
-            opt.step(g)
-
-        def torch_train():
-            topt.zero_grad(set_to_none=True)
-            torch.nn.functional.mse_loss(model(txt), tyt).backward()
-            topt.step()
-
-        def torch_infer(x):
-            with torch.inference_mode():
-                return model(x)
-
-        for fn in (lstm_train, torch_train):
+        train, infer, one = _workloads(net, model, xt, yt, xi, x1, txt, tyt, txi, tx1)
+        for fn in train.values():
             fn()  # warm-up: allocation of buffers, torch's first-call paths
-        res = interleaved({"lstm": lstm_train, "torch": torch_train}, repeats, min_time)
-        train = {k: B_TRAIN / v for k, v in res.items()}
-        res = interleaved({"lstm": lambda: net.predict(xi), "torch": lambda: torch_infer(txi)},
-                          repeats, min_time)
-        infer = {k: B_INFER / v for k, v in res.items()}
-        res = interleaved({"lstm": lambda: net.predict(x1), "torch": lambda: torch_infer(tx1)},
-                          repeats, min_time)
+        res = interleaved(train, repeats, min_time)
+        train_sps = {k: B_TRAIN / v for k, v in res.items()}
+        res = interleaved(infer, repeats, min_time)
+        infer_sps = {k: B_INFER / v for k, v in res.items()}
+        res = interleaved(one, repeats, min_time)
         latency = {k: v * 1e6 for k, v in res.items()}
-        rows.append(dict(D=D, H=H, L=L, T=T, threads=threads, train=train, infer=infer,
+        rows.append(dict(D=D, H=H, L=L, T=T, threads=threads, train=train_sps, infer=infer_sps,
                          latency_us=latency))
     return rows
 

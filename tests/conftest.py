@@ -8,15 +8,15 @@ import pytest
 from lstm_cli.network import Architecture, Network
 
 
-def make_windows(seed: int, B: int, T: int, D: int, O: int):
-    """Random (B, T, D) windows and (B, O) targets in float64."""
+def make_windows(seed: int, B: int, T: int, D: int, n_out: int):
+    """Random (B, T, D) windows and (B, n_out) targets in float64."""
     rng = np.random.default_rng(seed)
-    return rng.normal(size=(B, T, D)), rng.normal(size=(B, O))
+    return rng.normal(size=(B, T, D)), rng.normal(size=(B, n_out))
 
 
 @pytest.fixture
 def windows():
-    """make_windows(seed, B, T, D, O) -> x (B, T, D), y (B, O), float64."""
+    """make_windows(seed, B, T, D, n_out) -> x (B, T, D), y (B, n_out), float64."""
     return make_windows
 
 
@@ -25,8 +25,8 @@ def small_net():
     """Factory for a Network with tiny, random (not torch-bounded) weights, so gates saturate less
     and the weights exercise every sign."""
 
-    def build(D=2, H=3, L=2, O=2, dtype="float64", threads=1, seed=0):
-        arch = Architecture(D, H, L, O, dtype)
+    def build(D=2, H=3, L=2, n_out=2, dtype="float64", threads=1, seed=0):
+        arch = Architecture(D, H, L, n_out, dtype)
         return Network(arch, seed=seed, forget_bias=0.5, threads=threads)
 
     return build

@@ -24,7 +24,7 @@ from tests import naive
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden_engine_losses.json"
 
-# (B, T, D, H, L, O): the edges T=1, B=1, H=1, and 1-3 layers.
+# (B, T, D, H, L, n_out): the edges T=1, B=1, H=1, and 1-3 layers.
 SHAPES = [
     (1, 1, 1, 1, 1, 1),
     (1, 1, 2, 1, 2, 1),
@@ -70,9 +70,9 @@ def twin(net: Network, x, y, masks=None):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}T{}D{}H{}L{}O{}".format(*s))
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_loss_and_grad_equal_twin(small_net, windows, shape, dtype, tol, dropout):
-    B, T, D, H, L, O = shape
-    net = small_net(D, H, L, O, dtype=dtype)
-    x, y = windows(1, B, T, D, O)
+    B, T, D, H, L, n_out = shape
+    net = small_net(D, H, L, n_out, dtype=dtype)
+    x, y = windows(1, B, T, D, n_out)
     loss, grad = net.loss_and_grad(x, y, dropout=dropout, rng=np.random.default_rng(7))
     masks = replay_masks(net, 7, B, T, dropout) if dropout and L > 1 else None
     ref_loss, ref_grads = twin(net, x.astype(dtype), y.astype(dtype), masks)
@@ -84,18 +84,18 @@ def test_loss_and_grad_equal_twin(small_net, windows, shape, dtype, tol, dropout
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
 def test_masks_really_drop(small_net, windows, dtype, tol):
     """A mask of zeros on layer 1's input makes layer 1 blind to layer 0: its input gradient is 0."""
-    B, T, D, H, L, O = 2, 3, 2, 3, 2, 1
-    net = small_net(D, H, L, O, dtype=dtype)
-    x, y = windows(2, B, T, D, O)
+    B, T, D, H, L, n_out = 2, 3, 2, 3, 2, 1
+    net = small_net(D, H, L, n_out, dtype=dtype)
+    x, y = windows(2, B, T, D, n_out)
     a = ParamLayout(net.arch)
     buf_args = _kernel_buffers(net.arch, T, B)
     dt = net.arch.np_dtype
     masks = np.zeros((1, T, B, H), dtype=dt)
     grad = np.zeros(a.size, dtype=dt)
-    kernels.forward_backward(net.params, a.offsets, D, H, L, O,
+    kernels.forward_backward(net.params, a.offsets, D, H, L, n_out,
                              np.ascontiguousarray(x.transpose(1, 0, 2), dtype=dt),
-                             y.astype(dt), masks, True, np.zeros(O), kernels.LOSS_MSE,
-                             float(B * O), grad, *buf_args)
+                             y.astype(dt), masks, True, np.zeros(n_out), kernels.LOSS_MSE,
+                             float(B * n_out), grad, *buf_args)
     views = a.views(grad)
     assert np.all(views["weight_ih_l1"] == 0)
     assert np.all(views["weight_ih_l0"] == 0)  # nothing flows back through the zero mask
@@ -105,11 +105,11 @@ def test_masks_really_drop(small_net, windows, dtype, tol):
 
 
 def _kernel_buffers(arch, T, B):
-    H, L, O, dt = arch.hidden_size, arch.num_layers, arch.output_size, arch.np_dtype
+    H, L, n_out, dt = arch.hidden_size, arch.num_layers, arch.output_size, arch.np_dtype
     lm = max(L - 1, 1)
     return (np.empty((L, T, B, 4 * H), dt), np.empty((L, T, B, H), dt),
             np.empty((L, T, B, H), dt), np.empty((L, T, B, H), dt), np.empty((lm, T, B, H), dt),
-            np.empty((B, 4 * H), dt), np.empty((B, O), dt), np.empty((B, O), dt),
+            np.empty((B, 4 * H), dt), np.empty((B, n_out), dt), np.empty((B, n_out), dt),
             np.empty((T, B, 4 * H), dt), np.empty((T, B, H), dt), np.empty((T, B, H), dt),
             np.empty((B, H), dt), np.empty((B, H), dt))
 
@@ -117,14 +117,14 @@ def _kernel_buffers(arch, T, B):
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_predict_equals_twin_in_chunks(small_net, windows, dtype, tol, threads):
-    B, T, D, H, L, O = 23, 5, 2, 3, 3, 2
-    net = small_net(D, H, L, O, dtype=dtype, threads=threads)
-    x, _ = windows(3, B, T, D, O)
+    B, T, D, H, L, n_out = 23, 5, 2, 3, 3, 2
+    net = small_net(D, H, L, n_out, dtype=dtype, threads=threads)
+    x, _ = windows(3, B, T, D, n_out)
     ref, _ = naive.forward({k: v.astype(np.float64) for k, v in net.tensors().items()},
                            x.astype(dtype).astype(np.float64), L)
     for chunk in (1, 4, 1024):
         out = net.predict(x, chunk=chunk)
-        assert out.dtype == net.arch.np_dtype and out.shape == (B, O)
+        assert out.dtype == net.arch.np_dtype and out.shape == (B, n_out)
         assert rel_err(out, ref) <= tol, chunk
     # Single windows (the latency path) too.
     assert rel_err(net.predict(x[:1]), ref[:1]) <= tol
@@ -133,11 +133,11 @@ def test_predict_equals_twin_in_chunks(small_net, windows, dtype, tol, threads):
 @pytest.mark.parametrize("dropout", [0.0, 0.4])
 def test_shards_equal_single_thread(small_net, windows, dropout):
     """threads=2 splits B=40 in two shards; the sum over shards equals the whole batch."""
-    B, T, D, H, L, O = 40, 6, 2, 4, 2, 2
-    one = small_net(D, H, L, O, threads=1)
-    two = small_net(D, H, L, O, threads=2)
+    B, T, D, H, L, n_out = 40, 6, 2, 4, 2, 2
+    one = small_net(D, H, L, n_out, threads=1)
+    two = small_net(D, H, L, n_out, threads=2)
     assert one.shards_for(B) == 1 and two.shards_for(B) == 2
-    x, y = windows(4, B, T, D, O)
+    x, y = windows(4, B, T, D, n_out)
     l1, g1 = one.loss_and_grad(x, y, dropout=dropout, rng=np.random.default_rng(3))
     l2, g2 = two.loss_and_grad(x, y, dropout=dropout, rng=np.random.default_rng(3))
     if dropout:
@@ -178,9 +178,9 @@ def _gradcheck(net: Network, x, y, loss_fn, eps=1e-5):
 
 
 def test_gradcheck_mse_with_dropout(small_net, windows):
-    B, T, D, H, L, O = 3, 6, 2, 3, 2, 2
-    net = small_net(D, H, L, O)
-    x, y = windows(5, B, T, D, O)
+    B, T, D, H, L, n_out = 3, 6, 2, 3, 2, 2
+    net = small_net(D, H, L, n_out)
+    x, y = windows(5, B, T, D, n_out)
 
     def loss_fn(n):  # the same masks every call: a fresh rng with the same seed
         return n.loss_and_grad(x, y, dropout=0.3, rng=np.random.default_rng(11))
@@ -192,14 +192,14 @@ def test_gradcheck_mse_with_dropout(small_net, windows):
 
 
 def test_gradcheck_pinball_away_from_kinks(small_net, windows):
-    B, T, D, H, L, O = 4, 5, 2, 3, 2, 3
-    net = small_net(D, H, L, O)
-    x, _ = windows(6, B, T, D, O)
+    B, T, D, H, L, n_out = 4, 5, 2, 3, 2, 3
+    net = small_net(D, H, L, n_out)
+    x, _ = windows(6, B, T, D, n_out)
     q = np.array([0.1, 0.5, 0.9])
     y_hat = net.predict(x)
     # Targets at least 0.2 away from the prediction on either side: no kink within eps.
-    sign = np.where(np.arange(B * O).reshape(B, O) % 2 == 0, 1.0, -1.0)
-    y = y_hat + sign * (0.2 + np.random.default_rng(0).random((B, O)))
+    sign = np.where(np.arange(B * n_out).reshape(B, n_out) % 2 == 0, 1.0, -1.0)
+    y = y_hat + sign * (0.2 + np.random.default_rng(0).random((B, n_out)))
 
     def loss_fn(n):
         return n.loss_and_grad(x, y, quantiles=q)

@@ -53,9 +53,9 @@ def pinball(y_hat, y, q):
     return torch.mean(torch.maximum(q * e, (q - 1) * e))
 
 
-def _data(seed, B, T, D, O):
+def _data(seed, B, T, D, n_out):
     rng = np.random.default_rng(seed)
-    return rng.normal(size=(B, T, D)), rng.normal(size=(B, O))
+    return rng.normal(size=(B, T, D)), rng.normal(size=(B, n_out))
 
 
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
@@ -143,7 +143,7 @@ def test_clip_grad_norm_matches_torch(dtype, tol, max_norm):
     parts = [rng.normal(size=s).astype(dtype) for s in [(4, 3), (7,), (2, 5)]]
     flat = np.concatenate([p.ravel() for p in parts])
     tparams = [torch.nn.Parameter(torch.zeros(p.shape, dtype=TORCH_DTYPES[dtype])) for p in parts]
-    for tp, p in zip(tparams, parts):
+    for tp, p in zip(tparams, parts, strict=True):
         tp.grad = torch.from_numpy(p.copy())
     tnorm = torch.nn.utils.clip_grad_norm_(tparams, max_norm)
     norm = kernels.clip_grad_norm(flat, max_norm)
