@@ -343,10 +343,17 @@ def atomic_output(path, mode: str = "wb", *, encoding: str = "utf-8",
         raise
 
 
-def atomic_write(path, write_fn: Callable[[AtomicFile], T], mode: str = "wb", **kwargs) -> T:
-    """Call `write_fn(f)` inside atomic_output(path, mode) and return its result."""
+def atomic_write(path, content: Callable[[AtomicFile], T] | bytes | str, mode: str | None = None,
+                 **kwargs) -> T | None:
+    """Write `path` atomically: `content` is a function called with the open file (its result is
+    returned), or the bytes / str to write (mode then defaults to "wb" / "w")."""
+    if mode is None:
+        mode = "w" if isinstance(content, str) else "wb"
     with atomic_output(path, mode, **kwargs) as f:
-        return write_fn(f)
+        if callable(content):
+            return content(f)
+        f.write(content)
+        return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -110,6 +110,16 @@ def test_long_basename_fits(tmp_path):
     assert all(len(n) <= 255 for n in os.listdir(tmp_path))
 
 
+def test_atomic_write_takes_data_or_a_function(tmp_path):
+    out = tmp_path / "out"
+    atomic.atomic_write(out, b"bytes")
+    assert out.read_bytes() == b"bytes"
+    atomic.atomic_write(out, "text \u00e9")
+    assert out.read_text(encoding="utf-8") == "text \u00e9"
+    assert atomic.atomic_write(out, lambda f: f.write(b"abc")) == 3
+    assert out.read_bytes() == b"abc"
+
+
 def test_partial_os_writes_are_completed(tmp_path, monkeypatch):
     real_write = os.write
     monkeypatch.setattr(atomic.os, "write", lambda fd, data: real_write(fd, bytes(data)[:7]))
