@@ -1,0 +1,1130 @@
+"""CSV -> validated arrays (read_series), and forecast stamps -> text (future_times, format_times,
+write_csv_text). The only module that sees pandas on the input side; it never prints and raises the
+typed errors of lstm_cli.errors with one-line messages that name the file and, where it applies, the
+line (as an editor shows it, header = line 1), the column and the value.
+
+Rules, in the order they apply:
+
+Input. `path` is a regular file (plain or gzip, told by its magic bytes; a `.gz` name without them
+is an error) or '-' for stdin. Missing paths, directories, FIFOs, devices and dangling symlinks are
+refused from os.stat before anything is opened (InputMissingError). The (decompressed) text must be
+UTF-8 (a BOM is fine) and at most `max_bytes` long. Empty or whitespace-only files, header-only
+files, binary data (NUL bytes), ZIP/XLSX/XLS/PDF/Parquet/SQLite/UTF-16 files and HTML or JSON pages
+are DataErrors. Lines may end in LF, CRLF or CR; blank lines are skipped; quoted fields may hold the
+separator, quotes ("") and newlines, and have no length limit. Every record must have as many
+fields as the header. Extra columns are ignored; header names are compared after stripping spaces
+and must be unique.
+
+Numbers. A value is a plain decimal number with an optional sign, fraction and exponent
+(`12`, `-0.5`, `1.5e-3`, `.5`), spaces around it allowed. MISSING_TOKENS (exactly, after stripping
+spaces) mark a missing value. Everything else is a DataError naming line, column and value:
+`n/a`, `12 kWh`, `1,234` and `12,5` (no thousands separators, no decimal commas), `inf`, and
+numbers too large for float64 (1e400). Tiny and huge finite magnitudes (1e-300, 1e300) are kept.
+
+Time column. `time_col`, else the first header name (case-insensitive) in TIME_NAMES order, else
+the first column whose first SAMPLE_ROWS values all read as dates. Whole numbers (`1871`, `42`)
+give time_kind 'integer', except 8-digit values that are all valid YYYYMMDD dates. `2020Q1`,
+`2020-Q1` and `Q1 2020` are quarter starts. Anything else must be dates in one format (guessed
+from the first row; d/m versus m/d is settled by which reading is regular, else refused as
+ambiguous); ISO 8601 values with offsets or `Z` are converted to UTC and then stored as naive UTC.
+Mixing formats, or values with and without offsets, is a DataError naming line and value. Times are
+int64: nanoseconds since the epoch for dates, the numbers themselves for integers. Rows are sorted by
+(series id, time); a time that appears twice in one series is a DataError.
+
+Frequency and gaps. A given `freq` must be a pandas offset alias (UsageError otherwise, and for an
+integer time column) and every time must lie on its grid counted from the series' first time.
+Without `freq`, each series with 3+ rows gets pd.infer_freq; when that fails (missing steps), a
+calendar alias is still accepted if every time lies on its grid (month/quarter/year starts or ends,
+weeks, business days, days); fixed sub-daily steps with holes (business-hours data) get freq None.
+All series must agree. `step` is the most common difference between consecutive times (for a
+fixed-length given freq, its length); 0 for datetimes when no series has two rows and no freq says
+otherwise, 1 for integers then. Rows are always treated as consecutive steps: when some differences
+exceed one step, one warning gives how many gaps and the largest (and one more warning counts
+differences shorter than the step, which only data without a freq can have).
+
+Missing values (`missing`). 'interpolate' (default): interior missing values of each series and
+column are filled linearly between their neighbours (by row, since rows are steps) with one
+warning that counts them; refused when a value is missing in the first or last row of a series, in
+a run of more than MAX_INTERPOLATED_RUN rows, or in more than MAX_MISSING_FRACTION of a series'
+rows. 'refuse': any missing value is a DataError naming line and column. Time and id values are
+never allowed to be missing.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import io
+import math
+import operator
+import os
+import re
+import stat
+import sys
+import warnings
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from lstm_cli.errors import DataError, InputMissingError, UsageError
+
+try:  # public since pandas 2.2
+    from pandas.tseries.api import guess_datetime_format
+except ImportError:  # pragma: no cover - pandas 2.1
+    from pandas._libs.tslibs.parsing import guess_datetime_format
+
+MISSING_TOKENS = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL"})
+TIME_NAMES = ("date", "time", "datetime", "timestamp", "ds", "year", "period", "month", "week")
+MISSING_POLICIES = ("interpolate", "refuse")
+MAX_INTERPOLATED_RUN = 3  # consecutive missing values one interpolation may fill
+MAX_MISSING_FRACTION = 0.10  # of a series' rows, per column
+SAMPLE_ROWS = 100  # rows read before choosing a time column by its content
+MAX_GRID = 20_000_000  # calendar stamps generated to check a grid; beyond it only steps are checked
+
+DAY_NS = 86_400 * 10**9
+_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*", re.ASCII)
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_YYYYMMDD = re.compile(r"[12][0-9]{3}[01][0-9][0-3][0-9]", re.ASCII)
+_QUARTER = re.compile(r"(?:([0-9]{4})\s*-?\s*[Qq]([1-4])|[Qq]([1-4])\s*-?\s*([0-9]{4}))", re.ASCII)
+_OFFSET_SUFFIX = re.compile(r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)$")
+_THOUSANDS = re.compile(r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?", re.ASCII)
+_DECIMAL_COMMA = re.compile(r"[+-]?[0-9]*,[0-9]+(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_MAGIC = (  # (prefix, what it is, what to do)
+    (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook?)", "export the sheet as CSV (UTF-8)"),
+    (b"PK\x05\x06", "an empty ZIP archive", "export the data as CSV (UTF-8)"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel (.xls) or other Office file", "export the sheet as CSV (UTF-8)"),
+    (b"%PDF", "a PDF document", "export the table as CSV"),
+    (b"PAR1", "a Parquet file", "write it as CSV, e.g. pandas.read_parquet(...).to_csv(...)"),
+    (b"SQLite format 3\x00", "an SQLite database", "export the table as CSV"),
+    (b"\xff\xfe", "UTF-16 text", "save it as UTF-8"),
+    (b"\xfe\xff", "UTF-16 text", "save it as UTF-8"),
+)
+
+
+@dataclass(frozen=True)
+class SeriesSet:
+    source: str  # file name as given ('<stdin>' for '-')
+    time_col: str
+    id_col: str | None
+    columns: tuple[str, ...]  # targets first, then features: the column order of `values`
+    n_targets: int
+    ids: tuple[str, ...]  # one per series, sorted; ('',) when there is no id column
+    starts: np.ndarray  # int64 (n_series + 1,): rows of series s are starts[s]:starts[s + 1]
+    values: np.ndarray  # float64 (N, len(columns)), rows sorted by (id, time), no NaN
+    times: np.ndarray  # int64 (N,): ns since the epoch (naive, or UTC) or plain integers
+    time_kind: str  # 'datetime' or 'integer'
+    step: int  # most common difference: ns for datetimes, units for integers
+    freq: str | None  # pandas offset alias when inferable or given, else None
+    warnings: tuple[str, ...]  # one-line notes for the user; never printed here
+
+
+# ----------------------------------------------------------------------------------------------
+# messages
+
+
+def _q(value: str, limit: int = 40) -> str:
+    """A value quoted for a one-line message: repr escapes newlines, long values are cut."""
+    if len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    return repr(value)
+
+
+def _name(source: str) -> str:
+    return source if source.isprintable() else repr(source)
+
+
+def _fmt_time(t: int, kind: str) -> str:
+    if kind == "integer":
+        return str(int(t))
+    ts = pd.Timestamp(int(t))
+    if ts.value % DAY_NS == 0:
+        return ts.strftime("%Y-%m-%d")
+    return ts.isoformat(sep=" ")
+
+
+def _fmt_duration(d: int, kind: str) -> str:
+    if kind == "integer":
+        return str(int(d))
+    parts, rest = [], int(d)
+    for unit, ns in (("d", DAY_NS), ("h", 3600 * 10**9), ("min", 60 * 10**9), ("s", 10**9)):
+        if rest >= ns:
+            parts.append(f"{rest // ns}{unit}")
+            rest %= ns
+    if rest:
+        parts.append(f"{rest}ns")
+    return " ".join(parts) or "0s"
+
+
+class _Where:
+    """Builds message prefixes: file, line, column, series."""
+
+    def __init__(self, source: str, id_col: str | None):
+        self.file = _name(source)
+        self.id_col = id_col
+
+    def at(self, line: int | None = None, column: str | None = None) -> str:
+        out = self.file
+        if line is not None:
+            out += f", line {line}"
+        if column is not None:
+            out += f", column {column!r}"
+        return out
+
+    def series(self, sid: str) -> str:
+        return f" (series {sid!r})" if self.id_col is not None else ""
+
+
+# ----------------------------------------------------------------------------------------------
+# bytes in
+
+
+class _ReadStop(Exception):
+    """Raised inside the byte pipeline; read_series turns it into a DataError with the file name."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.line = line
+
+
+class _Prefixed(io.RawIOBase):
+    """`head` (already read to sniff it) followed by the rest of `inner`."""
+
+    def __init__(self, head: bytes, inner):
+        self._head = head
+        self._inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self._head:
+            k = min(len(b), len(self._head))
+            b[:k] = self._head[:k]
+            self._head = self._head[k:]
+            return k
+        data = self._inner.read(len(b))
+        if not data:
+            return 0
+        b[: len(data)] = data
+        return len(data)
+
+
+class _Checked(io.RawIOBase):
+    """Passes bytes through while enforcing the size limit, refusing NUL bytes and checking UTF-8,
+    counting lines so that a failure can name the line it is on."""
+
+    def __init__(self, inner, limit: int, what: str):
+        self._inner = inner
+        self._limit = limit
+        self._what = what
+        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self.nbytes = 0
+        self.lines = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self._inner.read(len(b))
+        if not data:
+            try:
+                self._decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                raise _ReadStop("the file ends inside a UTF-8 character; it is truncated or not UTF-8: "
+                                "save it as UTF-8", self.lines + 1) from None
+            return 0
+        self.nbytes += len(data)
+        if self.nbytes > self._limit:
+            raise _ReadStop(f"{self._what} is larger than the limit of {_fmt_bytes(self._limit)}; "
+                            "pass a smaller file or raise the limit")
+        nul = data.find(b"\x00")
+        if nul >= 0:
+            line = self.lines + data.count(b"\n", 0, nul) + 1
+            raise _ReadStop("a NUL byte: this is binary data, not CSV text; export it as CSV", line)
+        try:
+            self._decoder.decode(data)
+        except UnicodeDecodeError as e:
+            pos = max(0, e.start)
+            line = self.lines + data.count(b"\n", 0, pos) + 1
+            bad = data[pos : pos + 1].hex()
+            raise _ReadStop(f"byte 0x{bad} is not UTF-8; save the file as UTF-8", line) from None
+        self.lines += data.count(b"\n")
+        b[: len(data)] = data
+        return len(data)
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _read_up_to(stream, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = stream.read(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _stat_input(path: str) -> os.stat_result:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise InputMissingError(f"{_name(path)}: a broken symbolic link (its target "
+                                    f"{_q(os.readlink(path), 80)} does not exist)") from None
+        raise InputMissingError(f"{_name(path)}: no such file; check the path") from None
+    except NotADirectoryError:
+        raise InputMissingError(f"{_name(path)}: no such file (a part of the path is not a folder)") from None
+    except PermissionError:
+        raise InputMissingError(f"{_name(path)}: permission denied; check the file's permissions") from None
+    except OSError as e:
+        raise InputMissingError(f"{_name(path)}: cannot be read ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputMissingError(f"{_name(path)}: a directory, not a CSV file; name a file inside it")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else
+                "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
+                "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise InputMissingError(f"{_name(path)}: {kind}, not a regular file; "
+                                "pipe it in with '-' (stdin) or save it to a file")
+    return st
+
+
+def _text_stream(raw, source: str, gz_name: bool, max_bytes: int) -> tuple[io.TextIOWrapper, bool]:
+    """Sniff `raw` (binary), decompress gzip, and return a UTF-8 text stream over checked bytes."""
+    where = _name(source)
+    head = _read_up_to(raw, 2)
+    stream = _Prefixed(head, raw)
+    gz = head == b"\x1f\x8b"
+    if gz:
+        stream = gzip.GzipFile(fileobj=stream, mode="rb")
+    elif gz_name and head:
+        raise DataError(f"{where}: named .gz but not gzip-compressed (no gzip header); "
+                        "rename it to .csv or compress it with gzip")
+    try:
+        head = _read_up_to(stream, 16)
+    except (EOFError, OSError, zlib.error) as e:
+        raise DataError(f"{where}: corrupt or truncated gzip data ({_gzip_reason(e)}); "
+                        "compress the CSV again") from None
+    for magic, what, fix in _MAGIC:
+        if head.startswith(magic):
+            raise DataError(f"{where}: {what}, not a CSV file; {fix}")
+    checked = _Checked(_Prefixed(head, stream), max_bytes,
+                       "the decompressed data" if gz else "the input")
+    return io.TextIOWrapper(io.BufferedReader(checked, 1 << 16), encoding="utf-8-sig", newline=""), gz
+
+
+def _gzip_reason(e: BaseException) -> str:
+    if isinstance(e, EOFError):
+        return "it ends before the end of the compressed stream"
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+class _Records:
+    """Non-blank CSV records with the line each starts on; ragged records and broken quoting are
+    DataErrors. I/O failures below (gzip, UTF-8, size) become DataErrors too."""
+
+    def __init__(self, text: io.TextIOWrapper, where: _Where, sep: str, gz: bool):
+        self._reader = csv.reader(text, delimiter=sep, quotechar='"', doublequote=True, strict=True)
+        self._where = where
+        self._gz = gz
+        self._sep = sep
+        self.header: list[str] | None = None
+        self.header_line = 0
+
+    def _next(self) -> tuple[int, list[str]] | None:
+        """The next non-blank record and its first line, or None at the end."""
+        reader = self._reader
+        while True:
+            start = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return None
+            except csv.Error as e:
+                msg = str(e)
+                if "end of data" in msg or "EOF" in msg:
+                    raise DataError(f"{self._where.at(start)}: a quote opened here is never closed; "
+                                    "close it or remove the stray quote") from None
+                raise DataError(f"{self._where.at(reader.line_num)}: malformed quoting ({msg}); text "
+                                'after a closing quote must be a separator; write quotes inside as ""') from None
+            except _ReadStop as e:
+                raise DataError(f"{self._where.at(e.line)}: {e}") from None
+            except (EOFError, zlib.error) as e:
+                raise DataError(f"{self._where.file}: corrupt or truncated gzip data ({_gzip_reason(e)}); "
+                                "compress the CSV again") from None
+            except OSError as e:
+                if self._gz:
+                    raise DataError(f"{self._where.file}: corrupt or truncated gzip data "
+                                    f"({_gzip_reason(e)}); compress the CSV again") from None
+                raise InputMissingError(f"{self._where.file}: read failed ({e.strerror or e})") from None
+            if row and (len(row) > 1 or row[0].strip()):
+                return start, row
+
+    def read_header(self) -> list[str]:
+        got = self._next()
+        if got is None:
+            raise DataError(f"{self._where.file}: empty (no header, no data); give a CSV with a header line "
+                            "and one row per time step")
+        self.header_line, row = got
+        self.header = row
+        return row
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        n = len(self.header)
+        while True:
+            got = self._next()
+            if got is None:
+                return
+            line, row = got
+            if len(row) != n:
+                raise DataError(self._ragged(line, row, n))
+            yield line, row
+
+    def _ragged(self, line: int, row: list[str], n: int) -> str:
+        msg = (f"{self._where.at(line)}: {len(row)} fields but the header (line {self.header_line}) "
+               f"has {n}; ")
+        if len(row) > n:
+            msg += ("quote values that contain the separator, and write numbers with a decimal point "
+                    "and no thousands separator")
+        else:
+            msg += "add the missing fields (empty for a missing value)"
+        if self._sep != ";" and len(row) == 1 and ";" in row[0]:
+            msg += "; the file looks semicolon-separated: pass --sep ';'"
+        return msg
+
+
+# ----------------------------------------------------------------------------------------------
+# values
+
+
+def _why_not_number(token: str) -> str:
+    t = token.strip()
+    if t.lower().lstrip("+-") in ("inf", "infinity"):
+        return "is infinite; replace it with a finite number or leave it empty (missing)"
+    if "," in t and (_THOUSANDS.fullmatch(t) or _DECIMAL_COMMA.fullmatch(t)):
+        return ("has a comma inside a number (a thousands separator or a decimal comma); write plain "
+                "numbers with a decimal point, such as 1234 or 12.5")
+    return ("is not a number; write plain numbers such as 12.5 or 1.2e3, and missing values as one of: "
+            + ", ".join(repr(m) for m in sorted(MISSING_TOKENS)))
+
+
+def _parse_numbers(strs: Sequence[str], lines: np.ndarray, column: str, where: _Where,
+                   semicolon_hint: bool) -> np.ndarray:
+    """float64 array with NaN where a missing token stands; any other non-number is a DataError."""
+    match = _NUMBER.fullmatch
+    bad = [i for i, s in enumerate(strs) if not match(s)]
+    clean = list(strs) if bad else strs
+    for i in bad:
+        if strs[i].strip() in MISSING_TOKENS:
+            clean[i] = "nan"
+            continue
+        msg = f"{where.at(int(lines[i]), column)}: {_q(strs[i])} {_why_not_number(strs[i])}"
+        if semicolon_hint and "," in strs[i]:
+            msg += "; if the file is semicolon-separated, pass --sep ';'"
+        raise DataError(msg)
+    values = np.array(clean, dtype=np.float64) if len(clean) else np.zeros(0)
+    over = np.isinf(values)
+    if over.any():
+        i = int(np.flatnonzero(over)[0])
+        raise DataError(f"{where.at(int(lines[i]), column)}: {_q(strs[i])} is too large for a 64-bit float; "
+                        "rescale the column")
+    return values
+
+
+# ----------------------------------------------------------------------------------------------
+# times
+
+
+def _parse_times(strs: Sequence[str], lines: np.ndarray, column: str, where: _Where,
+                 hint: str) -> tuple[np.ndarray, str]:
+    """(int64 times, kind) from the raw strings of the time column."""
+    vals = [s.strip() for s in strs]
+    for i, s in enumerate(vals):
+        if s in MISSING_TOKENS:
+            raise DataError(f"{where.at(int(lines[i]), column)}: missing time value {_q(strs[i])}; "
+                            f"every row needs a time{hint}")
+    if all(_INTEGER.fullmatch(s) for s in vals):
+        if not all(_YYYYMMDD.fullmatch(s) for s in vals) or column.strip().lower() == "year":
+            return _parse_integers(vals, lines, column, where), "integer"
+        parsed = pd.to_datetime(pd.Series(vals, dtype=object), format="%Y%m%d", errors="coerce")
+        if parsed.notna().all():
+            return _to_ns(parsed, vals, lines, column, where), "datetime"
+        return _parse_integers(vals, lines, column, where), "integer"
+    quarters = [_QUARTER.fullmatch(s) for s in vals]
+    if all(quarters):
+        stamps = [f"{m[1] or m[4]}-{3 * int(m[2] or m[3]) - 2:02d}-01" for m in quarters]
+        parsed = pd.to_datetime(pd.Series(stamps, dtype=object), format="%Y-%m-%d")
+        return _to_ns(parsed, vals, lines, column, where), "datetime"
+    if any(quarters) and quarters[0]:
+        i = next(k for k, m in enumerate(quarters) if m is None)
+        raise DataError(f"{where.at(int(lines[i]), column)}: {_q(vals[i])} is not a quarter like "
+                        f"{_q(vals[0])} (line {int(lines[0])}); use one time format in the whole column{hint}")
+    return _parse_datetimes(vals, lines, column, where, hint), "datetime"
+
+
+def _parse_integers(vals: list[str], lines: np.ndarray, column: str, where: _Where) -> np.ndarray:
+    try:
+        return np.array([int(s) for s in vals], dtype=np.int64)
+    except OverflowError:
+        i = next(k for k, s in enumerate(vals) if not -(2**63) <= int(s) < 2**63)
+        raise DataError(f"{where.at(int(lines[i]), column)}: time {_q(vals[i])} is out of the 64-bit "
+                        "integer range; use smaller step numbers") from None
+
+
+def _format_candidates(first: str) -> list[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        month_first = guess_datetime_format(first, dayfirst=False)
+        day_first = guess_datetime_format(first, dayfirst=True)
+    out = [f for f in (month_first, day_first) if f]
+    if out and out[0].startswith(("%Y", "%y")):
+        return out[:1]  # year-first formats are never year-day-month
+    return list(dict.fromkeys(out))
+
+
+def _parse_datetimes(vals: list[str], lines: np.ndarray, column: str, where: _Where,
+                     hint: str) -> np.ndarray:
+    first = vals[0]
+    formats = _format_candidates(first)
+    if not formats:
+        raise DataError(f"{where.at(int(lines[0]), column)}: cannot read {_q(first)} as a date or time; "
+                        f"write ISO 8601 such as 2024-01-31 or 2024-01-31 13:45:00{hint}")
+    series = pd.Series(vals, dtype=object)
+    tried = []
+    for fmt in formats:
+        aware = "%z" in fmt
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parsed = pd.to_datetime(series, format=fmt, errors="coerce", utc=aware)
+        if aware:
+            parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+        tried.append((fmt, parsed))
+    good = [(fmt, parsed) for fmt, parsed in tried if parsed.notna().all()]
+    if not good:
+        fmt, parsed = tried[0]
+        i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+        value = vals[i]
+        if bool(_OFFSET_SUFFIX.search(value)) != ("%z" in fmt) and len(value) > 10:
+            why = ("mixes times with and without a UTC offset (compare line "
+                   f"{int(lines[0])}: {_q(first)}); give every time an offset, or none")
+        else:
+            why = (f"does not match the time format of line {int(lines[0])} ({_q(first)}, read as {fmt}) "
+                   "or is not a valid date; use one time format in the whole column")
+        raise DataError(f"{where.at(int(lines[i]), column)}: {_q(value)} {why}{hint}")
+    if len(good) > 1:
+        good = _pick_regular(good)
+        if len(good) > 1:
+            raise DataError(f"{where.at(int(lines[0]), column)}: dates like {_q(first)} read as day/month "
+                            "and as month/day alike; write them as YYYY-MM-DD")
+    return _to_ns(good[0][1], vals, lines, column, where)
+
+
+def _pick_regular(candidates):
+    """Of the d/m and m/d readings of the same dates, the one whose distinct times have a pandas
+    frequency when exactly one has; else all of them (ambiguous)."""
+    regular = []
+    for _, parsed in candidates:
+        t = np.unique(parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64))
+        regular.append(len(t) >= 3 and _infer_freq(pd.DatetimeIndex(t)) is not None)
+    if sum(regular) == 1:
+        return [c for c, r in zip(candidates, regular, strict=True) if r]
+    return candidates
+
+
+def _to_ns(parsed: pd.Series, vals: list[str], lines: np.ndarray, column: str, where: _Where) -> np.ndarray:
+    lo, hi = pd.Timestamp.min.ceil("us"), pd.Timestamp.max.floor("us")
+    out = ((parsed < lo) | (parsed > hi)).to_numpy()
+    if out.any():
+        i = int(np.flatnonzero(out)[0])
+        raise DataError(f"{where.at(int(lines[i]), column)}: {_q(vals[i])} is outside the supported "
+                        f"dates {lo:%Y-%m-%d}..{hi:%Y-%m-%d}; check the year")
+    return parsed.dt.as_unit("ns").to_numpy().astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# frequency
+
+
+def _offset(freq: str):
+    from pandas.tseries.frequencies import to_offset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return to_offset(freq)
+
+
+def _fixed_ns(offset) -> int | None:
+    """Length in ns of a fixed-length offset (h, min, s, ...), None for calendar offsets."""
+    from pandas.tseries.offsets import Tick
+
+    return int(offset.nanos) if isinstance(offset, Tick) else None
+
+
+def _mode(d: np.ndarray) -> int:
+    values, counts = np.unique(d, return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+def _infer_freq(idx: pd.DatetimeIndex) -> str | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            f = pd.infer_freq(idx)
+        except (ValueError, TypeError):
+            return None
+    if f is None:
+        return None
+    return f if isinstance(f, str) else f.freqstr
+
+
+def _on_grid(t: np.ndarray, freq: str) -> np.ndarray:
+    """Mask of the sorted stamps t (ns) that lie on the grid of freq counted from t[0]."""
+    offset = _offset(freq)
+    fixed = _fixed_ns(offset)
+    if fixed:
+        return (t - t[0]) % fixed == 0
+    span = (t[-1] - t[0]) / max(1, _mode(np.diff(t)) if len(t) > 1 else 1)
+    if span > MAX_GRID:  # too many stamps to list: accept stamps an offset step after another
+        nxt = (pd.DatetimeIndex(t[:-1]) + offset).asi8
+        return np.concatenate([[True], np.isin(t[1:], nxt) | (t[1:] > nxt)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        grid = pd.date_range(pd.Timestamp(int(t[0])), pd.Timestamp(int(t[-1])), freq=offset).asi8
+    return np.isin(t, grid)
+
+
+def _calendar_freq_with_gaps(t: np.ndarray) -> str | None:
+    """A calendar alias for stamps that lie on its grid with some steps missing, or None. Fixed
+    sub-daily steps are left to `step` (business-hours data has no alias)."""
+    d = np.diff(t)
+    step = _mode(d)
+    if step <= 0 or step % DAY_NS:
+        return None
+    idx = pd.DatetimeIndex(t)
+    candidates = []
+    months = np.asarray(idx.year * 12 + idx.month)
+    md = np.diff(months)
+    if (md > 0).all():
+        k = _mode(md)
+        if (md % k == 0).all():
+            if (idx.day == 1).all():
+                candidates.append([idx[0] + pd.DateOffset(months=k * i) for i in range(4)])
+            elif idx.is_month_end.all():
+                candidates.append([idx[0] + pd.offsets.MonthEnd(k * i) for i in range(4)])
+    if step == DAY_NS and (idx.dayofweek < 5).all():
+        candidates.append("B")
+    candidates.append([idx[0] + pd.Timedelta(step * i) for i in range(4)])
+    for c in candidates:
+        freq = c if isinstance(c, str) else _infer_freq(pd.DatetimeIndex(c))
+        if freq is None or _fixed_ns(_offset(freq)):
+            continue
+        if _on_grid(t, freq).all():
+            return freq
+    return None
+
+
+def _same_grid(a: str, b: str) -> bool:
+    """Whether two aliases step through the same stamps (QS-JAN and QS-APR do)."""
+    start = pd.Timestamp("2001-02-03")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ga = pd.date_range(start, periods=8, freq=_offset(a))
+        gb = pd.date_range(start, periods=8, freq=_offset(b))
+    return bool((ga == gb).all())
+
+
+def _check_freq(freq: str | None) -> None:
+    if freq is None:
+        return
+    if not isinstance(freq, str) or not freq.strip():
+        raise UsageError(f"--freq {freq!r} is not a pandas offset alias (examples: D, W-MON, MS, QS, YS, h, 5min)")
+    try:
+        _offset(freq)
+    except (ValueError, TypeError) as e:
+        hint = ""
+        m = re.search(r"Did you mean (\w[\w-]*)\??", str(e)) or re.search(r"[Pp]lease use '([^']+)'", str(e))
+        if m:
+            hint = f"; did you mean {m.group(1)!r}?"
+        raise UsageError(f"--freq {freq!r} is not a pandas offset alias (examples: D, W-MON, MS, QS, YS, "
+                         f"h, 5min){hint}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole read
+
+
+def _check_args(targets, features, time_col, id_col, sep, missing, max_bytes):
+    def names(value, what):
+        if isinstance(value, str):
+            value = (value,)
+        out = []
+        for v in value:
+            if not isinstance(v, str) or not v.strip():
+                raise UsageError(f"{what} names must be non-empty strings, got {v!r}")
+            out.append(v.strip())
+        return tuple(out)
+
+    targets, features = names(targets, "target"), names(features, "feature")
+    if not targets:
+        raise UsageError("name at least one target column (--target)")
+    time_col = names((time_col,), "time column")[0] if time_col is not None else None
+    id_col = names((id_col,), "id column")[0] if id_col is not None else None
+    roles = [(t, "--target") for t in targets] + [(f, "--feature") for f in features]
+    roles += [(c, r) for c, r in ((time_col, "--time-col"), (id_col, "--id-col")) if c is not None]
+    seen: dict[str, str] = {}
+    for col, role in roles:
+        if col in seen:
+            same = "twice" if seen[col] == role else f"as {seen[col]} and as {role}"
+            raise UsageError(f"column {col!r} is named {same}; give each column one role")
+        seen[col] = role
+    if not isinstance(sep, str) or len(sep) != 1 or sep in "\"\r\n":
+        raise UsageError(f"--sep must be a single character such as ',' ';' or a tab, got {sep!r}")
+    if missing not in MISSING_POLICIES:
+        raise UsageError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
+    if not isinstance(max_bytes, int) or max_bytes < 1:
+        raise UsageError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+    return targets, features, time_col, id_col
+
+
+def _missing_columns_error(where: _Where, header: list[str], names: list[str], sep: str) -> DataError:
+    available = ", ".join(_q(h) for h in header)
+    msg = (f"{where.file}: column{'s' if len(names) > 1 else ''} {', '.join(_q(n) for n in names)} "
+           f"not found; the header has {available}")
+    lower = {h.lower(): h for h in header}
+    close = [lower[n.lower()] for n in names if n.lower() in lower]
+    if close:
+        msg += f"; did you mean {', '.join(_q(c) for c in close)}? (names are case-sensitive)"
+    if sep != ";" and any(";" in h for h in header):
+        msg += "; the file looks semicolon-separated: pass --sep ';'"
+    elif sep != "\t" and any("\t" in h for h in header):
+        msg += "; the file looks tab-separated: pass --sep $'\\t'"
+    return DataError(msg)
+
+
+def _looks_like_dates(values: list[str]) -> bool:
+    vals = [v.strip() for v in values if v.strip() not in MISSING_TOKENS]
+    if not vals or all(_INTEGER.fullmatch(v) for v in vals):
+        return False
+    if all(_QUARTER.fullmatch(v) for v in vals):
+        return True
+    if all(_NUMBER.fullmatch(v) for v in vals):
+        return False
+    formats = _format_candidates(vals[0])
+    if not formats:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(pd.Series(vals, dtype=object), format=formats[0], errors="coerce",
+                                utc="%z" in formats[0])
+    return bool(parsed.notna().all())
+
+
+def read_series(path: str, *, targets: Sequence[str], features: Sequence[str] = (), time_col: str | None = None,
+                id_col: str | None = None, sep: str = ",", freq: str | None = None,
+                missing: str = "interpolate", max_bytes: int = 2_000_000_000, stdin=None) -> SeriesSet:
+    """Read a CSV (file, .csv.gz or '-' for stdin) into validated, sorted arrays; see the module
+    docstring for every rule."""
+    targets, features, time_col, id_col = _check_args(targets, features, time_col, id_col, sep, missing,
+                                                      max_bytes)
+    _check_freq(freq)
+    path = os.fspath(path)
+    source = "<stdin>" if path == "-" else path
+    where = _Where(source, id_col)
+    if path == "-":
+        if stdin is None:
+            if sys.stdin is None or sys.stdin.isatty():
+                raise UsageError("'-' reads the CSV from stdin, but stdin is a terminal; pipe a file in")
+            stdin = sys.stdin.buffer
+        elif not isinstance(stdin.read(0), bytes):
+            stdin = stdin.buffer
+        return _read_stream(stdin, source, False, targets, features, time_col, id_col, sep, freq, missing,
+                            max_bytes)
+    st = _stat_input(path)
+    if st.st_size == 0:
+        raise DataError(f"{where.file}: empty (0 bytes); give a CSV with a header line and one row per time step")
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise InputMissingError(f"{where.file}: cannot be opened ({e.strerror or e})") from None
+    with raw:
+        head = raw.read(2)
+        raw.seek(0)
+        if head != b"\x1f\x8b" and st.st_size > max_bytes:
+            raise DataError(f"{where.file}: {_fmt_bytes(st.st_size)}, larger than the limit of "
+                            f"{_fmt_bytes(max_bytes)}; pass a smaller file or raise the limit")
+        return _read_stream(raw, source, path.lower().endswith(".gz"), targets, features, time_col, id_col,
+                            sep, freq, missing, max_bytes)
+
+
+def _read_stream(raw, source: str, gz_name: bool, targets, features, time_col, id_col, sep, freq, missing,
+                 max_bytes) -> SeriesSet:
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)  # quoted fields of any length (the default stops at 131,072)
+    try:
+        return _read_records(raw, source, gz_name, targets, features, time_col, id_col, sep, freq, missing,
+                             max_bytes)
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, id_col, sep, freq, missing,
+                  max_bytes) -> SeriesSet:
+    where = _Where(source, id_col)
+    text, gz = _text_stream(raw, source, gz_name, max_bytes)
+    records = _Records(text, where, sep, gz)
+    header_raw = records.read_header()
+    first = header_raw[0].lstrip()
+    if first.startswith("<"):
+        raise DataError(f"{where.file}: an HTML/XML page, not a CSV file (line {records.header_line} starts "
+                        f"with {_q(first, 30)}); download or export the data itself as CSV")
+    if first.startswith("{") or re.match(r"\[\s*([\[{\"0-9-]|$)", first):
+        raise DataError(f"{where.file}: JSON, not a CSV file (line {records.header_line} starts with "
+                        f"{_q(first, 30)}); convert it to CSV, e.g. pandas.read_json(...).to_csv(...)")
+    header = [h.strip() for h in header_raw]
+    dups = [h for h, n in Counter(header).items() if n > 1]
+    if dups:
+        raise DataError(f"{where.file}: duplicate column name{'s' if len(dups) > 1 else ''} "
+                        f"{', '.join(_q(d) for d in dups)} in the header (line {records.header_line}); "
+                        "rename them so that every column has its own name")
+    index = {h: i for i, h in enumerate(header)}
+    wanted = list(targets) + list(features) + [c for c in (time_col, id_col) if c is not None]
+    absent = [c for c in wanted if c not in index]
+    if absent:
+        raise _missing_columns_error(where, header, absent, sep)
+
+    rows = iter(records)
+    sample: list[tuple[int, list[str]]] = []
+    auto_time = time_col is None
+    by_content = False
+    if auto_time:
+        taken = set(wanted)
+        by_lower = {}
+        for h in header:
+            by_lower.setdefault(h.lower(), h)
+        time_col = next((by_lower[n] for n in TIME_NAMES if n in by_lower and by_lower[n] not in taken), None)
+        if time_col is None:
+            for item in rows:
+                sample.append(item)
+                if len(sample) >= SAMPLE_ROWS:
+                    break
+            time_col = next((h for h in header if h not in taken
+                             and _looks_like_dates([r[index[h]] for _, r in sample])), None)
+            by_content = True
+            if time_col is None:
+                rest = [h for h in header if h not in taken]
+                raise DataError(f"{where.file}: no time column found (none is named "
+                                f"{'/'.join(TIME_NAMES)} and none of {', '.join(_q(h) for h in rest) or 'no other column'} "
+                                "holds dates); name it with --time-col")
+    chosen = f"; {time_col!r} was taken as the time column, choose another with --time-col"
+    hint = chosen if by_content else ""
+
+    columns = list(targets) + list(features)
+    need = [index[time_col]] + ([index[id_col]] if id_col is not None else []) + [index[c] for c in columns]
+    pick = operator.itemgetter(*need)
+    lines_list: list[int] = []
+    picked: list[tuple[str, ...]] = []
+    for line, row in sample:
+        lines_list.append(line)
+        picked.append(pick(row))
+    for line, row in rows:
+        lines_list.append(line)
+        picked.append(pick(row))
+    if not picked:
+        raise DataError(f"{where.file}: a header (line {records.header_line}) but no data rows; "
+                        "add one row per time step")
+    fields = list(zip(*picked, strict=True))
+    del picked
+    lines = np.asarray(lines_list, dtype=np.int64)
+    del lines_list
+
+    times, kind = _parse_times(fields[0], lines, time_col, where, hint)
+    if freq is not None and kind == "integer":
+        raise UsageError(f"--freq {freq!r} does not apply: the time column {time_col!r} holds integers "
+                         "(steps or years); leave --freq out")
+    if id_col is not None:
+        raw_ids = [s.strip() for s in fields[1]]
+        for i, s in enumerate(raw_ids):
+            if not s:
+                raise DataError(f"{where.at(int(lines[i]), id_col)}: empty series id; every row needs one")
+        ids_arr, codes = np.unique(np.array(raw_ids, dtype=object), return_inverse=True)
+        ids = tuple(str(s) for s in ids_arr)
+        codes = codes.astype(np.int64).ravel()
+        del raw_ids
+    else:
+        ids = ("",)
+        codes = np.zeros(len(times), dtype=np.int64)
+    first_value = 2 if id_col is not None else 1
+    semicolon_hint = sep != ";" and ";" in ",".join(header_raw)
+    values = np.empty((len(times), len(columns)), dtype=np.float64)
+    for j, col in enumerate(columns):
+        values[:, j] = _parse_numbers(fields[first_value + j], lines, col, where, semicolon_hint)
+    del fields
+
+    if missing == "refuse":
+        nan_rows, nan_cols = np.nonzero(np.isnan(values))
+        if len(nan_rows):
+            k = int(np.argmin(nan_rows))
+            i, j = int(nan_rows[k]), int(nan_cols[k])
+            sid = ids[codes[i]]
+            raise DataError(f"{where.at(int(lines[i]), columns[j])}: missing value{where.series(sid)} at "
+                            f"{_fmt_time(times[i], kind)}; fill it in, or use --missing interpolate")
+
+    order = np.lexsort((times, codes))
+    times, codes, lines, values = times[order], codes[order], lines[order], values[order]
+    same = (np.diff(times) == 0) & (np.diff(codes) == 0)
+    if same.any():
+        k = int(np.flatnonzero(same)[0])
+        sid = ids[codes[k]]
+        a, b = sorted((int(lines[k]), int(lines[k + 1])))
+        raise DataError(f"{where.at(b, time_col)}: time {_fmt_time(times[k], kind)}{where.series(sid)} "
+                        f"also appears on line {a}; keep one row per time"
+                        f"{' and series' if id_col is not None else ''}{chosen if auto_time else ''}")
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(codes)) + 1, [len(times)]]).astype(np.int64)
+
+    notes: list[str] = []
+    step, out_freq = _frequency(times, starts, ids, kind, freq, lines, time_col, where, notes)
+    _fill_missing(values, times, starts, ids, columns, lines, kind, where, notes)
+    values = np.ascontiguousarray(values)
+    return SeriesSet(source=source, time_col=time_col,
+                     id_col=id_col, columns=tuple(columns), n_targets=len(targets), ids=ids, starts=starts,
+                     values=values, times=np.ascontiguousarray(times), time_kind=kind, step=int(step),
+                     freq=out_freq, warnings=tuple(notes))
+
+
+def _frequency(times, starts, ids, kind, freq, lines, time_col, where: _Where, notes: list[str]):
+    """(step, freq) per the module rules; appends the gap warnings to notes."""
+    n_series = len(ids)
+    spans = [(s, times[starts[s] : starts[s + 1]]) for s in range(n_series)]
+    diffs = [np.diff(t) for _, t in spans]
+    all_d = np.concatenate(diffs) if diffs else np.zeros(0, np.int64)
+    pooled = _mode(all_d) if len(all_d) else 0
+
+    if kind == "integer" or (freq is None and kind == "datetime"):
+        per_freq: list[tuple[int, str | None]] = []
+        if kind == "datetime":
+            for s, t in spans:
+                if len(t) >= 3:
+                    idx = pd.DatetimeIndex(t)
+                    per_freq.append((s, _infer_freq(idx) or _calendar_freq_with_gaps(t)))
+        named = [(s, f) for s, f in per_freq if f is not None]
+        if named and len(named) == len(per_freq):
+            s0, f0 = named[0]
+            for s, f in named[1:]:
+                if f != f0 and not _same_grid(f, f0):
+                    raise DataError(f"{where.file}: series {ids[s0]!r} has frequency {f0} but series "
+                                    f"{ids[s]!r} has {f}; give every series the same frequency, or split the file")
+            freq = f0
+        elif named:  # some series are irregular: only fixed lengths can still agree through `step`
+            s_none = next(s for s, f in per_freq if f is None)
+            for s, f in named:
+                fixed = _fixed_ns(_offset(f))
+                if fixed is None or fixed != _mode(diffs[s_none]):
+                    raise DataError(f"{where.file}: series {ids[s]!r} has frequency {f} but series "
+                                    f"{ids[s_none]!r} has no regular frequency (most common step "
+                                    f"{_fmt_duration(_mode(diffs[s_none]), kind)}); give every series "
+                                    "the same frequency, or split the file")
+        if freq is None:
+            per_step = [(s, _mode(d)) for (s, _), d in zip(spans, diffs, strict=True) if len(d)]
+            for s, st in per_step[1:]:
+                if st != per_step[0][1]:
+                    s0, st0 = per_step[0]
+                    raise DataError(f"{where.file}: series {ids[s0]!r} steps by {_fmt_duration(st0, kind)} but "
+                                    f"series {ids[s]!r} by {_fmt_duration(st, kind)}; give every series the "
+                                    "same step, or split the file")
+            step = pooled if len(all_d) else (1 if kind == "integer" else 0)
+            _gap_notes(spans, diffs, step, None, ids, kind, where, notes)
+            return step, None
+
+    offset = _offset(freq)
+    fixed = _fixed_ns(offset)
+    for s, t in spans:
+        if len(t) < 2:
+            continue
+        ok = _on_grid(t, freq)
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            raise DataError(f"{where.at(int(lines[starts[s] + i]), time_col)}: time {_fmt_time(t[i], kind)}"
+                            f"{where.series(ids[s])} is not on the {freq} grid that starts at "
+                            f"{_fmt_time(t[0], kind)}; fix the time or pass the right --freq")
+    if fixed:
+        step = fixed
+    elif len(all_d):
+        step = pooled
+    else:
+        t0 = pd.Timestamp(int(times[0]))
+        step = int((t0 + offset).value - t0.value) if len(times) else 0
+    _gap_notes(spans, diffs, step, freq, ids, kind, where, notes)
+    return step, freq
+
+
+def _gap_notes(spans, diffs, step, freq, ids, kind, where: _Where, notes: list[str]) -> None:
+    n_gaps = n_short = 0
+    largest = None  # (size, series, start, end)
+    offset = _offset(freq) if freq is not None else None
+    for (s, t), d in zip(spans, diffs, strict=True):
+        if not len(d):
+            continue
+        if offset is not None and _fixed_ns(offset) is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                expected = (pd.DatetimeIndex(t[:-1]) + offset).asi8
+            gap = t[1:] > expected
+        else:
+            gap = d > step
+            n_short += int((d < step).sum())
+        if gap.any():
+            n_gaps += int(gap.sum())
+            k = int(np.flatnonzero(gap)[np.argmax(d[gap])])
+            if largest is None or d[k] > largest[0]:
+                largest = (int(d[k]), s, int(t[k]), int(t[k + 1]))
+    unit = f"{freq} steps" if freq is not None else f"steps of {_fmt_duration(step, kind)}"
+    if n_gaps:
+        size, s, a, b = largest
+        notes.append(f"{where.file}: {n_gaps} gap{'s' if n_gaps > 1 else ''} in time (largest "
+                     f"{_fmt_duration(size, kind)}{where.series(ids[s])}, from {_fmt_time(a, kind)} to "
+                     f"{_fmt_time(b, kind)}); rows are treated as consecutive {unit}")
+    if n_short:
+        notes.append(f"{where.file}: {n_short} time difference{'s are' if n_short > 1 else ' is'} shorter "
+                     f"than the usual step of {_fmt_duration(step, kind)}; rows are treated as consecutive steps")
+
+
+def _fill_missing(values, times, starts, ids, columns, lines, kind, where: _Where, notes: list[str]) -> None:
+    """Interpolate interior gaps in place, or raise when the policy refuses (module docstring)."""
+    nan = np.isnan(values)
+    if not nan.any():
+        return
+    filled = []
+    for s in range(len(ids)):
+        a, b = int(starts[s]), int(starts[s + 1])
+        n = b - a
+        for j, col in enumerate(columns):
+            m = nan[a:b, j]
+            if not m.any():
+                continue
+            pos = np.flatnonzero(m)
+            sid = ids[s]
+            if m[0] or m[-1]:
+                i = a if m[0] else b - 1
+                edge = "first" if m[0] else "last"
+                raise DataError(f"{where.at(int(lines[i]), col)}: missing value in the {edge} row"
+                                f"{where.series(sid)} ({_fmt_time(times[i], kind)}); interpolation needs "
+                                "values on both sides: fill it in or drop the row")
+            runs = np.split(pos, np.flatnonzero(np.diff(pos) > 1) + 1)
+            longest = max(runs, key=len)
+            if len(longest) > MAX_INTERPOLATED_RUN:
+                i = a + int(longest[0])
+                raise DataError(f"{where.at(int(lines[i]), col)}: {len(longest)} consecutive missing values"
+                                f"{where.series(sid)} from {_fmt_time(times[i], kind)} to "
+                                f"{_fmt_time(times[a + int(longest[-1])], kind)}; interpolation fills at most "
+                                f"{MAX_INTERPOLATED_RUN} in a row: fill them in")
+            if len(pos) > MAX_MISSING_FRACTION * n:
+                i = a + int(pos[0])
+                raise DataError(f"{where.at(int(lines[i]), col)}: {len(pos)} of {n} values missing"
+                                f"{where.series(sid)}, more than {MAX_MISSING_FRACTION:.0%}; interpolation "
+                                "would invent too much: fill them in or drop the column")
+            seg = values[a:b, j]
+            known = np.flatnonzero(~m)
+            seg[pos] = np.interp(pos, known, seg[known])
+            filled += [(sid, col, int(times[a + p])) for p in pos]
+    shown = ", ".join(f"{col!r}{where.series(sid)} at {_fmt_time(t, kind)}" for sid, col, t in filled[:3])
+    more = f" and {len(filled) - 3} more" if len(filled) > 3 else ""
+    notes.append(f"{where.file}: interpolated {len(filled)} missing value{'s' if len(filled) > 1 else ''} "
+                 f"linearly: {shown}{more}")
+
+
+# ----------------------------------------------------------------------------------------------
+# forecasts out
+
+
+def future_times(last: int, step: int, freq: str | None, time_kind: str, n: int) -> np.ndarray:
+    """The n stamps after `last` (int64): calendar steps of freq when it is a calendar alias (month
+    starts stay month starts), else last + k * step."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    k = np.arange(1, n + 1, dtype=np.int64)
+    if time_kind == "integer":
+        if step <= 0:
+            raise ValueError(f"step must be positive, got {step}")
+        return np.int64(last) + k * np.int64(step)
+    if time_kind != "datetime":
+        raise ValueError(f"time_kind must be 'datetime' or 'integer', got {time_kind!r}")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    start = pd.Timestamp(int(last))
+    try:
+        if freq is not None:
+            offset = _offset(freq)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                stamps = pd.date_range(start, periods=n + 1, freq=offset)
+            stamps = stamps[1:] if stamps[0] == start else stamps[:n]
+            return stamps.as_unit("ns").asi8.astype(np.int64)
+        if step <= 0:
+            raise ValueError(f"step must be positive when freq is None, got {step}")
+        end = int(last) + int(step) * n
+        pd.Timestamp(end)  # raises beyond year 2262
+        return np.int64(last) + k * np.int64(step)
+    except (OverflowError, pd.errors.OutOfBoundsDatetime):
+        raise DataError(f"forecast times after {_fmt_time(last, 'datetime')} pass the last supported date "
+                        f"{pd.Timestamp.max:%Y-%m-%d}; forecast fewer steps") from None
+
+
+def format_times(times: np.ndarray, time_kind: str, freq: str | None) -> list[str]:
+    """Stamps as text: integers as integers; dates as YYYY-MM-DD when every stamp is midnight (and
+    the freq is not sub-daily), else 'YYYY-MM-DD HH:MM:SS' (with fractions when there are any)."""
+    times = np.asarray(times, dtype=np.int64)
+    if time_kind == "integer":
+        return [str(int(t)) for t in times]
+    idx = pd.DatetimeIndex(times)
+    sub_daily = False
+    if freq is not None:
+        fixed = _fixed_ns(_offset(freq))
+        sub_daily = fixed is not None and fixed < DAY_NS
+    if not sub_daily and (times % DAY_NS == 0).all():
+        return list(idx.strftime("%Y-%m-%d"))
+    if (times % 10**9 == 0).all():
+        return list(idx.strftime("%Y-%m-%d %H:%M:%S"))
+    return [t.isoformat(sep=" ") for t in idx]
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v)).lower()
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if math.isnan(v):
+            return "NaN"
+        return repr(v)
+    return str(v)
+
+
+def write_csv_text(rows: dict[str, list], columns: list[str]) -> str:
+    """CSV text of rows[column] lists in `columns` order: '\\n' line ends, floats in repr precision
+    (round-trip exact), NaN as 'NaN' (a missing token), fields quoted only when they need it."""
+    missing = [c for c in columns if c not in rows]
+    if missing:
+        raise ValueError(f"no values for columns {missing}")
+    lengths = {len(rows[c]) for c in columns}
+    if len(lengths) > 1:
+        raise ValueError(f"columns differ in length: { {c: len(rows[c]) for c in columns} }")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for values in zip(*(rows[c] for c in columns), strict=True):
+        writer.writerow([_cell(v) for v in values])
+    return out.getvalue()
