@@ -42,8 +42,9 @@ import hashlib
 import os
 import stat
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 from lstm_cli.errors import LockedError, OutputError, WriteError
 

@@ -1,0 +1,755 @@
+"""The model file: one self-describing file of plain data that nobody can abuse.
+
+Layout (all integers little-endian):
+
+    offset 0   MAGIC            8 bytes  b"LSTMCLI\\x00"
+    offset 8   format version   u32      FORMAT_VERSION
+    offset 12  header length    u64      n
+    offset 20  header           n bytes  compact JSON, sorted keys, ASCII (so also UTF-8)
+               zero padding     up to the next multiple of 64
+    payload    raw arrays, each at a 64-byte-aligned offset from the payload start, zero-filled
+               gaps; the payload ends with the last array's last byte
+
+The header is the caller's metadata plus three keys added here: "arrays" (a list of
+{"name", "dtype", "shape", "offset", "nbytes"}, offsets relative to the payload start),
+"payload_sha256" (hex SHA-256 of the payload bytes) and "header_sha256" (hex SHA-256 of the
+canonical JSON of the header without this key: so a flipped bit in, say, the horizon or the
+last timestamps is detected, not silently used). dtypes are '<f4', '<f8' and '<i8' only.
+
+Loading validates everything before allocating anything large or trusting anything: the path is a
+regular file (never blocks on a FIFO), prefix, version, header size and item limits, strict JSON
+(no NaN/Infinity, no duplicate keys, bounded nesting), header checksum, array table (names,
+dtypes, shapes, overflow-safe sizes, alignment, overlap, bounds, exact payload length), the
+model schema (`validate_header`), payload checksum, finite float arrays and positive scales. It
+reads only the given path, read-only, with bounded reads (prefix, header, payload; sizes known
+from fstat and the validated header), never imports or executes anything named in the file and
+never uses pickle. Arrays come back as read-only NumPy arrays viewing one immutable buffer.
+
+Every problem with the file's content is a ModelFileError (exit 65); a path that is missing, not
+a regular file or unreadable is an InputMissingError (exit 66).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import stat
+import struct
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+import numpy as np
+
+from lstm_cli.atomic import atomic_output
+from lstm_cli.errors import InputMissingError, ModelFileError
+
+MAGIC = b"LSTMCLI\x00"
+FORMAT_VERSION = 1
+PREFIX = struct.Struct("<8sIQ")  # magic, format version, header length: 20 bytes
+ALIGN = 64
+
+MAX_HEADER_BYTES = 64 * 2**20  # 64 MiB of JSON
+MAX_HEADER_ITEMS = 1_000_000  # JSON values (bounds the Python objects a header can create)
+MAX_HEADER_DEPTH = 32  # nesting of objects/lists
+MAX_PAYLOAD_BYTES = 16 * 2**30  # 16 GiB of arrays in total
+MAX_ARRAYS = 4096
+MAX_NDIM = 4
+MAX_DIM = 2**31
+MAX_NAME = 255
+
+DTYPES = {"<f4": np.dtype("<f4"), "<f8": np.dtype("<f8"), "<i8": np.dtype("<i8")}
+RESERVED_KEYS = ("arrays", "payload_sha256", "header_sha256")
+ARRAY_KEYS = frozenset({"name", "dtype", "shape", "offset", "nbytes"})
+_NAME_RE = re.compile(r"[A-Za-z0-9_.]+")
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+_FINITE_CHUNK = 1 << 20  # elements per np.isfinite call: bounds the temporary bool array
+
+ModelArrays = dict  # dict[str, np.ndarray]
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _corrupt(source: str, problem: str) -> ModelFileError:
+    return ModelFileError(f"corrupt model file {source}: {problem}; re-create it with lstm train "
+                          "or restore a good copy")
+
+
+# --------------------------------------------------------------------------------------------
+# Header JSON: canonical encoding, strict decoding
+
+
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode("ascii")
+
+
+def _header_digest(header: dict) -> str:
+    return hashlib.sha256(_canonical({k: v for k, v in header.items() if k != "header_sha256"})).hexdigest()
+
+
+class _Reject(ValueError):
+    pass
+
+
+def _pairs_hook(pairs):
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Reject(f"duplicate key {_short(key)}")
+            seen.add(key)
+    return obj
+
+
+def _reject_constant(name):
+    raise _Reject(f"non-finite number {name}")
+
+
+def _parse_float(text):
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 overflows to inf without going through parse_constant
+        raise _Reject(f"non-finite number {_short(text)}")
+    return value
+
+
+def _too_deep(obj, limit: int) -> bool:
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _parse_header(raw: bytes, source: str) -> dict:
+    """Strict JSON object from the header bytes (limits checked before json.loads)."""
+    items = raw.count(b",") + raw.count(b"[") + raw.count(b"{")  # >= values - 1; cheap upper bound
+    if items > MAX_HEADER_ITEMS:
+        raise _corrupt(source, f"header holds more than {MAX_HEADER_ITEMS} JSON values")
+    try:
+        text = raw.decode("utf-8")
+        header = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_reject_constant,
+                            parse_float=_parse_float)
+    except UnicodeDecodeError:
+        raise _corrupt(source, "header is not UTF-8") from None
+    except RecursionError:
+        raise _corrupt(source, "header JSON is nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, _Reject, int too long
+        raise _corrupt(source, f"header is not valid JSON ({str(e).splitlines()[0][:100]})") from None
+    if not isinstance(header, dict):
+        raise _corrupt(source, "header is not a JSON object")
+    if _too_deep(header, MAX_HEADER_DEPTH):
+        raise _corrupt(source, f"header JSON is nested deeper than {MAX_HEADER_DEPTH} levels")
+    return header
+
+
+# --------------------------------------------------------------------------------------------
+# The array table
+
+
+def _is_int(value) -> bool:
+    return type(value) is int  # bool is not an int here
+
+
+def _check_array_table(header: dict, payload_len: int, source: str) -> list[tuple]:
+    """Validate header["arrays"] against the payload; return (name, dtype, shape, offset, nbytes)."""
+    entries = header.get("arrays")
+    if not isinstance(entries, list):
+        raise _corrupt(source, '"arrays" is missing or not a list')
+    if len(entries) > MAX_ARRAYS:
+        raise _corrupt(source, f"more than {MAX_ARRAYS} arrays")
+    table, names, total = [], set(), 0
+    for i, entry in enumerate(entries):
+        where = f"arrays[{i}]"
+        if not isinstance(entry, dict) or set(entry) != ARRAY_KEYS:
+            raise _corrupt(source, f"{where} must be an object with exactly the keys "
+                                   f"{sorted(ARRAY_KEYS)}")
+        name, dtype, shape = entry["name"], entry["dtype"], entry["shape"]
+        offset, nbytes = entry["offset"], entry["nbytes"]
+        if not (isinstance(name, str) and len(name) <= MAX_NAME and _NAME_RE.fullmatch(name)):
+            raise _corrupt(source, f"{where}: bad array name {_short(name)}")
+        if name in names:
+            raise _corrupt(source, f"duplicate array name {name!r}")
+        names.add(name)
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise _corrupt(source, f"array {name}: dtype {_short(dtype)} is not one of {sorted(DTYPES)}")
+        if not (isinstance(shape, list) and len(shape) <= MAX_NDIM
+                and all(_is_int(d) and 0 <= d <= MAX_DIM for d in shape)):
+            raise _corrupt(source, f"array {name}: bad shape {_short(shape)} (at most {MAX_NDIM} "
+                                   f"dimensions, each 0..{MAX_DIM})")
+        expected = DTYPES[dtype].itemsize
+        for d in shape:  # Python ints: no overflow, and each dim <= 2**31 keeps this small
+            expected *= d
+        if not _is_int(nbytes) or nbytes != expected:
+            raise _corrupt(source, f"array {name}: nbytes {_short(nbytes)} does not match shape "
+                                   f"{shape} of {dtype} ({expected})")
+        total += nbytes
+        if total > MAX_PAYLOAD_BYTES:
+            raise _corrupt(source, f"arrays total more than the {MAX_PAYLOAD_BYTES}-byte limit")
+        if not _is_int(offset) or offset < 0 or offset % ALIGN:
+            raise _corrupt(source, f"array {name}: offset {_short(offset)} is not a non-negative "
+                                   f"multiple of {ALIGN}")
+        if offset + nbytes > payload_len:
+            raise _corrupt(source, f"array {name} ends at byte {offset + nbytes} of a "
+                                   f"{payload_len}-byte payload (file truncated?)")
+        table.append((name, dtype, tuple(shape), offset, nbytes))
+    end = 0
+    for name, _, _, offset, nbytes in sorted(table, key=lambda t: (t[3], t[4])):
+        if offset < end:
+            raise _corrupt(source, f"array {name} overlaps the previous array")
+        end = offset + nbytes
+    if payload_len != end:
+        raise _corrupt(source, f"payload is {payload_len} bytes but the arrays end at byte {end} "
+                               "(file truncated or extended?)")
+    return table
+
+
+def _check_digest(header: dict, key: str, source: str) -> str:
+    value = header.get(key)
+    if not (isinstance(value, str) and _SHA_RE.fullmatch(value)):
+        raise _corrupt(source, f'"{key}" is missing or not a lowercase hex SHA-256')
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+HeaderCheck = Callable[[dict], None]
+ArraysCheck = Callable[[dict, Mapping[str, np.ndarray]], None]
+
+
+def _load_from(read: Callable[[int], bytes], total: int, source: str,
+               header_check: HeaderCheck | None, arrays_check: ArraysCheck | None):
+    """Parse a model file of `total` bytes whose bytes come from read(n) in order."""
+    if total == 0:
+        raise ModelFileError(f"not an lstm model file: {source} is empty (0 bytes)")
+    prefix = bytes(read(min(total, PREFIX.size)))
+    if len(prefix) < len(MAGIC) or prefix[: len(MAGIC)] != MAGIC:
+        raise ModelFileError(f"not an lstm model file: {source} (it does not start with the "
+                             "lstm magic bytes); pass a file written by lstm train")
+    if total < PREFIX.size:
+        raise _corrupt(source, f"truncated to {total} bytes, inside the {PREFIX.size}-byte prefix")
+    _, version, header_len = PREFIX.unpack(prefix)
+    if version > FORMAT_VERSION:
+        raise ModelFileError(f"{source}: model file format version {version} is newer than this "
+                             f"lstm reads ({FORMAT_VERSION}); upgrade lstm")
+    if version == 0:
+        raise _corrupt(source, "format version 0 is not a valid version")
+    if header_len > MAX_HEADER_BYTES:
+        raise _corrupt(source, f"header length {header_len} exceeds the {MAX_HEADER_BYTES}-byte limit")
+    payload_start = _align(PREFIX.size + header_len)
+    if payload_start > total:
+        raise _corrupt(source, f"header of {header_len} bytes (and its padding) runs past the end "
+                               f"of the {total}-byte file (truncated?)")
+    raw_header = bytes(read(header_len))
+    padding = bytes(read(payload_start - PREFIX.size - header_len))
+    if padding.count(0) != len(padding):
+        raise _corrupt(source, "non-zero bytes in the padding after the header")
+    header = _parse_header(raw_header, source)
+    del raw_header, padding
+    stored = _check_digest(header, "header_sha256", source)
+    if _header_digest(header) != stored:
+        raise _corrupt(source, "header checksum mismatch (the header was altered or damaged)")
+    payload_len = total - payload_start
+    table = _check_array_table(header, payload_len, source)
+    payload_sha = _check_digest(header, "payload_sha256", source)
+    if header_check is not None:
+        try:
+            header_check(header)
+        except ModelFileError as e:
+            raise _corrupt(source, str(e)) from None
+    payload = read(payload_len)
+    if hashlib.sha256(payload).hexdigest() != payload_sha:
+        raise _corrupt(source, "payload checksum mismatch (the arrays were altered or damaged)")
+    arrays = {}
+    for name, dtype, shape, offset, nbytes in table:
+        count = nbytes // DTYPES[dtype].itemsize
+        arr = np.frombuffer(payload, dtype=DTYPES[dtype], count=count, offset=offset).reshape(shape)
+        arr.flags.writeable = False
+        if arr.dtype.kind == "f":
+            flat = arr.reshape(-1)
+            for start in range(0, flat.size, _FINITE_CHUNK):
+                if not np.isfinite(flat[start : start + _FINITE_CHUNK]).all():
+                    raise _corrupt(source, f"array {name} holds NaN or infinite values")
+        arrays[name] = arr
+    if arrays_check is not None:
+        try:
+            arrays_check(header, arrays)
+        except ModelFileError as e:
+            raise _corrupt(source, str(e)) from None
+    return header, arrays
+
+
+def loads(data: bytes, source: str = "<bytes>", *, header_check: HeaderCheck | None = None,
+          arrays_check: ArraysCheck | None = None, schema: bool = True):
+    """Parse and validate a model file held in memory; returns (header, arrays).
+
+    With `schema` (the default) the model schema is enforced (`validate_header`,
+    `validate_arrays`); extra caller checks run after them. schema=False reads any well-formed
+    container. Arrays are read-only views of one immutable copy of `data`.
+    """
+    if not isinstance(data, bytes):
+        data = bytes(data)  # arrays must not alias a buffer the caller may change
+    view = memoryview(data)
+    pos = 0
+
+    def read(n: int):
+        nonlocal pos
+        chunk = view[pos : pos + n]
+        pos += n
+        return chunk
+
+    hcheck, acheck = _combine(schema, header_check, arrays_check)
+    return _load_from(read, len(data), source, hcheck, acheck)
+
+
+def _combine(schema, header_check, arrays_check):
+    checks_h = ([validate_header] if schema else []) + ([header_check] if header_check else [])
+    checks_a = ([validate_arrays] if schema else []) + ([arrays_check] if arrays_check else [])
+
+    def hcheck(header):
+        for check in checks_h:
+            check(header)
+
+    def acheck(header, arrays):
+        for check in checks_a:
+            check(header, arrays)
+
+    return (hcheck if checks_h else None), (acheck if checks_a else None)
+
+
+def _open_model(path) -> tuple[int, str]:
+    """Open `path` read-only after making sure it is a regular file; InputMissingError if not."""
+    shown = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        link = " is a dangling symlink" if os.path.islink(path) else " does not exist"
+        raise InputMissingError(f"model file {shown}{link}; check the path") from None
+    except OSError as e:
+        raise InputMissingError(f"cannot read model file {shown}: {e.strerror or e}; check the "
+                                "path and its permissions") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputMissingError(f"model file {shown} is a directory; give the path of a model file "
+                                "written by lstm train")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputMissingError(f"model file {shown} is not a regular file (FIFO, device or "
+                                "socket); give the path of a model file written by lstm train")
+    try:  # O_NONBLOCK: if the path was swapped for a FIFO since the stat, open does not block
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as e:
+        raise InputMissingError(f"cannot read model file {shown}: {e.strerror or e}; check the "
+                                "path and its permissions") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputMissingError(f"model file {shown} is not a regular file")
+    return fd, shown
+
+
+def load(path, *, header_check: HeaderCheck | None = None,
+         arrays_check: ArraysCheck | None = None, schema: bool = True):
+    """Read and validate the model file at `path`; returns (header, read-only arrays).
+
+    Opens read-only and never writes, locks or touches any other path. Reads are bounded: the
+    20-byte prefix, then the header (<= MAX_HEADER_BYTES), then, once the header has been
+    validated against the file size, exactly the payload.
+    """
+    fd, shown = _open_model(path)
+    try:
+        total = os.fstat(fd).st_size
+        f = open(fd, "rb", closefd=False)  # BufferedReader: read(n) loops until n bytes or EOF
+
+        def read(n: int) -> bytes:
+            try:
+                data = f.read(n)
+            except OSError as e:
+                raise InputMissingError(f"cannot read model file {shown}: {e.strerror or e}") from None
+            if len(data) != n:
+                raise _corrupt(shown, "the file shrank while it was being read")
+            return data
+
+        hcheck, acheck = _combine(schema, header_check, arrays_check)
+        return _load_from(read, total, shown, hcheck, acheck)
+    finally:
+        os.close(fd)
+
+
+def file_sha256(path) -> str:
+    """Hex SHA-256 of the file at `path` (streamed; same path checks as load)."""
+    fd, shown = _open_model(path)
+    digest = hashlib.sha256()
+    try:
+        with open(fd, "rb", closefd=False) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as e:
+        raise InputMissingError(f"cannot read {shown}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def _check_jsonable(value, where: str = "header", depth: int = 0) -> None:
+    """Only what JSON round-trips exactly: dict with str keys, list, str, int, finite float, bool, None."""
+    if depth > MAX_HEADER_DEPTH:
+        raise ValueError(f"{where}: nested deeper than {MAX_HEADER_DEPTH} levels")
+    if value is None or isinstance(value, (bool, str)) or type(value) is int:
+        return
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: non-finite float {value!r} cannot be stored")
+        return
+    if type(value) is dict:
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: key {key!r} is not a str")
+            _check_jsonable(item, f"{where}.{key}", depth + 1)
+        return
+    if type(value) is list:
+        for i, item in enumerate(value):
+            _check_jsonable(item, f"{where}[{i}]", depth + 1)
+        return
+    raise ValueError(f"{where}: {type(value).__name__} {_short(value)} is not a JSON value "
+                     "(use int, float, str, bool, None, list or dict; convert numpy scalars)")
+
+
+def _dtype_code(dtype: np.dtype) -> str | None:
+    if dtype.kind == "f" and dtype.itemsize in (4, 8):
+        return f"<f{dtype.itemsize}"
+    if dtype.kind == "i" and dtype.itemsize == 8:
+        return "<i8"
+    return None
+
+
+def _prepare(header: dict, arrays: Mapping[str, np.ndarray], check: bool):
+    """(head bytes, [(zero padding before, contiguous little-endian array), ...]) for a file."""
+    if not isinstance(header, dict):
+        raise TypeError(f"header must be a dict, got {type(header).__name__}")
+    meta = {k: v for k, v in header.items() if k not in RESERVED_KEYS}
+    _check_jsonable(meta)
+    if len(arrays) > MAX_ARRAYS:
+        raise ValueError(f"more than {MAX_ARRAYS} arrays")
+    entries, parts, sha, offset = [], [], hashlib.sha256(), 0
+    for name, value in arrays.items():
+        if not (isinstance(name, str) and len(name) <= MAX_NAME and _NAME_RE.fullmatch(name)):
+            raise ValueError(f"array name {name!r} must match [A-Za-z0-9_.]+")
+        a = np.asarray(value)
+        code = _dtype_code(a.dtype)
+        if code is None:
+            raise ValueError(f"array {name}: dtype {a.dtype} cannot be stored; use float32, "
+                             "float64 or int64")
+        a = np.asarray(a, dtype=DTYPES[code], order="C")  # (ascontiguousarray makes 0-d into 1-d)
+        if a.ndim > MAX_NDIM or any(d > MAX_DIM for d in a.shape):
+            raise ValueError(f"array {name}: shape {a.shape} exceeds {MAX_NDIM} dims of <= {MAX_DIM}")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ValueError(f"array {name} holds NaN or infinite values; refusing to save it")
+        pad = _align(offset) - offset
+        offset += pad
+        entries.append({"name": name, "dtype": code, "shape": [int(d) for d in a.shape],
+                        "offset": offset, "nbytes": int(a.nbytes)})
+        sha.update(bytes(pad))
+        if a.nbytes:
+            sha.update(memoryview(a).cast("B"))
+        parts.append((pad, a))
+        offset += a.nbytes
+    if offset > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"arrays total {offset} bytes, more than the {MAX_PAYLOAD_BYTES} limit")
+    full = dict(meta, arrays=entries, payload_sha256=sha.hexdigest())
+    full["header_sha256"] = _header_digest(full)
+    if check:
+        try:
+            validate_header(full)
+        except ModelFileError as e:
+            raise ValueError(f"refusing to write an invalid model: {e}") from None
+    raw = _canonical(full)
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ValueError(f"header of {len(raw)} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")
+    try:
+        _parse_header(raw, "<new model>")  # the limits load enforces (items, depth)
+    except ModelFileError as e:
+        raise ValueError(f"refusing to write a header lstm could not read back: {e}") from None
+    head = PREFIX.pack(MAGIC, FORMAT_VERSION, len(raw)) + raw
+    head += bytes(_align(len(head)) - len(head))
+    return head, parts
+
+
+def dumps(header: dict, arrays: Mapping[str, np.ndarray], *, schema: bool = True) -> bytes:
+    """The bytes of a model file. Any "arrays"/"*_sha256" keys in `header` are recomputed.
+
+    With `schema` the result must pass validate_header (ValueError otherwise: an invalid model
+    is a bug in the caller, not bad user data). Non-finite float arrays are refused.
+    """
+    head, parts = _prepare(header, arrays, schema)
+    chunks = [head]
+    for pad, a in parts:
+        chunks.append(bytes(pad))
+        if a.nbytes:
+            chunks.append(memoryview(a).cast("B"))
+    return b"".join(chunks)
+
+
+def save(path, header: dict, arrays: Mapping[str, np.ndarray], *, schema: bool = True) -> None:
+    """Write a model file atomically (atomic.atomic_output): the old file survives any failure.
+
+    Does not take the output lock: the command holds atomic.output_lock for the whole run.
+    """
+    head, parts = _prepare(header, arrays, schema)
+    with atomic_output(path, "wb", buffer_size=0) as f:
+        f.write(head)
+        for pad, a in parts:
+            if pad:
+                f.write(bytes(pad))
+            if a.nbytes:
+                f.write(memoryview(a).cast("B"))
+
+
+# --------------------------------------------------------------------------------------------
+# The model schema
+
+
+_TOP_KEYS = {"format", "format_version", "created", "lstm_version", "numpy_version",
+             "numba_version", "arch", "data", "series", "training", "arrays"}
+_ARCH_KEYS = {"cell", "input_size", "hidden_size", "num_layers", "output_size", "dtype"}
+_DATA_KEYS = {"time_col", "id_col", "targets", "features", "time_kind", "step", "freq",
+              "lookback", "horizon", "quantiles", "strategy", "scaling"}
+_SERIES_KEYS = {"ids", "last_time"}
+_TRAINING_KEYS = {"seed", "epochs_run", "best_epoch", "threads", "params", "history",
+                  "data_sha256", "seconds"}
+_HISTORY_KEYS = {"train_loss", "val_loss"}
+_ARCH_DTYPES = {"float32": "<f4", "float64": "<f8"}
+_CREATED_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|\+00:00)")
+_INT64 = 2**63
+
+
+def _bad(where: str, problem: str) -> ModelFileError:
+    return ModelFileError(f"invalid model header: {where} {problem}")
+
+
+def _section(parent: dict, key: str, keys: set, where: str, optional: set = frozenset()) -> dict:
+    value = parent.get(key) if isinstance(parent, dict) else None
+    if not isinstance(value, dict):
+        raise _bad(where, "is missing or not an object")
+    missing, unknown = keys - value.keys(), value.keys() - keys - optional
+    if missing:
+        raise _bad(where, f"lacks {sorted(missing)}")
+    if unknown:
+        raise _bad(where, f"has unknown keys {sorted(unknown)[:5]}")
+    return value
+
+
+def _int(value, where: str, lo: int, hi: int) -> int:
+    if not _is_int(value) or not lo <= value <= hi:
+        raise _bad(where, f"must be an integer in {lo}..{hi}, got {_short(value)}")
+    return value
+
+
+def _num(value, where: str, lo: float = -math.inf, hi: float = math.inf) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value) or not lo <= value <= hi:
+        raise _bad(where, f"must be a finite number in [{lo}, {hi}], got {_short(value)}")
+    return value
+
+
+def _str(value, where: str, nonempty: bool = False) -> str:
+    if not isinstance(value, str) or (nonempty and not value):
+        raise _bad(where, f"must be a {'non-empty ' if nonempty else ''}string, got {_short(value)}")
+    return value
+
+
+def _choice(value, where: str, allowed) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise _bad(where, f"must be one of {sorted(allowed)}, got {_short(value)}")
+    return value
+
+
+def _names(value, where: str, lo: int, hi: int, nonempty: bool = True) -> list:
+    if not isinstance(value, list) or not lo <= len(value) <= hi:
+        raise _bad(where, f"must be a list of {lo}..{hi} strings")
+    seen = set()
+    for i, item in enumerate(value):
+        _str(item, f"{where}[{i}]", nonempty)
+        if item in seen:
+            raise _bad(where, f"repeats {_short(item)}")
+        seen.add(item)
+    return value
+
+
+def expected_arrays(arch: dict, n_series: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """name -> (dtype code, shape) of every array a model with `arch` (validated) must hold."""
+    D, H, L, O = arch["input_size"], arch["hidden_size"], arch["num_layers"], arch["output_size"]  # noqa: E741
+    dt = _ARCH_DTYPES[arch["dtype"]]
+    out = {}
+    for k in range(L):
+        out[f"weight_ih_l{k}"] = (dt, (4 * H, D if k == 0 else H))
+        out[f"weight_hh_l{k}"] = (dt, (4 * H, H))
+        out[f"bias_ih_l{k}"] = (dt, (4 * H,))
+        out[f"bias_hh_l{k}"] = (dt, (4 * H,))
+    out["head.weight"] = (dt, (O, H))
+    out["head.bias"] = (dt, (O,))
+    out["scaler.loc"] = ("<f8", (n_series, D))
+    out["scaler.scale"] = ("<f8", (n_series, D))
+    return out
+
+
+def validate_header(header: dict) -> None:
+    """Enforce the model header schema field by field; ModelFileError("invalid model header: ...").
+
+    Unknown keys are refused everywhere except in training.params (the place for free-form
+    settings); "payload_sha256" and "header_sha256" may be present (the container checks them).
+    """
+    if not isinstance(header, dict):
+        raise _bad("header", "is not an object")
+    missing = _TOP_KEYS - header.keys()
+    unknown = header.keys() - _TOP_KEYS - {"payload_sha256", "header_sha256"}
+    if missing:
+        raise _bad("header", f"lacks {sorted(missing)}")
+    if unknown:
+        raise _bad("header", f"has unknown keys {sorted(unknown)[:5]}")
+    if header["format"] != "lstm-model":
+        raise _bad("format", f'must be "lstm-model", got {_short(header["format"])}')
+    if not _is_int(header["format_version"]) or header["format_version"] != FORMAT_VERSION:
+        raise _bad("format_version", f"must be {FORMAT_VERSION}, got {_short(header['format_version'])}")
+    created = _str(header["created"], "created")
+    try:
+        if not _CREATED_RE.fullmatch(created):
+            raise ValueError
+        datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        raise _bad("created", f"must be an ISO-8601 UTC time like 2026-01-31T12:00:00Z, got "
+                              f"{_short(created)}") from None
+    for key in ("lstm_version", "numpy_version", "numba_version"):
+        _str(header[key], key)
+
+    arch = _section(header, "arch", _ARCH_KEYS, "arch")
+    _choice(arch["cell"], "arch.cell", {"lstm"})
+    _int(arch["input_size"], "arch.input_size", 1, 4096)
+    _int(arch["hidden_size"], "arch.hidden_size", 1, 4096)
+    _int(arch["num_layers"], "arch.num_layers", 1, 16)
+    _int(arch["output_size"], "arch.output_size", 1, 100_000)
+    _choice(arch["dtype"], "arch.dtype", set(_ARCH_DTYPES))
+
+    data = _section(header, "data", _DATA_KEYS, "data")
+    time_col = _str(data["time_col"], "data.time_col", nonempty=True)
+    id_col = data["id_col"]
+    if id_col is not None:
+        _str(id_col, "data.id_col", nonempty=True)
+    targets = _names(data["targets"], "data.targets", 1, 256)
+    features = _names(data["features"], "data.features", 0, 4096)
+    if set(targets) & set(features):
+        raise _bad("data.features", f"overlap data.targets: {sorted(set(targets) & set(features))[:5]}")
+    for key, col in (("data.time_col", time_col), ("data.id_col", id_col)):
+        if col is not None and (col in targets or col in features):
+            raise _bad(key, f"{col!r} is also a target or feature column")
+    if id_col is not None and id_col == time_col:
+        raise _bad("data.id_col", "is the same column as data.time_col")
+    _choice(data["time_kind"], "data.time_kind", {"datetime", "integer"})
+    _int(data["step"], "data.step", 1, _INT64 - 1)
+    if data["freq"] is not None:
+        _str(data["freq"], "data.freq", nonempty=True)
+    _int(data["lookback"], "data.lookback", 1, 100_000)
+    horizon = _int(data["horizon"], "data.horizon", 1, 100_000)
+    quantiles = data["quantiles"]
+    if not isinstance(quantiles, list):
+        raise _bad("data.quantiles", "must be a list")
+    for i, q in enumerate(quantiles):
+        if type(q) is not float or not 0.0 < q < 1.0:
+            raise _bad(f"data.quantiles[{i}]", f"must be a float in (0, 1), got {_short(q)}")
+        if i and q <= quantiles[i - 1]:
+            raise _bad("data.quantiles", "must be strictly increasing")
+    _choice(data["strategy"], "data.strategy", {"direct", "recursive"})
+    _choice(data["scaling"], "data.scaling", {"series"})
+
+    if arch["input_size"] != len(targets) + len(features):
+        raise _bad("arch.input_size", f"is {arch['input_size']} but there are {len(targets)} targets "
+                                      f"+ {len(features)} features")
+    outputs = horizon * len(targets) * max(1, len(quantiles))
+    if arch["output_size"] != outputs:
+        raise _bad("arch.output_size", f"is {arch['output_size']} but horizon x targets x quantiles "
+                                       f"= {outputs}")
+
+    series = _section(header, "series", _SERIES_KEYS, "series")
+    ids = _names(series["ids"], "series.ids", 1, MAX_HEADER_ITEMS, nonempty=False)
+    if id_col is None and len(ids) != 1:
+        raise _bad("series.ids", f"holds {len(ids)} series but data.id_col is null (one series)")
+    last_time = series["last_time"]
+    if not isinstance(last_time, list) or len(last_time) != len(ids):
+        raise _bad("series.last_time", f"must be a list of {len(ids)} integers (one per series id)")
+    for i, t in enumerate(last_time):
+        _int(t, f"series.last_time[{i}]", -_INT64, _INT64 - 1)
+
+    training = _section(header, "training", _TRAINING_KEYS, "training")
+    _int(training["seed"], "training.seed", 0, 2**64 - 1)
+    epochs = _int(training["epochs_run"], "training.epochs_run", 0, _INT64 - 1)
+    _int(training["best_epoch"], "training.best_epoch", 0, epochs)
+    _int(training["threads"], "training.threads", 1, 4096)
+    params = training["params"]
+    if not isinstance(params, dict):
+        raise _bad("training.params", "must be an object")
+    for key, value in params.items():
+        if value is not None and type(value) not in (bool, int, float, str):
+            raise _bad(f"training.params.{key}", f"must be a number, string, bool or null, got "
+                                                 f"{type(value).__name__}")
+    history = _section(training, "history", _HISTORY_KEYS, "training.history")
+    for key, nullable in (("train_loss", False), ("val_loss", True)):
+        values = history[key]
+        if not isinstance(values, list):
+            raise _bad(f"training.history.{key}", "must be a list")
+        for i, v in enumerate(values):
+            if v is None and nullable:
+                continue
+            _num(v, f"training.history.{key}[{i}]")
+    digest = training["data_sha256"]
+    if not (isinstance(digest, str) and _SHA_RE.fullmatch(digest)):
+        raise _bad("training.data_sha256", f"must be a lowercase hex SHA-256, got {_short(digest)}")
+    _num(training["seconds"], "training.seconds", 0.0)
+
+    entries = header["arrays"]
+    if not isinstance(entries, list):
+        raise _bad("arrays", "must be a list")
+    expected = expected_arrays(arch, len(ids))
+    found = {}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise _bad(f"arrays[{i}]", "must be an object with a string name")
+        found[entry["name"]] = entry
+    if missing := [n for n in expected if n not in found]:
+        raise _bad("arrays", f"lack {missing[:5]} for a {arch['num_layers']}-layer model")
+    if unknown := [n for n in found if n not in expected]:
+        raise _bad("arrays", f"include unknown arrays {unknown[:5]}")
+    for name, (dtype, shape) in expected.items():
+        entry = found[name]
+        if entry.get("dtype") != dtype:
+            raise _bad(f"array {name}", f"has dtype {_short(entry.get('dtype'))}, expected {dtype}")
+        if entry.get("shape") != list(shape):
+            raise _bad(f"array {name}", f"has shape {_short(entry.get('shape'))}, expected {list(shape)}")
+
+
+def validate_arrays(header: dict, arrays: Mapping[str, np.ndarray]) -> None:
+    """Value checks the header cannot express: scaler.scale > 0 (finiteness is checked for all)."""
+    scale = arrays.get("scaler.scale")
+    if scale is None:
+        raise _bad("arrays", "lack scaler.scale")
+    if scale.size and not (scale > 0).all():
+        raise ModelFileError("invalid model arrays: scaler.scale holds zero or negative values")
