@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import datetime
 import gzip
 import io
 import math
@@ -65,7 +66,7 @@ import sys
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,9 +92,12 @@ _NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _YYYYMMDD = re.compile(r"[12][0-9]{3}[01][0-9][0-3][0-9]", re.ASCII)
 _QUARTER = re.compile(r"(?:([0-9]{4})\s*-?\s*[Qq]([1-4])|[Qq]([1-4])\s*-?\s*([0-9]{4}))", re.ASCII)
+_ISO_WEEK = re.compile(r"([0-9]{4})-?[Ww]([0-9]{2})(?:-?([1-7]))?", re.ASCII)
 _OFFSET_SUFFIX = re.compile(r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)$")
 _THOUSANDS = re.compile(r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?", re.ASCII)
 _DECIMAL_COMMA = re.compile(r"[+-]?[0-9]*,[0-9]+(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_MORE_FORMATS = ("%b %Y", "%B %Y", "%Y %b", "%Y %B", "%b-%Y", "%Y-%b", "%b-%y", "%d %b %Y", "%d-%b-%Y",
+                 "%d %B %Y", "%b %d %Y", "%b %d, %Y", "%B %d, %Y")  # tried when pandas guesses no format
 _MAGIC = (  # (prefix, what it is, what to do)
     (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook?)", "export the sheet as CSV (UTF-8)"),
     (b"PK\x05\x06", "an empty ZIP archive", "export the data as CSV (UTF-8)"),
@@ -342,54 +346,64 @@ class _Records:
         self.header: list[str] | None = None
         self.header_line = 0
 
-    def _next(self) -> tuple[int, list[str]] | None:
-        """The next non-blank record and its first line, or None at the end."""
-        reader = self._reader
-        while True:
-            start = reader.line_num + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                return None
-            except csv.Error as e:
-                msg = str(e)
-                if "end of data" in msg or "EOF" in msg:
-                    raise DataError(f"{self._where.at(start)}: a quote opened here is never closed; "
-                                    "close it or remove the stray quote") from None
-                raise DataError(f"{self._where.at(reader.line_num)}: malformed quoting ({msg}); text "
-                                'after a closing quote must be a separator; write quotes inside as ""') from None
-            except _ReadStop as e:
-                raise DataError(f"{self._where.at(e.line)}: {e}") from None
-            except (EOFError, zlib.error) as e:
-                raise DataError(f"{self._where.file}: corrupt or truncated gzip data ({_gzip_reason(e)}); "
-                                "compress the CSV again") from None
-            except OSError as e:
-                if self._gz:
-                    raise DataError(f"{self._where.file}: corrupt or truncated gzip data "
-                                    f"({_gzip_reason(e)}); compress the CSV again") from None
-                raise InputMissingError(f"{self._where.file}: read failed ({e.strerror or e})") from None
-            if row and (len(row) > 1 or row[0].strip()):
-                return start, row
+    def _failure(self, e: BaseException, start: int) -> Exception:
+        """The user-facing error for a failure while reading the record that starts on line `start`."""
+        where = self._where
+        if isinstance(e, csv.Error):
+            msg = str(e)
+            if "end of data" in msg or "EOF" in msg:
+                return DataError(f"{where.at(start)}: a quote opened here is never closed; "
+                                 "close it or remove the stray quote")
+            return DataError(f"{where.at(self._reader.line_num)}: malformed quoting ({msg}); text after a "
+                             'closing quote must be a separator; write quotes inside a field as ""')
+        if isinstance(e, _ReadStop):
+            return DataError(f"{where.at(e.line)}: {e}")
+        if isinstance(e, (EOFError, zlib.error)) or (self._gz and isinstance(e, OSError)):
+            return DataError(f"{where.file}: corrupt or truncated gzip data ({_gzip_reason(e)}); "
+                             "compress the CSV again")
+        return InputMissingError(f"{where.file}: read failed ({getattr(e, 'strerror', None) or e})")
 
     def read_header(self) -> list[str]:
-        got = self._next()
-        if got is None:
+        """The first non-blank record; blank lines before it are skipped."""
+        reader = self._reader
+        start = 1
+        try:
+            while True:
+                start = reader.line_num + 1
+                row = next(reader)
+                if row and (len(row) > 1 or row[0].strip()):
+                    break
+        except StopIteration:
             raise DataError(f"{self._where.file}: empty (no header, no data); give a CSV with a header line "
-                            "and one row per time step")
-        self.header_line, row = got
-        self.header = row
+                            "and one row per time step") from None
+        except (csv.Error, _ReadStop, EOFError, zlib.error, OSError) as e:
+            raise self._failure(e, start) from None
+        self.header_line, self.header = start, row
         return row
 
-    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+    def read(self, pick, lines: list[int], rows: list, limit: int | None = None) -> None:
+        """Append pick(record) and the record's first line for each data record, up to `limit`
+        records; blank lines are skipped, ragged records are DataErrors."""
+        reader = self._reader
         n = len(self.header)
-        while True:
-            got = self._next()
-            if got is None:
-                return
-            line, row = got
-            if len(row) != n:
-                raise DataError(self._ragged(line, row, n))
-            yield line, row
+        add_line, add_row = lines.append, rows.append
+        count = 0
+        start = reader.line_num + 1
+        try:
+            while limit is None or count < limit:
+                start = reader.line_num + 1
+                row = next(reader)
+                if len(row) != n:
+                    if not row or (len(row) == 1 and not row[0].strip()):
+                        continue
+                    raise DataError(self._ragged(start, row, n))
+                add_line(start)
+                add_row(pick(row))
+                count += 1
+        except StopIteration:
+            return
+        except (csv.Error, _ReadStop, EOFError, zlib.error, OSError) as e:
+            raise self._failure(e, start) from None
 
     def _ragged(self, line: int, row: list[str], n: int) -> str:
         msg = (f"{self._where.at(line)}: {len(row)} fields but the header (line {self.header_line}) "
@@ -461,16 +475,33 @@ def _parse_times(strs: Sequence[str], lines: np.ndarray, column: str, where: _Wh
         if parsed.notna().all():
             return _to_ns(parsed, vals, lines, column, where), "datetime"
         return _parse_integers(vals, lines, column, where), "integer"
-    quarters = [_QUARTER.fullmatch(s) for s in vals]
-    if all(quarters):
-        stamps = [f"{m[1] or m[4]}-{3 * int(m[2] or m[3]) - 2:02d}-01" for m in quarters]
+    for pattern, start_of, what in _PERIODS:
+        if not pattern.fullmatch(vals[0]):
+            continue
+        stamps = []
+        for i, s in enumerate(vals):
+            m = pattern.fullmatch(s)
+            try:
+                stamps.append(start_of(m).isoformat() if m else None)
+            except ValueError:
+                m = None
+            if m is None:
+                raise DataError(f"{where.at(int(lines[i]), column)}: {_q(s)} is not a valid {what} written like {_q(vals[0])} "
+                                f"(line {int(lines[0])}); use one time format in the whole column{hint}")
         parsed = pd.to_datetime(pd.Series(stamps, dtype=object), format="%Y-%m-%d")
         return _to_ns(parsed, vals, lines, column, where), "datetime"
-    if any(quarters) and quarters[0]:
-        i = next(k for k, m in enumerate(quarters) if m is None)
-        raise DataError(f"{where.at(int(lines[i]), column)}: {_q(vals[i])} is not a quarter like "
-                        f"{_q(vals[0])} (line {int(lines[0])}); use one time format in the whole column{hint}")
     return _parse_datetimes(vals, lines, column, where, hint), "datetime"
+
+
+def _quarter_start(m: re.Match) -> datetime.date:
+    return datetime.date(int(m[1] or m[4]), 3 * int(m[2] or m[3]) - 2, 1)
+
+
+def _iso_week_start(m: re.Match) -> datetime.date:
+    return datetime.date.fromisocalendar(int(m[1]), int(m[2]), int(m[3] or 1))
+
+
+_PERIODS = ((_QUARTER, _quarter_start, "quarter"), (_ISO_WEEK, _iso_week_start, "ISO week"))
 
 
 def _parse_integers(vals: list[str], lines: np.ndarray, column: str, where: _Where) -> np.ndarray:
@@ -490,6 +521,13 @@ def _format_candidates(first: str) -> list[str]:
     out = [f for f in (month_first, day_first) if f]
     if out and out[0].startswith(("%Y", "%y")):
         return out[:1]  # year-first formats are never year-day-month
+    if not out:
+        for fmt in _MORE_FORMATS:
+            try:
+                datetime.datetime.strptime(first, fmt)
+            except ValueError:
+                continue
+            return [fmt]
     return list(dict.fromkeys(out))
 
 
@@ -622,7 +660,7 @@ def _calendar_freq_with_gaps(t: np.ndarray) -> str | None:
                 candidates.append([idx[0] + pd.DateOffset(months=k * i) for i in range(4)])
             elif idx.is_month_end.all():
                 candidates.append([idx[0] + pd.offsets.MonthEnd(k * i) for i in range(4)])
-    if step == DAY_NS and (idx.dayofweek < 5).all():
+    if step == DAY_NS and (idx.day_of_week < 5).all():
         candidates.append("B")
     candidates.append([idx[0] + pd.Timedelta(step * i) for i in range(4)])
     for c in candidates:
@@ -716,7 +754,7 @@ def _looks_like_dates(values: list[str]) -> bool:
     vals = [v.strip() for v in values if v.strip() not in MISSING_TOKENS]
     if not vals or all(_INTEGER.fullmatch(v) for v in vals):
         return False
-    if all(_QUARTER.fullmatch(v) for v in vals):
+    if any(all(p.fullmatch(v) for v in vals) for p, _, _ in _PERIODS):
         return True
     if all(_NUMBER.fullmatch(v) for v in vals):
         return False
@@ -803,8 +841,8 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
     if absent:
         raise _missing_columns_error(where, header, absent, sep)
 
-    rows = iter(records)
-    sample: list[tuple[int, list[str]]] = []
+    sample_lines: list[int] = []
+    sample: list[list[str]] = []
     auto_time = time_col is None
     by_content = False
     if auto_time:
@@ -814,12 +852,9 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
             by_lower.setdefault(h.lower(), h)
         time_col = next((by_lower[n] for n in TIME_NAMES if n in by_lower and by_lower[n] not in taken), None)
         if time_col is None:
-            for item in rows:
-                sample.append(item)
-                if len(sample) >= SAMPLE_ROWS:
-                    break
+            records.read(list, sample_lines, sample, limit=SAMPLE_ROWS)
             time_col = next((h for h in header if h not in taken
-                             and _looks_like_dates([r[index[h]] for _, r in sample])), None)
+                             and _looks_like_dates([r[index[h]] for r in sample])), None)
             by_content = True
             if time_col is None:
                 rest = [h for h in header if h not in taken]
@@ -832,14 +867,10 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
     columns = list(targets) + list(features)
     need = [index[time_col]] + ([index[id_col]] if id_col is not None else []) + [index[c] for c in columns]
     pick = operator.itemgetter(*need)
-    lines_list: list[int] = []
-    picked: list[tuple[str, ...]] = []
-    for line, row in sample:
-        lines_list.append(line)
-        picked.append(pick(row))
-    for line, row in rows:
-        lines_list.append(line)
-        picked.append(pick(row))
+    lines_list = sample_lines
+    picked = [pick(row) for row in sample]
+    del sample
+    records.read(pick, lines_list, picked)
     if not picked:
         raise DataError(f"{where.file}: a header (line {records.header_line}) but no data rows; "
                         "add one row per time step")
