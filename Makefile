@@ -1,0 +1,46 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   venv + install + warm the JIT cache + train on sample data + predict
+#   make test   venv + test extras + the whole suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO := demo_out
+
+.PHONY: demo test bench bench-quick lint venv clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+venv: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	@mkdir -p $(DEMO)
+	$(BIN)/lstm warmup
+	$(BIN)/lstm train sample_data/a10_monthly.csv --target cost_million_aud --horizon 12 --out $(DEMO)/a10.lstm
+	$(BIN)/lstm predict $(DEMO)/a10.lstm sample_data/a10_monthly.csv --out $(DEMO)/a10_forecast.csv
+	@echo "--- forecast: next 12 months ($(DEMO)/a10_forecast.csv)"
+	@cat $(DEMO)/a10_forecast.csv
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/bench_engine.py
+
+bench-quick: $(VENV)/.installed-dev
+	$(BIN)/python bench/bench_engine.py --quick
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check lstm_cli tests bench
+
+clean:
+	rm -rf $(VENV) $(DEMO) .numba_cache .pytest_cache

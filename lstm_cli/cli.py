@@ -1,0 +1,392 @@
+"""The `lstm` command: parse options, call one pipeline function, render the result.
+
+Heavy modules (numpy, pandas, numba) are imported inside the commands, so `lstm --help`
+answers at once. Library errors become one line on stderr and a documented exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+
+import click
+
+from lstm_cli import __version__
+from lstm_cli.errors import EXIT_CODES, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, Interrupted, LstmError
+
+EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+
+
+def _prepare_runtime() -> None:
+    """Before numba loads: a writable JIT cache (cron may give no HOME and a read-only install)
+    and single-threaded BLAS inside our own shard threads."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if "NUMBA_CACHE_DIR" in os.environ:
+        return
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    if os.access(package_dir, os.W_OK):
+        return  # numba's default: __pycache__ beside the sources
+    import tempfile
+
+    candidates = []
+    if os.environ.get("XDG_CACHE_HOME"):
+        candidates.append(os.path.join(os.environ["XDG_CACHE_HOME"], "lstm-cli", "numba"))
+    if os.environ.get("HOME"):
+        candidates.append(os.path.join(os.environ["HOME"], ".cache", "lstm-cli", "numba"))
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    candidates.append(os.path.join(tempfile.gettempdir(), f"lstm-cli-numba-{uid}"))
+    for path in candidates:
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK):
+            os.environ["NUMBA_CACHE_DIR"] = path
+            return
+
+
+def _debug_enabled(ctx: click.Context | None) -> bool:
+    if os.environ.get("LSTM_DEBUG", "") not in ("", "0"):
+        return True
+    root = ctx.find_root() if ctx else None
+    return bool(root and root.params.get("debug"))
+
+
+class LstmGroup(click.Group):
+    """Translates library errors into `lstm: message` and their exit codes, for every command."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except LstmError as e:
+            click.echo(f"lstm: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("lstm: interrupted", err=True)
+            ctx.exit(EXIT_SIGINT)
+        except BrokenPipeError:
+            # the reader of stdout went away (`| head`): not an error of ours
+            try:
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+            except OSError:
+                pass
+            ctx.exit(0)
+        except Exception as e:  # a bug: say so, and how to see it
+            if _debug_enabled(ctx):
+                raise
+            click.echo(f"lstm: internal error ({type(e).__name__}: {e}); this is a bug. "
+                       "Rerun with --debug or LSTM_DEBUG=1 to see the traceback", err=True)
+            ctx.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=LstmGroup, epilog=EXIT_CODE_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="lstm", message="%(prog)s %(version)s")
+@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors (or set LSTM_DEBUG=1).")
+def cli(debug):
+    """Sequence prediction from the command line: train an LSTM on a CSV of time series,
+    forecast the next steps, export the model.
+
+    \b
+    Example:
+      lstm train sales.csv --target sales --horizon 12 --out sales.lstm
+      lstm predict sales.lstm sales.csv > forecast.csv
+    """
+    import warnings
+
+    if not debug and os.environ.get("LSTM_DEBUG", "") in ("", "0"):
+        warnings.simplefilter("ignore")  # a successful cron run prints nothing unexpected
+    _prepare_runtime()
+
+
+def _split_names(values: tuple[str, ...]) -> tuple[str, ...]:
+    """--target a --target b and --target a,b mean the same."""
+    names = []
+    for v in values:
+        names += [p.strip() for p in v.split(",") if p.strip()]
+    return tuple(dict.fromkeys(names))
+
+
+class DurationType(click.ParamType):
+    name = "duration"
+    units = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?\s*", str(value))
+        if not m or float(m.group(1)) <= 0:
+            self.fail(f"{value!r} is not a duration like 90s, 10m or 2h", param, ctx)
+        return float(m.group(1)) * self.units[m.group(2) or ""]
+
+
+class QuantilesType(click.ParamType):
+    name = "quantiles"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            qs = tuple(float(p) for p in str(value).split(",") if p.strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of numbers like 0.1,0.5,0.9", param, ctx)
+        if not qs or any(not 0.0 < q < 1.0 for q in qs) or list(qs) != sorted(set(qs)):
+            self.fail(f"{value!r}: quantiles must be increasing numbers strictly between 0 and 1", param, ctx)
+        return qs
+
+
+class StopFlag:
+    """should_stop for training: the first SIGINT/SIGTERM asks to stop after the current batch,
+    a second one stops at once; --time-limit stops cleanly and keeps the best model."""
+
+    def __init__(self, time_limit: float | None):
+        self.signum = None
+        self.deadline = time.monotonic() + time_limit if time_limit else None
+        self._previous = {}
+
+    def __enter__(self):
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __call__(self):
+        if self.signum is not None:
+            return "signal"
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return "time_limit"
+        return None
+
+
+COMMON_DATA = [
+    click.option("--time-col", help="Time column (default: detected: date, time, datetime, year, ...)."),
+    click.option("--id-col", help="Series id column, for many series in long format."),
+    click.option("--sep", default=",", show_default=True, help="Field separator, e.g. ';'."),
+    click.option("--missing", type=click.Choice(["interpolate", "refuse"]), default="interpolate", show_default=True,
+                 help="Missing values: interpolate short interior gaps (with a note) or refuse them."),
+]
+
+
+def data_options(f):
+    for option in reversed(COMMON_DATA):
+        f = option(f)
+    return f
+
+
+@cli.command()
+@click.argument("data")
+@click.option("--target", "targets", multiple=True, required=True, help="Column(s) to forecast; repeat or comma-separate.")
+@click.option("--horizon", type=click.IntRange(1, 100_000), required=True, help="Steps to forecast.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Model file to write (atomically).")
+@click.option("--features", "features", multiple=True, help="Extra input columns (past covariates), comma-separated.")
+@data_options
+@click.option("--freq", help="Frequency alias (MS, W-MON, D, h, 5min, ...); default: inferred.")
+@click.option("--lookback", type=click.IntRange(1, 100_000), help="Input window length [default: 2 seasons or 2 horizons].")
+@click.option("--hidden", type=click.IntRange(1, 4096), default=32, show_default=True, help="LSTM hidden size.")
+@click.option("--layers", type=click.IntRange(1, 16), default=1, show_default=True, help="Stacked LSTM layers.")
+@click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
+              help="Dropout between layers (training only).")
+@click.option("--epochs", type=click.IntRange(1, 100_000), default=100, show_default=True, help="Maximum epochs.")
+@click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=32, show_default=True)
+@click.option("--lr", type=click.FloatRange(0.0, 10.0, min_open=True), default=3e-3, show_default=True, help="Learning rate.")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@click.option("--momentum", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
+              help="SGD momentum.")
+@click.option("--weight-decay", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True)
+@click.option("--clip", type=click.FloatRange(0.0), default=1.0, show_default=True,
+              help="Clip the gradient's global norm (0: off).")
+@click.option("--val-frac", type=click.FloatRange(0.0, 0.9), default=0.1, show_default=True,
+              help="Last part of each series (in time) held out for early stopping.")
+@click.option("--patience", type=click.IntRange(1, 100_000), default=15, show_default=True,
+              help="Stop after this many epochs without improvement; the best weights are kept.")
+@click.option("--quantiles", type=QuantilesType(), help="Train for these quantiles, e.g. 0.1,0.5,0.9 (pinball loss).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), help="Worker threads [default: CPUs, at most 8].")
+@click.option("--time-limit", type=DurationType(), help="Stop cleanly after this long (90s, 10m, 2h); keeps the best model.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def train(data, targets, horizon, out, features, time_col, id_col, sep, missing, freq, lookback, hidden, layers,
+          dropout, epochs, batch_size, lr, optimizer, momentum, weight_decay, clip, val_frac, patience, quantiles,
+          seed, dtype, threads, time_limit, quiet):
+    """Train a model on DATA (a .csv or .csv.gz file, or - for stdin) and write it to --out.
+
+    The model is one file with everything predict needs. Progress goes to stderr; nothing is
+    written to stdout. Same data, options and --threads give a byte-identical model.
+
+    \b
+    Example:
+      lstm train sample_data/a10_monthly.csv --target cost_million_aud --horizon 12 --out a10.lstm
+      lstm train sample_data/departures_monthly_panel.csv --id-col series_id \\
+          --target departures_thousands --horizon 12 --out departures.lstm
+    """
+    from lstm_cli.console import Console, TrainProgress
+    from lstm_cli.pipeline import TrainRequest, train_from_csv
+    from lstm_cli.train import TrainConfig
+
+    console = Console(quiet)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
+                         weight_decay=weight_decay, clip=clip, patience=patience, dropout=dropout, seed=seed)
+    req = TrainRequest(data=data, out=out, targets=_split_names(targets), horizon=horizon,
+                       features=_split_names(features), time_col=time_col, id_col=id_col, sep=sep, freq=freq,
+                       missing=missing, lookback=lookback, hidden=hidden, layers=layers, dtype=dtype,
+                       quantiles=quantiles or (), val_frac=val_frac, threads=threads, train=config)
+    stop = StopFlag(time_limit)
+    with stop, TrainProgress(console) as progress:
+        model, result = train_from_csv(req, on_event=progress, should_stop=stop)
+    if result.stopped_by == "signal":
+        import signal
+
+        done = result.epochs_run
+        raise Interrupted(f"interrupted at epoch {done + 1}/{epochs}; previous model kept ({out} unchanged)",
+                          signal.SIGINT if stop.signum == signal.SIGINT else signal.SIGTERM)
+    reason = {None: "all epochs", "early_stop": "early stopping", "time_limit": "time limit",
+              "diverged": "loss diverged"}[result.stopped_by]
+    best_val = result.val_loss[result.best_epoch - 1] if result.best_epoch else None
+    best_train = result.train_loss[result.best_epoch - 1] if result.best_epoch else None
+    console.table(f"lstm: trained {out}", [
+        ("epochs", f"{result.epochs_run} of {epochs} (stopped by {reason})"),
+        ("best epoch", f"{result.best_epoch}  train loss {best_train:.4g}" +
+         (f"  val loss {best_val:.4g}" if best_val is not None else "")),
+        ("window", f"lookback {model.spec.lookback}, horizon {model.spec.horizon}"),
+        ("network", f"{model.network.arch.num_layers} x LSTM({model.network.arch.hidden_size}), "
+                    f"{model.network.layout.size} parameters, {dtype}"),
+        ("time", f"{result.seconds:.1f} s"),
+    ])
+
+
+def _write_output(text: str, out: str | None) -> None:
+    if out is None or out == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    from lstm_cli import atomic
+
+    atomic.check_output_path(out)
+    with atomic.output_lock(out):
+        atomic.atomic_write(out, text.encode())
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("data")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write here (atomically) instead of stdout ('-').")
+@click.option("--horizon", type=click.IntRange(1, 100_000),
+              help="Steps to forecast [default: the trained horizon]; beyond it the model rolls forward "
+                   "on its own forecasts (recursive).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--sep", default=",", show_default=True, help="Field separator of DATA.")
+@click.option("--missing", type=click.Choice(["interpolate", "refuse"]), default="interpolate", show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256))
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def predict(model, data, out, horizon, fmt, sep, missing, threads, quiet):
+    """Forecast the steps after the end of every series in DATA with MODEL.
+
+    DATA needs the model's columns and at least its lookback rows per series. Output: the time
+    column, the id column (if any), one column per target (per quantile for quantile models).
+
+    \b
+    Example:
+      lstm predict a10.lstm sample_data/a10_monthly.csv > forecast.csv
+      cat new.csv | lstm predict a10.lstm - --format json
+    """
+    import json
+
+    from lstm_cli import frame
+    from lstm_cli.console import Console
+    from lstm_cli.pipeline import predict_from_csv
+
+    console = Console(quiet)
+    columns, rows, notes, meta = predict_from_csv(model, data, horizon=horizon, sep=sep, missing=missing,
+                                                  threads=threads)
+    for n in notes:
+        console.note(n)
+    if fmt == "json":
+        n = len(rows[columns[0]])
+        records = [{c: rows[c][i] for c in columns} for i in range(n)]
+        text = json.dumps({"header": meta, "columns": columns, "forecast": records}, allow_nan=False) + "\n"
+    else:
+        text = frame.write_csv_text(rows, columns)
+    _write_output(text, out)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def info(model, fmt):
+    """Show what is inside a model file: architecture, data contract, training history.
+
+    \b
+    Example:
+      lstm info a10.lstm
+      lstm info a10.lstm --format json | jq .data
+    """
+    import json
+
+    from lstm_cli import modelfile
+    from lstm_cli.console import Console
+
+    header, arrays = modelfile.load(model)
+    header = dict(header)
+    header["sha256"] = modelfile.file_sha256(model)
+    if fmt == "json":
+        click.echo(json.dumps(header, indent=2, sort_keys=True))
+        return
+    a, d, t = header["arch"], header["data"], header["training"]
+    val = [v for v in t["history"]["val_loss"] if v is not None]
+    Console().table(f"lstm model {model}", [
+        ("created", f"{header['created']} by lstm {header['lstm_version']}"),
+        ("network", f"{a['num_layers']} x {a['cell'].upper()}({a['hidden_size']}) -> {a['output_size']} outputs, {a['dtype']}"),
+        ("targets", ", ".join(d["targets"])),
+        ("features", ", ".join(d["features"]) or "-"),
+        ("time", f"{d['time_col']} ({d['time_kind']}, freq {d['freq'] or '?'})"),
+        ("series", f"{len(header['series']['ids'])}" + (f" by {d['id_col']}" if d["id_col"] else "")),
+        ("window", f"lookback {d['lookback']}, horizon {d['horizon']}, {d['strategy']}"),
+        ("quantiles", ", ".join(f"{q:g}" for q in d["quantiles"]) or "-"),
+        ("training", f"{t['epochs_run']} epochs, best {t['best_epoch']}, seed {t['seed']}, {t['threads']} threads"),
+        ("best val loss", f"{min(val):.4g}" if val else "-"),
+        ("sha256", header["sha256"]),
+    ])
+
+
+@cli.command()
+@click.option("-q", "--quiet", is_flag=True)
+def warmup(quiet):
+    """Compile and cache every kernel train and predict use (float32 and float64), so later runs
+    start in about a second. Run once after installing; `make demo` does.
+
+    \b
+    Example:
+      lstm warmup
+    """
+    from lstm_cli.console import Console
+    from lstm_cli.pipeline import warm_up
+
+    t0 = time.perf_counter()
+    warm_up()
+    Console(quiet).line(f"lstm: kernels ready ({time.perf_counter() - t0:.1f} s)")
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="lstm")
+    except KeyboardInterrupt:
+        click.echo("lstm: interrupted", err=True)
+        sys.exit(EXIT_SIGINT)
+
+
+__all__ = ["cli", "main", "EXIT_SIGTERM"]

@@ -1,0 +1,169 @@
+"""A trained forecaster: the network plus everything predict needs (columns, window, scaler,
+frequency, last timestamps), and its mapping to the model file's header and arrays."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from lstm_cli import __version__, scaling, windows
+from lstm_cli.errors import DataError, UsageError
+from lstm_cli.network import Architecture, Network, ParamLayout
+
+FORMAT = "lstm-model"
+FORMAT_VERSION = 1
+
+
+def creation_time() -> str:
+    """Now in UTC, or SOURCE_DATE_EPOCH when set (the reproducible-builds convention), so that
+    the same data, options and threads can give a byte-identical model file."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    moment = (_dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch.isdigit()
+              else _dt.datetime.now(_dt.timezone.utc))
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The data contract of a model: what columns it reads and how its windows are cut."""
+
+    time_col: str
+    id_col: str | None
+    targets: tuple[str, ...]
+    features: tuple[str, ...]
+    time_kind: str  # 'datetime' (ns since epoch) or 'integer'
+    step: int
+    freq: str | None
+    lookback: int
+    horizon: int
+    quantiles: tuple[float, ...] = ()
+    strategy: str = "direct"
+    scaling: str = "series"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.targets + self.features
+
+    @property
+    def n_outputs_per_step(self) -> int:
+        return len(self.targets) * max(1, len(self.quantiles))
+
+    def to_header(self) -> dict:
+        d = asdict(self)
+        d["targets"], d["features"], d["quantiles"] = list(self.targets), list(self.features), list(self.quantiles)
+        return d
+
+    @classmethod
+    def from_header(cls, d: dict) -> DataSpec:
+        return cls(**{**d, "targets": tuple(d["targets"]), "features": tuple(d["features"]),
+                      "quantiles": tuple(float(q) for q in d["quantiles"])})
+
+
+@dataclass
+class Forecaster:
+    network: Network
+    spec: DataSpec
+    ids: tuple[str, ...]
+    last_time: np.ndarray  # int64 per series
+    loc: np.ndarray  # (n_series, C) float64
+    scale: np.ndarray  # (n_series, C) float64
+    training: dict = field(default_factory=dict)
+    created: str = ""
+
+    # --- file mapping ----------------------------------------------------------------
+
+    def to_file_parts(self) -> tuple[dict, dict[str, np.ndarray]]:
+        import numba
+
+        arch = self.network.arch
+        header = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": self.created or creation_time(),
+            "lstm_version": __version__,
+            "numpy_version": np.__version__,
+            "numba_version": numba.__version__,
+            "arch": {"cell": "lstm", "input_size": arch.input_size, "hidden_size": arch.hidden_size,
+                     "num_layers": arch.num_layers, "output_size": arch.output_size, "dtype": arch.dtype},
+            "data": self.spec.to_header(),
+            "series": {"ids": list(self.ids), "last_time": [int(t) for t in self.last_time]},
+            "training": self.training,
+        }
+        arrays = {name: np.ascontiguousarray(v) for name, v in self.network.tensors().items()}
+        arrays["scaler.loc"] = np.ascontiguousarray(self.loc, dtype=np.float64)
+        arrays["scaler.scale"] = np.ascontiguousarray(self.scale, dtype=np.float64)
+        return header, arrays
+
+    @classmethod
+    def from_file_parts(cls, header: dict, arrays: dict[str, np.ndarray], threads: int | None = None) -> Forecaster:
+        a = header["arch"]
+        arch = Architecture(a["input_size"], a["hidden_size"], a["num_layers"], a["output_size"], a["dtype"])
+        net = Network(arch, ParamLayout(arch).flatten(arrays, arch.np_dtype), threads=threads)
+        return cls(network=net, spec=DataSpec.from_header(header["data"]), ids=tuple(header["series"]["ids"]),
+                   last_time=np.asarray(header["series"]["last_time"], dtype=np.int64),
+                   loc=np.array(arrays["scaler.loc"]), scale=np.array(arrays["scaler.scale"]),
+                   training=header.get("training", {}), created=header.get("created", ""))
+
+    # --- forecasting -----------------------------------------------------------------
+
+    def series_scaler(self, series_ids, values, starts) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """loc/scale rows for the given series: stored ones for known ids, fitted on the
+        supplied history for ids the model never saw (reported as a note)."""
+        known = {sid: n for n, sid in enumerate(self.ids)}
+        n = len(series_ids)
+        loc = np.empty((n, self.loc.shape[1]))
+        scale = np.empty_like(loc)
+        unseen = []
+        for s, sid in enumerate(series_ids):
+            if sid in known:
+                loc[s], scale[s] = self.loc[known[sid]], self.scale[known[sid]]
+            else:
+                loc[s], scale[s] = scaling.fit_block(values[starts[s] : starts[s + 1]])
+                unseen.append(sid)
+        notes = []
+        if unseen and self.spec.id_col is not None:
+            shown = ", ".join(repr(u) for u in unseen[:3]) + (" ..." if len(unseen) > 3 else "")
+            notes.append(f"{len(unseen)} series not seen in training ({shown}): scaled by their own history")
+        return loc, scale, notes
+
+    def forecast(self, series_ids, values: np.ndarray, starts: np.ndarray, horizon: int | None = None):
+        """Forecasts (n_series, horizon, n_targets, max(1, n_quantiles)) in original units, from
+        the last `lookback` rows of each series. A horizon beyond the trained one rolls the model
+        forward on its own forecasts (median for quantile models)."""
+        spec = self.spec
+        horizon = horizon or spec.horizon
+        K = len(spec.targets)
+        nq = max(1, len(spec.quantiles))
+        if horizon > spec.horizon and spec.features:
+            raise UsageError(
+                f"--horizon {horizon} is beyond the trained horizon {spec.horizon}, and this model reads "
+                f"features ({', '.join(spec.features)}) whose future values are unknown; retrain with "
+                f"--horizon {horizon}")
+        lengths = np.diff(starts)
+        short = np.flatnonzero(lengths < spec.lookback)
+        if len(short):
+            s = short[0]
+            name = f"series {series_ids[s]!r}: " if spec.id_col else ""
+            raise DataError(f"{name}{lengths[s]} rows, need at least {spec.lookback} (the model's lookback)")
+        loc, scale, notes = self.series_scaler(series_ids, values, starts)
+        scaled = scaling.transform(values, starts, loc, scale)
+        window = windows.last_windows(scaled, starts, spec.lookback)  # (S, lookback, C)
+        steps = []
+        done = 0
+        median = nq // 2
+        while done < horizon:
+            raw = self.network.predict(window).astype(np.float64)  # (S, O)
+            y = raw.reshape(len(series_ids), spec.horizon, K, nq)
+            if nq > 1:
+                y = np.sort(y, axis=3)  # quantiles never cross in the output
+            steps.append(y)
+            done += spec.horizon
+            if done < horizon:  # roll: append the point forecasts as new target rows
+                new_rows = y[:, :, :, median]
+                window = np.concatenate([window, new_rows], axis=1)[:, -spec.lookback :, :]
+        y = np.concatenate(steps, axis=1)[:, :horizon]
+        out = y * scale[:, None, :K, None] + loc[:, None, :K, None]
+        return out, notes

@@ -1,0 +1,225 @@
+"""One function per command: CSV -> frame -> windows -> scaled arrays -> kernels -> model file ->
+forecast. The CLI parses options and renders; everything it does goes through here."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from lstm_cli import atomic, frame, modelfile, scaling, windows
+from lstm_cli.errors import DataError, UsageError
+from lstm_cli.model import DataSpec, Forecaster
+from lstm_cli.network import Architecture, Network, default_threads
+from lstm_cli.train import EpochReport, TrainConfig, TrainResult, fit
+
+DAY_NS = 86_400 * 10**9
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    data: str
+    out: str
+    targets: tuple[str, ...]
+    horizon: int
+    features: tuple[str, ...] = ()
+    time_col: str | None = None
+    id_col: str | None = None
+    sep: str = ","
+    freq: str | None = None
+    missing: str = "interpolate"
+    lookback: int | None = None
+    hidden: int = 32
+    layers: int = 1
+    dtype: str = "float32"
+    quantiles: tuple[float, ...] = ()
+    val_frac: float = 0.1
+    forget_bias: float = 1.0
+    threads: int | None = None
+    train: TrainConfig = TrainConfig()
+
+
+def season_length(freq: str | None, step: int, time_kind: str, times: np.ndarray | None = None) -> int:
+    """Steps per seasonal cycle: from the frequency alias, else rows per day for intraday data
+    (business-hours data has fewer rows a day than 24h/step), else 1 (no season)."""
+    if time_kind != "datetime":
+        return 1
+    if freq:
+        base = freq.split("-")[0].lstrip("0123456789").upper()
+        table = {"MS": 12, "M": 12, "ME": 12, "BMS": 12, "BM": 12, "BME": 12, "SMS": 24, "SM": 24,
+                 "QS": 4, "Q": 4, "QE": 4, "BQS": 4, "BQ": 4, "BQE": 4, "W": 52, "D": 7, "B": 5,
+                 "YS": 1, "Y": 1, "YE": 1, "A": 1, "AS": 1, "BYS": 1, "BY": 1}
+        if base in table:
+            return table[base]
+    if 0 < step < DAY_NS:
+        if times is not None and len(times) > 1:
+            days = times // DAY_NS
+            _, counts = np.unique(days, return_counts=True)
+            if len(counts) > 2:  # the typical full day, not the first or last partial one
+                values, freq_of = np.unique(counts[1:-1] if len(counts) > 3 else counts, return_counts=True)
+                return int(values[np.argmax(freq_of)])
+        return int(DAY_NS // step)
+    return 1
+
+
+MIN_TRAIN_WINDOWS = 4
+
+
+def default_lookback(horizon: int, season: int, shortest: int, val_rows: int) -> int:
+    """Two seasons or two horizons, whichever is longer, cut so the shortest series still gives
+    a few training windows, but never shorter than one horizon (or 4 steps)."""
+    want = max(2 * horizon, 2 * season if season > 1 else 0, 8)
+    floor = min(want, max(horizon, 4))
+    room = shortest - val_rows - horizon - MIN_TRAIN_WINDOWS + 1
+    return max(floor, min(want, room))
+
+
+def data_fingerprint(series: frame.SeriesSet) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(series.values).tobytes())
+    h.update(np.ascontiguousarray(series.times).tobytes())
+    h.update("\x00".join(series.ids).encode())
+    return h.hexdigest()
+
+
+def _check_lengths(series: frame.SeriesSet, need: int, why: str) -> None:
+    lengths = np.diff(series.starts)
+    for s in np.flatnonzero(lengths < need):
+        who = f"series {series.ids[s]!r} has" if series.id_col else "it has"
+        raise DataError(f"{series.source}: {who} {lengths[s]} rows, need at least {need} ({why}); "
+                        f"supply more history or lower --lookback/--horizon")
+
+
+def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None] = lambda kind, x: None,
+                   should_stop: Callable[[], str | None] | None = None) -> tuple[Forecaster, TrainResult]:
+    """Read, check, window, scale, train and save atomically to req.out. on_event receives
+    ('data', info dict), ('epoch', EpochReport), ('saved', path)."""
+    atomic.check_output_path(req.out, inputs=() if req.data == "-" else (req.data,))
+    overlap = set(req.targets) & set(req.features)
+    if overlap:
+        raise UsageError(f"column {sorted(overlap)[0]!r} is both a --target and a --feature; name it once")
+    series = frame.read_series(req.data, targets=req.targets, features=req.features, time_col=req.time_col,
+                               id_col=req.id_col, sep=req.sep, freq=req.freq, missing=req.missing)
+    lengths = np.diff(series.starts)
+    horizon = req.horizon
+    shortest = int(lengths.min())
+    val_rows = windows.val_rows_for(shortest, req.val_frac, horizon)
+    season = season_length(series.freq, series.step, series.time_kind, series.times[: series.starts[1]])
+    lookback = req.lookback or default_lookback(horizon, season, shortest, val_rows)
+    _check_lengths(series, lookback + horizon + val_rows + MIN_TRAIN_WINDOWS - 1,
+                   f"lookback {lookback} + horizon {horizon} + {val_rows} validation rows "
+                   f"+ {MIN_TRAIN_WINDOWS - 1} more for {MIN_TRAIN_WINDOWS} training windows")
+    n_targets = len(req.targets)
+    train_rows = np.array([n - windows.val_rows_for(n, req.val_frac, horizon) for n in lengths])
+    loc, scale = scaling.fit(series.values, series.starts, train_rows)
+    scaled = scaling.transform(series.values, series.starts, loc, scale)
+    w = windows.make_windows(scaled, series.starts, n_targets, lookback, horizon, req.val_frac)
+    if len(w["x_train"]) == 0:
+        raise DataError(f"{series.source}: {shortest} rows leave no training window for lookback {lookback} "
+                        f"+ horizon {horizon} after the validation part; lower --val-frac or --lookback")
+    quantiles = np.asarray(req.quantiles, dtype=np.float64) if req.quantiles else None
+    nq = max(1, len(req.quantiles))
+    y_train, y_val = w["y_train"], w["y_val"]
+    if quantiles is not None:  # one output column per (step, target, quantile)
+        y_train, y_val = np.repeat(y_train, nq, axis=1), np.repeat(y_val, nq, axis=1)
+        quantiles = np.tile(quantiles, horizon * n_targets)
+    arch = Architecture(input_size=len(series.columns), hidden_size=req.hidden, num_layers=req.layers,
+                        output_size=horizon * n_targets * nq, dtype=req.dtype)
+    threads = req.threads or default_threads()
+    network = Network(arch, seed=req.train.seed, forget_bias=req.forget_bias, threads=threads)
+    on_event("data", {"series": len(series.ids), "rows": int(lengths.sum()), "lookback": lookback,
+                      "horizon": horizon, "season": season, "freq": series.freq,
+                      "train_windows": len(w["x_train"]), "val_windows": len(w["x_val"]),
+                      "parameters": network.layout.size, "warnings": series.warnings})
+    result = fit(network, w["x_train"], y_train, w["x_val"], y_val, req.train, quantiles=quantiles,
+                 on_epoch=lambda r: on_event("epoch", r), should_stop=should_stop)
+    if result.epochs_run == 0:
+        return None, result
+    spec = DataSpec(time_col=series.time_col, id_col=series.id_col, targets=tuple(req.targets),
+                    features=tuple(req.features), time_kind=series.time_kind, step=int(series.step),
+                    freq=series.freq, lookback=lookback, horizon=horizon, quantiles=tuple(req.quantiles))
+    params = {k: getattr(req.train, k) for k in req.train.__dataclass_fields__}
+    params.update(hidden=req.hidden, layers=req.layers, val_frac=req.val_frac, forget_bias=req.forget_bias,
+                  dtype=req.dtype)
+    training = {"seed": req.train.seed, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                "threads": threads, "params": params,
+                "history": {"train_loss": [float(x) for x in result.train_loss],
+                            "val_loss": [None if v is None else float(v) for v in result.val_loss]},
+                "data_sha256": data_fingerprint(series)}
+    last_time = series.times[series.starts[1:] - 1]
+    model = Forecaster(network=network, spec=spec, ids=series.ids, last_time=last_time, loc=loc, scale=scale,
+                       training=training)
+    header, arrays = model.to_file_parts()
+    modelfile.save(req.out, header, arrays)
+    on_event("saved", req.out)
+    return model, result
+
+
+def load_model(path: str, threads: int | None = None) -> tuple[Forecaster, dict]:
+    header, arrays = modelfile.load(path)
+    return Forecaster.from_file_parts(header, arrays, threads=threads), header
+
+
+def predict_from_csv(model_path: str, data: str, *, horizon: int | None = None, sep: str = ",",
+                     missing: str = "interpolate", threads: int | None = None):
+    """Forecast the steps after the end of every series in data. Returns (columns, rows dict,
+    notes) ready for CSV or JSON."""
+    t0 = time.perf_counter()
+    model, header = load_model(model_path, threads)
+    spec = model.spec
+    series = frame.read_series(data, targets=spec.targets, features=spec.features, time_col=spec.time_col,
+                               id_col=spec.id_col, sep=sep, freq=spec.freq, missing=missing)
+    if series.time_kind != spec.time_kind:
+        raise DataError(f"{series.source}: column {spec.time_col!r} holds {series.time_kind} times, "
+                        f"but the model was trained on {spec.time_kind} times")
+    h = horizon or spec.horizon
+    values, notes = model.forecast(series.ids, series.values, series.starts, h)
+    last = series.times[series.starts[1:] - 1]
+    cols = [spec.time_col] + ([spec.id_col] if spec.id_col else [])
+    value_cols = []
+    for target in spec.targets:
+        if spec.quantiles:
+            value_cols += [f"{target}_q{q:g}" for q in spec.quantiles]
+        else:
+            value_cols.append(target)
+    rows: dict[str, list] = {c: [] for c in cols + value_cols}
+    for s, sid in enumerate(series.ids):
+        stamps = frame.future_times(int(last[s]), series.step, spec.freq or series.freq, series.time_kind, h)
+        rows[spec.time_col] += frame.format_times(stamps, series.time_kind, spec.freq or series.freq)
+        if spec.id_col:
+            rows[spec.id_col] += [sid] * h
+        col = 0
+        for k in range(len(spec.targets)):
+            for q in range(max(1, len(spec.quantiles))):
+                rows[value_cols[col]] += values[s, :, k, q].tolist()
+                col += 1
+    notes = list(series.warnings) + notes
+    if h > spec.horizon:
+        notes.append(f"horizon {h} > trained horizon {spec.horizon}: steps after {spec.horizon} are recursive")
+    meta = {"model": model_path, "model_sha256": modelfile.file_sha256(model_path),
+            "model_created": header.get("created"), "series": len(series.ids), "horizon": h,
+            "seconds": round(time.perf_counter() - t0, 4)}
+    return cols + value_cols, rows, notes, meta
+
+
+def warm_up() -> None:
+    """Run every kernel once per dtype on tiny arrays: compiles (or loads from the disk cache)
+    exactly the signatures that train and predict use."""
+    from lstm_cli import kernels
+    from lstm_cli.optim import make_optimizer
+
+    rng = np.random.default_rng(0)
+    for dtype in ("float32", "float64"):
+        net = Network(Architecture(2, 4, 2, 3, dtype), seed=0, threads=2)
+        x = rng.normal(size=(16, 5, 2))
+        y = rng.normal(size=(16, 3))
+        grad = np.empty_like(net.params)
+        for dropout, quantiles in ((0.0, None), (0.5, np.array([0.1, 0.5, 0.9]))):
+            net.loss_and_grad(x, y, dropout=dropout, rng=rng, quantiles=quantiles, grad_out=grad)
+        kernels.clip_grad_norm(grad, 1.0)
+        for name in ("adam", "sgd"):
+            make_optimizer(name, net.params, lr=1e-3, momentum=0.9).step(grad)
+        net.predict(x)
