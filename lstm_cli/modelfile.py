@@ -537,7 +537,7 @@ _DATA_KEYS = {"time_col", "id_col", "targets", "features", "time_kind", "step", 
               "lookback", "horizon", "quantiles", "strategy", "scaling"}
 _SERIES_KEYS = {"ids", "last_time"}
 _TRAINING_KEYS = {"seed", "epochs_run", "best_epoch", "threads", "params", "history",
-                  "data_sha256", "seconds"}
+                  "data_sha256"}
 _HISTORY_KEYS = {"train_loss", "val_loss"}
 _ARCH_DTYPES = {"float32": "<f4", "float64": "<f8"}
 _CREATED_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|\+00:00)")
@@ -723,7 +723,6 @@ def validate_header(header: dict) -> None:
     digest = training["data_sha256"]
     if not (isinstance(digest, str) and _SHA_RE.fullmatch(digest)):
         raise _bad("training.data_sha256", f"must be a lowercase hex SHA-256, got {_short(digest)}")
-    _num(training["seconds"], "training.seconds", 0.0)
 
     entries = header["arrays"]
     if not isinstance(entries, list):
