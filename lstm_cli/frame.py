@@ -98,13 +98,17 @@ _THOUSANDS = re.compile(r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?", re.ASCII)
 _DECIMAL_COMMA = re.compile(r"[+-]?[0-9]*,[0-9]+(?:[eE][+-]?[0-9]+)?", re.ASCII)
 _MORE_FORMATS = ("%b %Y", "%B %Y", "%Y %b", "%Y %B", "%b-%Y", "%Y-%b", "%b-%y", "%d %b %Y", "%d-%b-%Y",
                  "%d %B %Y", "%b %d %Y", "%b %d, %Y", "%B %d, %Y")  # tried when pandas guesses no format
-_MAGIC = (  # (prefix, what it is, what to do)
+_MAGIC = (  # (first bytes, or a tuple of alternatives; what it is; what to do)
     (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook?)", "export the sheet as CSV (UTF-8)"),
     (b"PK\x05\x06", "an empty ZIP archive", "export the data as CSV (UTF-8)"),
     (b"\xd0\xcf\x11\xe0", "an old Excel (.xls) or other Office file", "export the sheet as CSV (UTF-8)"),
     (b"%PDF", "a PDF document", "export the table as CSV"),
     (b"PAR1", "a Parquet file", "write it as CSV, e.g. pandas.read_parquet(...).to_csv(...)"),
     (b"SQLite format 3\x00", "an SQLite database", "export the table as CSV"),
+    (tuple(b"BZh%d1AY&SY" % k for k in range(1, 10)), "bzip2-compressed data", "decompress it, or compress it with gzip (.csv.gz)"),
+    (b"\xfd7zXZ\x00", "xz-compressed data", "decompress it, or compress it with gzip (.csv.gz)"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data", "decompress it, or compress it with gzip (.csv.gz)"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "extract the CSV from it"),
     (b"\xff\xfe", "UTF-16 text", "save it as UTF-8"),
     (b"\xfe\xff", "UTF-16 text", "save it as UTF-8"),
 )
@@ -632,10 +636,10 @@ def _on_grid(t: np.ndarray, freq: str) -> np.ndarray:
     fixed = _fixed_ns(offset)
     if fixed:
         return (t - t[0]) % fixed == 0
-    span = (t[-1] - t[0]) / max(1, _mode(np.diff(t)) if len(t) > 1 else 1)
-    if span > MAX_GRID:  # too many stamps to list: accept stamps an offset step after another
-        nxt = (pd.DatetimeIndex(t[:-1]) + offset).asi8
-        return np.concatenate([[True], np.isin(t[1:], nxt) | (t[1:] > nxt)])
+    if len(t) < 2:
+        return np.array([offset.is_on_offset(pd.Timestamp(int(x))) for x in t], dtype=bool)
+    if (t[-1] - t[0]) / max(1, int(np.diff(t).min())) > MAX_GRID:  # too many stamps to list
+        return np.array([offset.is_on_offset(pd.Timestamp(int(x))) for x in t], dtype=bool)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         grid = pd.date_range(pd.Timestamp(int(t[0])), pd.Timestamp(int(t[-1])), freq=offset).asi8
@@ -888,10 +892,13 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
         for i, s in enumerate(raw_ids):
             if not s:
                 raise DataError(f"{where.at(int(lines[i]), id_col)}: empty series id; every row needs one")
-        ids_arr, codes = np.unique(np.array(raw_ids, dtype=object), return_inverse=True)
-        ids = tuple(str(s) for s in ids_arr)
-        codes = codes.astype(np.int64).ravel()
-        del raw_ids
+        first_codes, uniques = pd.factorize(np.array(raw_ids, dtype=object), sort=False)
+        order = sorted(range(len(uniques)), key=lambda k: uniques[k])  # ids sort as strings
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        ids = tuple(str(uniques[k]) for k in order)
+        codes = rank[first_codes]
+        del raw_ids, first_codes
     else:
         ids = ("",)
         codes = np.zeros(len(times), dtype=np.int64)
@@ -936,95 +943,111 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
 def _frequency(times, starts, ids, kind, freq, lines, time_col, where: _Where, notes: list[str]):
     """(step, freq) per the module rules; appends the gap warnings to notes."""
     n_series = len(ids)
-    spans = [(s, times[starts[s] : starts[s + 1]]) for s in range(n_series)]
-    diffs = [np.diff(t) for _, t in spans]
-    all_d = np.concatenate(diffs) if diffs else np.zeros(0, np.int64)
-    pooled = _mode(all_d) if len(all_d) else 0
+    spans = [times[starts[s] : starts[s + 1]] for s in range(n_series)]
+    d = np.diff(times)
+    inner = np.ones(len(d), dtype=bool)  # pairs (i, i + 1) within one series
+    inner[starts[1:-1] - 1] = False
+    pooled = _mode(d[inner]) if inner.any() else 0
 
-    if kind == "integer" or (freq is None and kind == "datetime"):
-        per_freq: list[tuple[int, str | None]] = []
+    if freq is None:
         if kind == "datetime":
-            for s, t in spans:
+            memo: dict[bytes, str | None] = {}  # panels often share their stamps
+            per_freq = []
+            for s, t in enumerate(spans):
                 if len(t) >= 3:
-                    idx = pd.DatetimeIndex(t)
-                    per_freq.append((s, _infer_freq(idx) or _calendar_freq_with_gaps(t)))
-        named = [(s, f) for s, f in per_freq if f is not None]
-        if named and len(named) == len(per_freq):
-            s0, f0 = named[0]
-            for s, f in named[1:]:
-                if f != f0 and not _same_grid(f, f0):
-                    raise DataError(f"{where.file}: series {ids[s0]!r} has frequency {f0} but series "
-                                    f"{ids[s]!r} has {f}; give every series the same frequency, or split the file")
-            freq = f0
-        elif named:  # some series are irregular: only fixed lengths can still agree through `step`
-            s_none = next(s for s, f in per_freq if f is None)
-            for s, f in named:
-                fixed = _fixed_ns(_offset(f))
-                if fixed is None or fixed != _mode(diffs[s_none]):
-                    raise DataError(f"{where.file}: series {ids[s]!r} has frequency {f} but series "
-                                    f"{ids[s_none]!r} has no regular frequency (most common step "
-                                    f"{_fmt_duration(_mode(diffs[s_none]), kind)}); give every series "
-                                    "the same frequency, or split the file")
+                    key = t.tobytes()
+                    if key not in memo:
+                        memo[key] = _infer_freq(pd.DatetimeIndex(t)) or _calendar_freq_with_gaps(t)
+                    per_freq.append((s, memo[key]))
+            freq = _agree(per_freq, spans, ids, where)
         if freq is None:
-            per_step = [(s, _mode(d)) for (s, _), d in zip(spans, diffs, strict=True) if len(d)]
+            per_step = [(s, _mode(np.diff(t))) for s, t in enumerate(spans) if len(t) > 1]
             for s, st in per_step[1:]:
                 if st != per_step[0][1]:
                     s0, st0 = per_step[0]
                     raise DataError(f"{where.file}: series {ids[s0]!r} steps by {_fmt_duration(st0, kind)} but "
                                     f"series {ids[s]!r} by {_fmt_duration(st, kind)}; give every series the "
                                     "same step, or split the file")
-            step = pooled if len(all_d) else (1 if kind == "integer" else 0)
-            _gap_notes(spans, diffs, step, None, ids, kind, where, notes)
+            step = pooled if inner.any() else (1 if kind == "integer" else 0)
+            _gap_notes(times, d > step, d < step, inner, starts, step, None, ids, kind, where, notes)
             return step, None
 
     offset = _offset(freq)
     fixed = _fixed_ns(offset)
-    for s, t in spans:
-        if len(t) < 2:
-            continue
-        ok = _on_grid(t, freq)
-        if not ok.all():
-            i = int(np.flatnonzero(~ok)[0])
-            raise DataError(f"{where.at(int(lines[starts[s] + i]), time_col)}: time {_fmt_time(t[i], kind)}"
-                            f"{where.series(ids[s])} is not on the {freq} grid that starts at "
-                            f"{_fmt_time(t[0], kind)}; fix the time or pass the right --freq")
     if fixed:
+        first = np.repeat(times[starts[:-1]], np.diff(starts))
+        bad = np.flatnonzero((times - first) % fixed)
+        if len(bad):
+            i = int(bad[0])
+            s = int(np.searchsorted(starts, i, side="right") - 1)
+            _off_grid(i, times, spans[s], s, lines, time_col, freq, ids, kind, where)
         step = fixed
-    elif len(all_d):
-        step = pooled
+        gap, short = d > step, np.zeros(len(d), dtype=bool)
     else:
-        t0 = pd.Timestamp(int(times[0]))
-        step = int((t0 + offset).value - t0.value) if len(times) else 0
-    _gap_notes(spans, diffs, step, freq, ids, kind, where, notes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            nxt = (pd.DatetimeIndex(times[:-1]) + offset).asi8 if len(times) > 1 else np.zeros(0, np.int64)
+        odd = inner & (times[1:] != nxt)
+        for s, t in enumerate(spans):  # a fast pass: on the offset and one step apart needs no grid
+            a, b = int(starts[s]), int(starts[s + 1])
+            if offset.is_on_offset(pd.Timestamp(int(t[0]))) and not odd[a : b - 1].any():
+                continue
+            ok = _on_grid(t, freq)
+            if not ok.all():
+                _off_grid(a + int(np.flatnonzero(~ok)[0]), times, t, s, lines, time_col, freq, ids, kind, where)
+        if inner.any():
+            step = pooled
+        else:
+            t0 = pd.Timestamp(int(times[0]))
+            step = int((t0 + offset).value - t0.value)
+        gap, short = odd, np.zeros(len(d), dtype=bool)
+    _gap_notes(times, gap, short, inner, starts, step, freq, ids, kind, where, notes)
     return step, freq
 
 
-def _gap_notes(spans, diffs, step, freq, ids, kind, where: _Where, notes: list[str]) -> None:
-    n_gaps = n_short = 0
-    largest = None  # (size, series, start, end)
-    offset = _offset(freq) if freq is not None else None
-    for (s, t), d in zip(spans, diffs, strict=True):
-        if not len(d):
-            continue
-        if offset is not None and _fixed_ns(offset) is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                expected = (pd.DatetimeIndex(t[:-1]) + offset).asi8
-            gap = t[1:] > expected
-        else:
-            gap = d > step
-            n_short += int((d < step).sum())
-        if gap.any():
-            n_gaps += int(gap.sum())
-            k = int(np.flatnonzero(gap)[np.argmax(d[gap])])
-            if largest is None or d[k] > largest[0]:
-                largest = (int(d[k]), s, int(t[k]), int(t[k + 1]))
-    unit = f"{freq} steps" if freq is not None else f"steps of {_fmt_duration(step, kind)}"
+def _agree(per_freq, spans, ids, where: _Where) -> str | None:
+    """The one frequency of all series (None when they are all irregular with one fixed step);
+    a DataError naming two series when they disagree."""
+    named = [(s, f) for s, f in per_freq if f is not None]
+    if not named:
+        return None
+    s0, f0 = named[0]
+    if len(named) == len(per_freq):
+        for s, f in named[1:]:
+            if f != f0 and not _same_grid(f, f0):
+                raise DataError(f"{where.file}: series {ids[s0]!r} has frequency {f0} but series "
+                                f"{ids[s]!r} has {f}; give every series the same frequency, or split the file")
+        return f0
+    # some series are irregular: only fixed-length frequencies can still agree, through `step`
+    s_none = next(s for s, f in per_freq if f is None)
+    step = _mode(np.diff(spans[s_none]))
+    for s, f in named:
+        if _fixed_ns(_offset(f)) != step:
+            raise DataError(f"{where.file}: series {ids[s]!r} has frequency {f} but series {ids[s_none]!r} "
+                            f"has no regular frequency (most common step {_fmt_duration(step, 'datetime')}); "
+                            "give every series the same frequency, or split the file")
+    return None
+
+
+def _off_grid(i, times, t, s, lines, time_col, freq, ids, kind, where: _Where):
+    """Raise for row i (sorted order), which is off the grid of series s (stamps t)."""
+    raise DataError(f"{where.at(int(lines[i]), time_col)}: time {_fmt_time(times[i], kind)}"
+                    f"{where.series(ids[s])} is not on the {freq} grid that starts at {_fmt_time(t[0], kind)}; "
+                    "fix the time or pass the right --freq")
+
+
+def _gap_notes(times, gap, short, inner, starts, step, freq, ids, kind, where: _Where, notes: list[str]) -> None:
+    d = np.diff(times)
+    gap = gap & inner
+    n_gaps, n_short = int(gap.sum()), int((short & inner).sum())
     if n_gaps:
-        size, s, a, b = largest
+        pos = np.flatnonzero(gap)
+        k = int(pos[np.argmax(d[pos])])
+        s = int(np.searchsorted(starts, k, side="right") - 1)
+        unit = f"{freq} steps" if freq is not None else f"steps of {_fmt_duration(step, kind)}"
         notes.append(f"{where.file}: {n_gaps} gap{'s' if n_gaps > 1 else ''} in time (largest "
-                     f"{_fmt_duration(size, kind)}{where.series(ids[s])}, from {_fmt_time(a, kind)} to "
-                     f"{_fmt_time(b, kind)}); rows are treated as consecutive {unit}")
+                     f"{_fmt_duration(int(d[k]), kind)}{where.series(ids[s])}, from {_fmt_time(times[k], kind)} "
+                     f"to {_fmt_time(times[k + 1], kind)}); rows are treated as consecutive {unit}")
     if n_short:
         notes.append(f"{where.file}: {n_short} time difference{'s are' if n_short > 1 else ' is'} shorter "
                      f"than the usual step of {_fmt_duration(step, kind)}; rows are treated as consecutive steps")

@@ -122,6 +122,7 @@ BAD_CASES = [  # (fixture, kwargs beyond targets=['sales'], exception, phrases)
     ("binary_nul.csv", {}, DataError, ["line 3", "NUL byte", "binary"]),
     ("xlsx_saved_as.csv", {}, DataError, ["ZIP", "xlsx", "export"]),
     ("xls_saved_as.csv", {}, DataError, ["Excel"]),
+    ("bzip2_saved_as.csv", {}, DataError, ["bzip2", "gzip"]),
     ("html_page.csv", {}, DataError, ["HTML"]),
     ("json_page.csv", {}, DataError, ["JSON"]),
     ("truncated.csv.gz", {}, DataError, ["truncated gzip"]),
@@ -492,6 +493,24 @@ def test_given_freq(tmp_path):
     assert len(s.warnings) == 1 and "1 gap " in s.warnings[0] and "largest 3h" in s.warnings[0]
     with pytest.raises(DataError, match="not on the 2h grid"):
         read_series(write(tmp_path / "h.csv", text), targets=["y"], freq="2h")
+
+
+def test_panels_given_freq_and_mixed_regularity(tmp_path):
+    # the predict path passes the model's freq: every series is checked against its grid
+    s = read_series(str(DATA / "prison_quarterly_panel.csv"), targets=["prisoners"], id_col="series_id",
+                    freq="QS-DEC")
+    assert s.freq == "QS-DEC" and len(s.ids) == 32 and s.warnings == ()
+    text = "date,id,y\n" + "".join(f"2021-{m:02d}-01,{sid},1\n" for sid in "ab" for m in range(1, 7))
+    text += "2021-07-15,b,1\n"
+    with pytest.raises(DataError, match=r"line 14, column 'date': time 2021-07-15 \(series 'b'\) is not on the MS"):
+        read_series(write(tmp_path / "p.csv", text), targets=["y"], id_col="id", freq="MS")
+    # one series hourly without holes ('h'), one with a hole (no alias): same fixed step, so they agree
+    text = "datetime,id,y\n" + "".join(f"2021-01-01 {h:02d}:00,a,1\n" for h in range(24))
+    text += "".join(f"2021-01-01 {h:02d}:00,b,1\n" for h in (0, 1, 2, 5, 6, 7))
+    s = read_series(write(tmp_path / "h.csv", text), targets=["y"], id_col="id")
+    assert s.freq is None and s.step == 3600 * 10**9
+    assert s.warnings == (f"{tmp_path / 'h.csv'}: 1 gap in time (largest 3h (series 'b'), from 2021-01-01 02:00:00 "
+                          "to 2021-01-01 05:00:00); rows are treated as consecutive steps of 1h",)
 
 
 def test_missing_value_policy(tmp_path):
