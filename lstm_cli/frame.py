@@ -1,53 +1,63 @@
 """CSV -> validated arrays (read_series), and forecast stamps -> text (future_times, format_times,
 write_csv_text). The only module that sees pandas on the input side; it never prints and raises the
 typed errors of lstm_cli.errors with one-line messages that name the file and, where it applies, the
-line (as an editor shows it, header = line 1), the column and the value.
+line (as an editor shows it, header = line 1), the column and the value, and say what to do.
 
 Rules, in the order they apply:
 
 Input. `path` is a regular file (plain or gzip, told by its magic bytes; a `.gz` name without them
 is an error) or '-' for stdin. Missing paths, directories, FIFOs, devices and dangling symlinks are
 refused from os.stat before anything is opened (InputMissingError). The (decompressed) text must be
-UTF-8 (a BOM is fine) and at most `max_bytes` long. Empty or whitespace-only files, header-only
-files, binary data (NUL bytes), ZIP/XLSX/XLS/PDF/Parquet/SQLite/UTF-16 files and HTML or JSON pages
-are DataErrors. Lines may end in LF, CRLF or CR; blank lines are skipped; quoted fields may hold the
-separator, quotes ("") and newlines, and have no length limit. Every record must have as many
-fields as the header. Extra columns are ignored; header names are compared after stripping spaces
-and must be unique.
+UTF-8 (a BOM is fine) and at most `max_bytes` long (gzip: counted while decompressing). Empty or
+whitespace-only files, header-only files, binary data (NUL bytes), ZIP/XLSX/XLS/PDF/Parquet/SQLite,
+bzip2/xz/zstd/7z and UTF-16 files, and HTML/XML or JSON pages are DataErrors. Lines may end in LF,
+CRLF or CR; blank lines are skipped; quoted fields may hold the separator, quotes ("") and newlines,
+and have no length limit. Every record must have as many fields as the header. Extra columns are
+ignored; header names are compared after stripping spaces, case-sensitively, and must be unique
+(except empty ones, as trailing separators make).
 
 Numbers. A value is a plain decimal number with an optional sign, fraction and exponent
-(`12`, `-0.5`, `1.5e-3`, `.5`), spaces around it allowed. MISSING_TOKENS (exactly, after stripping
-spaces) mark a missing value. Everything else is a DataError naming line, column and value:
-`n/a`, `12 kWh`, `1,234` and `12,5` (no thousands separators, no decimal commas), `inf`, and
-numbers too large for float64 (1e400). Tiny and huge finite magnitudes (1e-300, 1e300) are kept.
+(`12`, `-0.5`, `1.5e-3`, `.5`), spaces around it allowed. MISSING_TOKENS mark a missing value:
+exactly '', 'NA', 'N/A', 'NaN', 'nan', 'null', 'NULL' after stripping spaces. Everything else is a
+DataError naming line, column and value: `n/a`, `-`, `12 kWh`, `1,234` and `12,5` (no thousands
+separators, no decimal commas), `inf`, and numbers too large for float64 (1e400). Tiny and huge
+finite magnitudes (1e-300, 1e300) are kept.
 
-Time column. `time_col`, else the first header name (case-insensitive) in TIME_NAMES order, else
-the first column whose first SAMPLE_ROWS values all read as dates. Whole numbers (`1871`, `42`)
-give time_kind 'integer', except 8-digit values that are all valid YYYYMMDD dates. `2020Q1`,
-`2020-Q1` and `Q1 2020` are quarter starts. Anything else must be dates in one format (guessed
-from the first row; d/m versus m/d is settled by which reading is regular, else refused as
-ambiguous); ISO 8601 values with offsets or `Z` are converted to UTC and then stored as naive UTC.
-Mixing formats, or values with and without offsets, is a DataError naming line and value. Times are
-int64: nanoseconds since the epoch for dates, the numbers themselves for integers. Rows are sorted by
-(series id, time); a time that appears twice in one series is a DataError.
+Time column. `time_col`, else the first of TIME_NAMES (in that order) that is a header name
+(case-insensitive), else the first column whose first SAMPLE_ROWS values all read as dates. Whole
+numbers (`1871`, `42`, also epoch seconds) give time_kind 'integer', except 8-digit values that are
+all valid YYYYMMDD dates (unless the column is named 'year'). `2020Q1`/`2020-Q1`/`Q1 2020` are
+quarter starts and `2021-W05`(`-3`) ISO weeks (their Monday, or the given weekday). Anything else
+must be dates in one format, guessed from the first row by pandas (else one of _MORE_FORMATS, such
+as `Jan 2021`); d/m versus m/d is settled by whichever reading pandas finds a frequency for, else
+refused as ambiguous. ISO 8601 values with offsets or `Z` are converted to UTC and kept as naive
+UTC. Mixing formats, or values with and without offsets, is a DataError naming line and value.
+Times are int64: nanoseconds since the epoch for dates, the numbers themselves for integers.
+
+Series. With `id_col`, ids are the stripped strings ('1' and '01' differ; empty is an error) and
+series come in sorted-id order. Rows are sorted by (id, time), so row order in the file does not
+matter; a time that appears twice in one series is a DataError.
 
 Frequency and gaps. A given `freq` must be a pandas offset alias (UsageError otherwise, and for an
-integer time column) and every time must lie on its grid counted from the series' first time.
-Without `freq`, each series with 3+ rows gets pd.infer_freq; when that fails (missing steps), a
-calendar alias is still accepted if every time lies on its grid (month/quarter/year starts or ends,
-weeks, business days, days); fixed sub-daily steps with holes (business-hours data) get freq None.
-All series must agree. `step` is the most common difference between consecutive times (for a
-fixed-length given freq, its length); 0 for datetimes when no series has two rows and no freq says
-otherwise, 1 for integers then. Rows are always treated as consecutive steps: when some differences
-exceed one step, one warning gives how many gaps and the largest (and one more warning counts
-differences shorter than the step, which only data without a freq can have).
+integer time column), and every time must lie on its grid from the series' first time (calendar
+offsets: that first time on the offset too). Without `freq`, each series with 3+ rows gets
+pd.infer_freq; when that fails because steps are missing, a calendar alias (month/quarter/year
+starts or ends, weeks, business days, days) is still taken if every time lies on its grid; fixed
+sub-daily steps with holes (business-hours data) get freq None. All series must agree (a series
+with a fixed alias such as 'h' agrees with irregular ones whose most common step has its length).
+`step` is the most common difference between consecutive times (for a fixed-length freq, its
+length); with no two rows in any series it is 1 for integers and, for dates, the given freq's
+first step or 0. Rows are always treated as consecutive steps: when some differences exceed one
+step, one warning says how many gaps and which is the largest; one more warning counts differences
+shorter than the step (irregular data without a freq, or local days converted to UTC).
 
 Missing values (`missing`). 'interpolate' (default): interior missing values of each series and
-column are filled linearly between their neighbours (by row, since rows are steps) with one
-warning that counts them; refused when a value is missing in the first or last row of a series, in
-a run of more than MAX_INTERPOLATED_RUN rows, or in more than MAX_MISSING_FRACTION of a series'
-rows. 'refuse': any missing value is a DataError naming line and column. Time and id values are
-never allowed to be missing.
+column are filled linearly between their neighbours (by row, since rows are steps), with one
+warning that counts them and names the first few; refused when a value is missing in the first or
+last row of a series, in a run of more than MAX_INTERPOLATED_RUN rows, or in more than
+MAX_MISSING_FRACTION of a series' rows. 'refuse': any missing value is a DataError naming line and
+column. Time and id values may never be missing. Series too short for a model are the caller's
+business.
 """
 
 from __future__ import annotations
@@ -785,7 +795,9 @@ def read_series(path: str, *, targets: Sequence[str], features: Sequence[str] = 
     where = _Where(source, id_col)
     if path == "-":
         if stdin is None:
-            if sys.stdin is None or sys.stdin.isatty():
+            if sys.stdin is None:
+                raise UsageError("'-' reads the CSV from stdin, but there is no stdin; name a file instead")
+            if sys.stdin.isatty():
                 raise UsageError("'-' reads the CSV from stdin, but stdin is a terminal; pipe a file in")
             stdin = sys.stdin.buffer
         elif not isinstance(stdin.read(0), bytes):
@@ -834,7 +846,7 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
         raise DataError(f"{where.file}: JSON, not a CSV file (line {records.header_line} starts with "
                         f"{_q(first, 30)}); convert it to CSV, e.g. pandas.read_json(...).to_csv(...)")
     header = [h.strip() for h in header_raw]
-    dups = [h for h, n in Counter(header).items() if n > 1]
+    dups = [h for h, n in Counter(header).items() if n > 1 and h]  # unnamed columns cannot be asked for
     if dups:
         raise DataError(f"{where.file}: duplicate column name{'s' if len(dups) > 1 else ''} "
                         f"{', '.join(_q(d) for d in dups)} in the header (line {records.header_line}); "

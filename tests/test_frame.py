@@ -390,6 +390,58 @@ def test_write_csv_text_round_trips_floats_exactly(tmp_path, values):
     assert s.freq == "MS"
 
 
+@st.composite
+def generated_panels(draw):
+    """(rows as lists of strings, header, kwargs, expected dict) for a random regular panel."""
+    freq = draw(st.sampled_from(["MS", "QS-JAN", "W-MON", "D", "h", "15min", "integer"]))
+    ids = draw(st.lists(st.text(alphabet='ab01 ,"', min_size=1, max_size=4).map(str.strip).filter(bool),
+                        min_size=1, max_size=4, unique=True))
+    rows, expect = [], []
+    for sid in ids:
+        n = draw(st.integers(3, 12))
+        skip = draw(st.integers(0, 5))
+        vals = draw(st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=n, max_size=n))
+        if freq == "integer":
+            stamps = [1990 + skip + k for k in range(n)]
+            text = [str(t) for t in stamps]
+        else:
+            index = pd.date_range("2021-01-04", periods=skip + n, freq=freq)[skip:]
+            stamps = index.as_unit("ns").asi8.tolist()
+            text = [str(t) for t in index]
+        for t, tx, v in zip(stamps, text, vals, strict=True):
+            rows.append([tx, sid, repr(v), "extra"])
+            expect.append((sid, t, v))
+    expect.sort(key=lambda r: (r[0], r[1]))
+    kwargs = {"targets": ["y"], "id_col": "store", "time_col": "when"}
+    return rows, ["when", "store", "y", "other"], kwargs, freq, expect
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(panel=generated_panels(), seed=st.integers(0, 2**32 - 1), bom=st.booleans(), crlf=st.booleans(),
+       gz=st.booleans(), quote_all=st.booleans())
+def test_generated_panels_read_back_exactly(tmp_path, panel, seed, bom, crlf, gz, quote_all):
+    import csv
+
+    rows, header, kwargs, freq, expect = panel
+    rng = random.Random(seed)
+    rng.shuffle(rows)
+    order = list(range(len(header)))
+    rng.shuffle(order)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n" if crlf else "\n",
+                        quoting=csv.QUOTE_ALL if quote_all else csv.QUOTE_MINIMAL)
+    writer.writerow([header[i] for i in order])
+    writer.writerows([[r[i] for i in order] for r in rows])
+    data = (("\ufeff" if bom else "") + out.getvalue()).encode()
+    s = read_series(write(tmp_path / "g.csv", gzip.compress(data) if gz else data), **kwargs)
+    assert s.ids == tuple(sorted({sid for sid, _, _ in expect}))
+    assert s.times.tolist() == [t for _, t, _ in expect]
+    assert s.values[:, 0].tolist() == [v for _, _, v in expect]
+    assert np.diff(s.starts).tolist() == [sum(1 for r in expect if r[0] == sid) for sid in s.ids]
+    assert s.time_kind == ("integer" if freq == "integer" else "datetime")
+    assert s.freq == (None if freq == "integer" else freq) and s.warnings == ()
+
+
 def test_reversed_file_gives_identical_arrays(tmp_path, a10):
     header, rows = _lines()
     text = "\n".join([header] + rows[::-1]) + "\n"
@@ -610,3 +662,9 @@ def test_frame_never_imports_numba():
     code = "import sys, lstm_cli.frame; sys.exit('numba' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+
+
+def test_unnamed_columns_from_trailing_separators_are_ignored(tmp_path):
+    text = "date,sales,,\n2021-01-01,1,,\n2021-01-02,2,,\n2021-01-03,3,,\n"
+    s = read_series(write(tmp_path / "t.csv", text), targets=["sales"])
+    assert s.values[:, 0].tolist() == [1, 2, 3] and s.freq == "D"
