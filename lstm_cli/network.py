@@ -248,15 +248,10 @@ class Network:
 
         def run(s: int) -> None:
             lo, hi = bounds[s]
-            b = hi - lo
             xs = np.ascontiguousarray(x[lo:hi].transpose(1, 0, 2), dtype=dt)
-            state_h = np.empty((arch.num_layers, b, arch.hidden_size), dtype=dt)
-            state_c = np.empty_like(state_h)
-            z = np.empty((b, 4 * arch.hidden_size), dtype=dt)
-            z_rec = np.empty_like(z)
             kernels.forward_infer(self.params, self.layout.offsets, arch.input_size,
                                   arch.hidden_size, arch.num_layers, arch.output_size, xs,
-                                  out[lo:hi], state_h, state_c, z, z_rec)
+                                  out[lo:hi])
 
         if parts == 1:
             run(0)
