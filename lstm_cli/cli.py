@@ -364,6 +364,78 @@ def info(model, fmt):
 
 
 @cli.command()
+@click.argument("model")
+@click.argument("data")
+@click.option("--backtest", "backtests", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="Rolling origins: the last horizon, and N-1 earlier ones --step apart.")
+@click.option("--step", type=click.IntRange(1, 100_000), help="Steps between origins [default: the horizon].")
+@click.option("--season", type=click.IntRange(1, 100_000), help="Season length for seasonal naive and MASE [default: from the frequency].")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
+              help="table: for people, on stderr; json/csv: per-series scores on stdout.")
+@click.option("--fail-if-worse-than", "gate", type=click.Choice(["naive", "seasonal_naive"]),
+              help="Exit 3 when the model's MASE is worse than this baseline's (a retrain gate for cron).")
+@click.option("--sep", default=",", show_default=True, help="Field separator of DATA.")
+@click.option("--missing", type=click.Choice(["interpolate", "refuse"]), default="interpolate", show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256))
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and the data on stdout).")
+def evaluate(model, data, backtests, step, season, fmt, gate, sep, missing, threads, quiet):
+    """Score MODEL on the end of every series in DATA, next to the naive baselines.
+
+    Holds out the last horizon of each series (or --backtest N rolling origins), forecasts it
+    from the rows before, and reports MAE, RMSE, MAPE, sMAPE and MASE per method: lstm, naive
+    (last value) and seasonal naive (last season). MASE is scaled by the in-sample seasonal-naive
+    error, so below 1 beats it in-sample; skill = 1 - MASE(lstm) / MASE(baseline).
+
+    \b
+    Example:
+      lstm evaluate a10.lstm sample_data/a10_monthly.csv --backtest 3
+      lstm evaluate a10.lstm new.csv --format json --fail-if-worse-than seasonal_naive
+    """
+    import json
+    import math
+
+    from lstm_cli import frame
+    from lstm_cli.console import Console
+    from lstm_cli.errors import WorseThanBaseline
+    from lstm_cli.evaluate import METRIC_NAMES, evaluate_from_csv
+
+    console = Console(quiet)
+    ev = evaluate_from_csv(model, data, backtests=backtests, step=step, season=season, sep=sep, missing=missing,
+                           threads=threads)
+    for n in ev.notes:
+        console.note(n)
+    overall = ev.overall()
+
+    def num(x):
+        return None if x is None or not math.isfinite(x) else x
+
+    if fmt == "json":
+        doc = {"header": {"model": model, "data": data, "horizon": ev.horizon, "origins": ev.origins,
+                          "step": ev.step, "season": ev.season},
+               "overall": {m: {k: num(v) for k, v in d.items()} for m, d in overall.items()},
+               "skill": {b: num(ev.skill(b)) for b in ("naive", "seasonal_naive")},
+               "records": [{k: (num(v) if isinstance(v, float) else v) for k, v in r.items()} for r in ev.records]}
+        click.echo(json.dumps(doc, allow_nan=False))
+    elif fmt == "csv":
+        columns = list(dict.fromkeys(k for r in ev.records for k in r))
+        rows = {c: [r.get(c, "") for r in ev.records] for c in columns}
+        sys.stdout.write(frame.write_csv_text(rows, columns))
+    rows = []
+    for method, scores in overall.items():
+        cells = "  ".join(f"{k} {scores[k]:.4g}" for k in METRIC_NAMES)
+        extra = "  ".join(f"{k} {v:.4g}" for k, v in scores.items() if k not in METRIC_NAMES)
+        rows.append((method, cells + ("  " + extra if extra else "")))
+    for b in ("naive", "seasonal_naive"):
+        rows.append((f"skill vs {b}", f"{ev.skill(b):+.1%}  (1 - MASE ratio; > 0 beats it)"))
+    console.table(f"lstm: evaluation of {model} on {data}: horizon {ev.horizon}, {ev.origins} origin(s), "
+                  f"season {ev.season}, {len({r['series'] for r in ev.records})} series", rows)
+    if gate:
+        m_model, m_base = overall["lstm"]["mase"], overall[gate]["mase"]
+        if not (m_model <= m_base):
+            raise WorseThanBaseline(f"MASE {m_model:.4g} of the model is worse than {m_base:.4g} of {gate}")
+
+
+@cli.command()
 @click.option("-q", "--quiet", is_flag=True)
 def warmup(quiet):
     """Compile and cache every kernel train and predict use (float32 and float64), so later runs

@@ -14,7 +14,7 @@ from lstm_cli import atomic, frame, modelfile, scaling, windows
 from lstm_cli.errors import DataError, UsageError
 from lstm_cli.model import DataSpec, Forecaster
 from lstm_cli.network import Architecture, Network, default_threads
-from lstm_cli.train import EpochReport, TrainConfig, TrainResult, fit
+from lstm_cli.train import TrainConfig, TrainResult, fit
 
 DAY_NS = 86_400 * 10**9
 
