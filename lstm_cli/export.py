@@ -1,0 +1,319 @@
+"""Export a model file to formats other tools read: ONNX (a runnable graph), JSON and NPZ (the
+weights under PyTorch's nn.LSTM / nn.Linear state_dict names, the scaler and the metadata).
+
+Pure functions build the bytes or text from (header, arrays) as modelfile.load returns them;
+`export_model` loads, builds and writes atomically. Nothing here imports numba or torch; onnx is
+imported only for the ONNX format (the optional extra `lstm-cli[onnx]`).
+
+The forecast every format describes (model.Forecaster.forecast, trained horizon only):
+
+    xs = (x - loc[s]) / scale[s]                  x: the last `lookback` raw rows of series s,
+                                                  columns = targets then features
+    level = xs[-1] if scaling == "level" else 0   "level" models see the window relative to
+                                                  its last row and forecast changes from it
+    h  = LSTM stack over xs - level, last layer's final hidden state   (H,)
+    y  = head.weight @ h + head.bias + level[:K]  (O,) = [step][target][quantile]
+    y  = sort(y over quantiles)                   quantile models only: quantiles never cross
+    forecast = y * scale[s, :K] + loc[s, :K]      K targets, original units
+
+Gate order: the model (like torch) stacks the four gates as i, f, g, o; ONNX's LSTM operator
+wants i, o, f, c, so the ONNX export reorders the 4H rows; JSON and NPZ keep torch's order.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+
+from lstm_cli import __version__, atomic, modelfile
+from lstm_cli.errors import MissingDependencyError, ModelFileError, UsageError
+
+FORMATS = ("onnx", "json", "npz")
+SCALINGS = ("series", "level")  # data.scaling values whose forecast this module reproduces
+JSON_FORMAT = "lstm-export-json"
+JSON_VERSION = 1
+ONNX_OPSET = 17  # LSTM-14, Squeeze/Unsqueeze with axes as input (13), TopK-11: onnxruntime >= 1.11
+ONNX_IR_VERSION = 8  # the IR version that goes with opset 17: older runtimes can load the file too
+MAX_IDS_IN_ONNX_METADATA = 10_000
+ONNX_MAX_BYTES = 2**31 - 2**24  # a protobuf message is at most 2 GiB; keep room for the graph
+# torch's gate blocks i, f, g, o -> ONNX's i, o, f, c
+ONNX_GATE_ORDER = (0, 3, 1, 2)
+
+
+def lstm_names(num_layers: int) -> list[str]:
+    """The model file's LSTM array names in torch's state_dict order (without the 'lstm.' prefix)."""
+    return [f"{kind}_l{k}" for k in range(num_layers)
+            for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+
+
+def state_dict_arrays(header: dict, arrays) -> dict[str, np.ndarray]:
+    """{torch state_dict name: array}: 'lstm.weight_ih_l0', ..., 'head.weight', 'head.bias'."""
+    out = {f"lstm.{name}": np.asarray(arrays[name]) for name in lstm_names(header["arch"]["num_layers"])}
+    out["head.weight"] = np.asarray(arrays["head.weight"])
+    out["head.bias"] = np.asarray(arrays["head.bias"])
+    return out
+
+
+def metadata(header: dict) -> dict:
+    """What a consumer needs besides the weights: columns, window, frequency, series, network sizes."""
+    d, a, s = header["data"], header["arch"], header["series"]
+    if d["scaling"] not in SCALINGS:  # a newer model kind: exporting it as "series" would be wrong
+        raise ModelFileError(f"this model uses scaling {d['scaling']!r}, which export does not know "
+                             f"(it knows {', '.join(SCALINGS)}); use the lstm version that wrote it")
+    return {
+        "targets": list(d["targets"]),
+        "features": list(d["features"]),
+        "time_col": d["time_col"],
+        "id_col": d["id_col"],
+        "freq": d["freq"],
+        "step": d["step"],
+        "time_kind": d["time_kind"],
+        "lookback": d["lookback"],
+        "horizon": d["horizon"],
+        "quantiles": list(d["quantiles"]),
+        "strategy": d["strategy"],
+        "scaling": d["scaling"],
+        "ids": list(s["ids"]),
+        "last_time": list(s["last_time"]),
+        "num_layers": a["num_layers"],
+        "hidden_size": a["hidden_size"],
+        "input_size": a["input_size"],
+        "output_size": a["output_size"],
+        "dtype": a["dtype"],
+        "output_layout": "[step][target][quantile]",
+        "created": header.get("created"),
+        "lstm_version": header.get("lstm_version"),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# JSON and NPZ
+
+
+def to_json_text(header: dict, arrays) -> str:
+    """The JSON export: metadata, scaler and state_dict as nested lists. Floats are written by
+    Python's repr (shortest round-trip form of the exact value), so every weight reads back
+    bit-identical (float32 weights as their exact float64 value)."""
+    doc = {
+        "format": JSON_FORMAT,
+        "version": JSON_VERSION,
+        "metadata": metadata(header),
+        "scaler": {"loc": np.asarray(arrays["scaler.loc"]).tolist(),
+                   "scale": np.asarray(arrays["scaler.scale"]).tolist()},
+        "state_dict": {name: a.tolist() for name, a in state_dict_arrays(header, arrays).items()},
+    }
+    return json.dumps(doc, allow_nan=False) + "\n"
+
+
+def to_npz_bytes(header: dict, arrays) -> bytes:
+    """The NPZ export: the state_dict arrays (model dtype), scaler.loc and scaler.scale
+    (float64), and `metadata_json`, a 0-d unicode array; loads with np.load(allow_pickle=False)."""
+    named = dict(state_dict_arrays(header, arrays))
+    named["scaler.loc"] = np.asarray(arrays["scaler.loc"])
+    named["scaler.scale"] = np.asarray(arrays["scaler.scale"])
+    named["metadata_json"] = np.array(json.dumps(metadata(header), allow_nan=False))
+    buf = io.BytesIO()
+    np.savez(buf, **named)  # (np.ascontiguousarray would turn the 0-d metadata_json into 1-d)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX
+
+
+def _import_onnx():
+    try:
+        import onnx
+        from onnx import helper, numpy_helper  # noqa: F401
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"exporting to ONNX needs the onnx package ({e}); install it with: "
+            "pip install 'lstm-cli[onnx]'") from None
+    return onnx
+
+
+def onnx_doc(header: dict) -> str:
+    d, a = header["data"], header["arch"]
+    K, nq, L = len(d["targets"]), len(d["quantiles"]), d["lookback"]
+    cols = list(d["targets"]) + list(d["features"])
+    lines = [
+        f"LSTM forecaster exported by lstm-cli {__version__}: {a['num_layers']} x LSTM({a['hidden_size']}) "
+        f"+ dense head, scaling inside the graph.",
+        f"Input x: float32 [batch, {L}, {len(cols)}], the last {L} raw rows (oldest first) of each "
+        f"series, columns {cols} (targets, then features), in original units.",
+    ]
+    if d["id_col"] is not None:
+        lines.append(
+            f"Input series_index: int64 [batch], the row of each window's series in metadata 'ids' "
+            f"(values of column {d['id_col']!r}; 0 <= index < {len(header['series']['ids'])}); it selects "
+            f"that series' scaler. Series the model was not trained on have no scaler here.")
+    shape = f"[batch, {d['horizon']}, {K}" + (f", {nq}]" if nq else "]")
+    lines.append(
+        f"Output forecast: float32 {shape}, the next {d['horizon']} steps of {list(d['targets'])}"
+        + (f" at quantiles {list(d['quantiles'])} (sorted, never crossing)" if nq else "")
+        + " in original units. Longer horizons (lstm predict --horizon) roll the model forward "
+          "recursively and are not part of this graph.")
+    if a["dtype"] == "float64":
+        lines.append("The model was trained in float64; its weights are cast to float32 here because "
+                     "onnxruntime's LSTM operator has no double kernel.")
+    if d["scaling"] == "level":
+        lines.append("The network sees each scaled window minus its last row and forecasts changes "
+                     "from that row; the graph subtracts and adds it back.")
+    lines.append("Scaling and un-scaling run in float64 with the model's exact loc/scale.")
+    return "\n".join(lines)
+
+
+def to_onnx_bytes(header: dict, arrays) -> bytes:
+    """A self-contained ONNX model (opset 17) of the forecast: raw windows in, forecasts out."""
+    onnx = _import_onnx()
+    from onnx import TensorProto, helper, numpy_helper
+
+    meta = metadata(header)  # refuses a scaling mode this module does not know, before any work
+    a, d = header["arch"], header["data"]
+    H, n_layers, D = a["hidden_size"], a["num_layers"], a["input_size"]
+    lookback, horizon = d["lookback"], d["horizon"]
+    K, nq = len(d["targets"]), len(d["quantiles"])
+    panel = d["id_col"] is not None
+    n_bytes = sum(np.asarray(arrays[n]).size * 4 for n in lstm_names(n_layers)) \
+        + np.asarray(arrays["head.weight"]).size * 4 + np.asarray(arrays["scaler.loc"]).size * 32
+    if n_bytes > ONNX_MAX_BYTES:
+        raise UsageError(f"this model's weights ({n_bytes / 2**30:.1f} GiB) exceed what one ONNX file "
+                         "holds (2 GiB, a protobuf limit); export --format npz instead")
+
+    inits, nodes, names = [], [], set()
+
+    def const(name: str, value: np.ndarray) -> str:
+        if name not in names:  # small constants (axes) are shared by name
+            names.add(name)
+            inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [output], name=f"{op}_{output}", **attrs))
+        return output
+
+    loc = np.asarray(arrays["scaler.loc"], dtype=np.float64)  # (S, C)
+    scale = np.asarray(arrays["scaler.scale"], dtype=np.float64)
+
+    def axes(*values: int) -> str:
+        return const("axes_" + "_".join(map(str, values)), np.array(values, np.int64))
+
+    # --- input scaling, float64: xs = (x - loc[s]) / scale[s] ---------------------------------
+    x64 = node("Cast", ["x"], "x_f64", to=TensorProto.DOUBLE)
+    if panel:
+        in_loc = node("Unsqueeze", [node("Gather", [const("scaler_loc", loc), "series_index"],
+                                         "loc_rows", axis=0), axes(1)], "loc_in")  # (B, 1, C)
+        in_scale = node("Unsqueeze", [node("Gather", [const("scaler_scale", scale), "series_index"],
+                                           "scale_rows", axis=0), axes(1)], "scale_in")
+        out_loc = node("Unsqueeze", [node("Gather", [const("target_loc", loc[:, :K]), "series_index"],
+                                          "target_loc_rows", axis=0), axes(1, 3)], "loc_out")  # (B, 1, K, 1)
+        out_scale = node("Unsqueeze", [node("Gather", [const("target_scale", scale[:, :K]), "series_index"],
+                                            "target_scale_rows", axis=0), axes(1, 3)], "scale_out")
+    else:
+        in_loc, in_scale = const("loc_in", loc[0]), const("scale_in", scale[0])  # (C,)
+        out_loc = const("loc_out", loc[0, :K, None])  # (K, 1)
+        out_scale = const("scale_out", scale[0, :K, None])
+    xs = node("Div", [node("Sub", [x64, in_loc], "x_centered"), in_scale], "x_scaled_f64")
+    level = d["scaling"] == "level"
+    if level:  # the window relative to its last row: xs - xs[:, -1:]
+        last_row = node("Slice", [xs, const("last_row_start", np.array([-1], np.int64)),
+                              const("last_row_end", np.array([np.iinfo(np.int64).max], np.int64)), axes(1)],
+                    "x_level")  # (B, 1, C)
+        xs = node("Sub", [xs, last_row], "x_minus_level_f64")
+    xs = node("Cast", [xs], "x_scaled", to=TensorProto.FLOAT)
+    seq = node("Transpose", [xs], "x_time_major", perm=[1, 0, 2])  # (T, B, D): layout 0
+
+    # --- the LSTM stack: one ONNX LSTM node per layer -----------------------------------------
+    gates = np.array(ONNX_GATE_ORDER)
+    for k in range(n_layers):
+
+        def reorder(v, k=k):  # (4H, ...) torch i,f,g,o -> onnx i,o,f,c, as float32
+            v = np.asarray(arrays[v + f"_l{k}"], dtype=np.float32)
+            return v.reshape(4, H, *v.shape[1:])[gates].reshape(v.shape)
+
+        W = const(f"W_l{k}", reorder("weight_ih")[None])  # (1, 4H, D_k)
+        R = const(f"R_l{k}", reorder("weight_hh")[None])  # (1, 4H, H)
+        B = const(f"B_l{k}", np.concatenate([reorder("bias_ih"), reorder("bias_hh")])[None])  # (1, 8H)
+        top = k == n_layers - 1
+        outputs = ["", f"lstm{k}_Y_h"] if top else [f"lstm{k}_Y"]
+        nodes.append(helper.make_node("LSTM", [seq, W, R, B], outputs, name=f"LSTM_l{k}", hidden_size=H,
+                                      direction="forward", layout=0))
+        if not top:  # Y (T, 1, B, H) -> the next layer's input (T, B, H)
+            seq = node("Squeeze", [f"lstm{k}_Y", axes(1)], f"lstm{k}_out")
+    h = node("Squeeze", [f"lstm{n_layers - 1}_Y_h", axes(0)], "h_last")
+
+    # --- dense head, quantile sort, un-scaling -------------------------------------------------
+    y = node("Gemm", [h, const("head_weight", np.asarray(arrays["head.weight"], np.float32)),
+                      const("head_bias", np.asarray(arrays["head.bias"], np.float32))], "head_out", transB=1)
+    y = node("Reshape", [y, const("out_shape", np.array([0, horizon, K, max(nq, 1)], np.int64))], "y_scaled")
+    if nq > 1:  # the forecaster sorts the quantiles of each (step, target): they never cross
+        nodes.append(helper.make_node("TopK", [y, const("n_quantiles", np.array([nq], np.int64))],
+                                      ["y_sorted", "y_sorted_index"], name="TopK_y_sorted", axis=-1,
+                                      largest=0, sorted=1))
+        y = "y_sorted"
+    y = node("Cast", [y], "y_scaled_f64", to=TensorProto.DOUBLE)
+    if level:  # add back the last row's targets (the same for every quantile: the sort holds)
+        target_level = node("Slice", [last_row, const("zero", np.array([0], np.int64)),
+                                      const("n_targets", np.array([K], np.int64)), axes(2)], "target_level")
+        y = node("Add", [y, node("Unsqueeze", [target_level, axes(3)], "target_level_4d")], "y_plus_level")
+    y = node("Add", [node("Mul", [y, out_scale], "y_times_scale"), out_loc], "forecast_f64")
+    if nq:
+        node("Cast", [y], "forecast", to=TensorProto.FLOAT)
+    else:
+        node("Squeeze", [node("Cast", [y], "forecast_4d", to=TensorProto.FLOAT),
+                         axes(3)], "forecast")
+
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", lookback, D])]
+    if panel:
+        inputs.append(helper.make_tensor_value_info("series_index", TensorProto.INT64, ["batch"]))
+    out_shape = ["batch", horizon, K] + ([nq] if nq else [])
+    graph = helper.make_graph(nodes, "lstm_forecaster", inputs,
+                              [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, out_shape)],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+                              ir_version=ONNX_IR_VERSION, producer_name="lstm-cli",
+                              producer_version=__version__, doc_string=onnx_doc(header))
+    helper.set_model_props(model, onnx_metadata_props(meta))
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def onnx_metadata_props(meta: dict) -> dict[str, str]:
+    """metadata_props from metadata(header): strings; numbers, lists and null as JSON; ids and
+    last_time only for at most 10000 series."""
+    props = {key: meta[key] for key in ("targets", "features", "time_col", "id_col", "freq", "step",
+                                         "time_kind", "lookback", "horizon", "quantiles", "scaling", "dtype",
+                                         "output_layout", "created", "lstm_version")}
+    props["n_series"] = len(meta["ids"])
+    if len(meta["ids"]) <= MAX_IDS_IN_ONNX_METADATA:
+        props["ids"], props["last_time"] = meta["ids"], meta["last_time"]
+    props["inputs"] = ["x", "series_index"] if meta["id_col"] is not None else ["x"]
+    if meta["dtype"] == "float64":
+        props["note"] = "weights cast from float64 to float32 (onnxruntime's LSTM has no double kernel)"
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in props.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# The command's pipeline
+
+
+BUILDERS = {"onnx": to_onnx_bytes, "json": to_json_text, "npz": to_npz_bytes}
+
+
+def export_model(model_path, fmt: str, out) -> dict:
+    """Load the model file (read-only; never modified), build `fmt` and write it to `out`
+    atomically under the output lock: on any failure `out` is left as it was. Returns a small
+    summary {"format", "out", "bytes"}."""
+    if fmt not in BUILDERS:
+        raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    atomic.check_output_path(out, inputs=(model_path,))
+    if fmt == "onnx":
+        _import_onnx()  # a missing extra fails before any work
+    header, arrays = modelfile.load(model_path)
+    content = BUILDERS[fmt](header, arrays)
+    data = content.encode() if isinstance(content, str) else content
+    with atomic.output_lock(out):
+        atomic.atomic_write(out, data)
+    return {"format": fmt, "out": str(out), "bytes": len(data)}
