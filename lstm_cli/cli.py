@@ -139,12 +139,21 @@ class QuantilesType(click.ParamType):
 
 
 class StopFlag:
-    """should_stop for training: the first SIGINT/SIGTERM asks to stop after the current batch,
-    a second one stops at once; --time-limit stops cleanly and keeps the best model."""
+    """should_stop for training, and what a SIGINT/SIGTERM does at each phase of a run.
 
-    def __init__(self, time_limit: float | None):
+    While the epochs run (`deferring`), the first signal asks to stop after the current batch
+    (the checkpoint of the last finished epoch stays; nothing is saved) and a second one raises
+    Interrupted at once. Before (reading the data, waiting for the lock) and while the model is
+    saved, a signal raises Interrupted at once: nothing was written yet, or the atomic write
+    leaves the previous file. Once the model is saved (`done`) a signal is only recorded.
+    --time-limit stops cleanly and keeps the best model."""
+
+    def __init__(self, time_limit: float | None, epochs: int | None = None):
         self.signum = None
         self.deadline = time.monotonic() + time_limit if time_limit else None
+        self.epochs = epochs
+        self.epoch = 0  # last finished epoch (counting resumed ones)
+        self.phase = "start"  # start -> training -> saving -> done
         self._previous = {}
 
     def __enter__(self):
@@ -160,10 +169,27 @@ class StopFlag:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
+    @property
+    def deferring(self) -> bool:
+        return self.phase == "training"
+
+    def message(self) -> str:
+        if self.phase == "start":
+            return "interrupted before training started; previous model kept"
+        if self.phase == "saving" or (self.epochs and self.epoch >= self.epochs):
+            return (f"interrupted at epoch {self.epoch}/{self.epochs} while saving the model; previous model "
+                    "kept; resume with --resume")
+        return f"interrupted at epoch {self.epoch + 1}/{self.epochs}; previous model kept; resume with --resume"
+
+    def interrupted(self) -> Interrupted:
+        return Interrupted(self.message(), self.signum or 2)
+
     def _handle(self, signum, frame):
-        if self.signum is not None:
-            raise KeyboardInterrupt
+        first = self.signum is None
         self.signum = signum
+        if self.phase == "done" or (self.deferring and first):
+            return
+        raise self.interrupted()
 
     def __call__(self):
         if self.signum is not None:
@@ -192,7 +218,7 @@ def data_options(f):
 @click.argument("data")
 @click.option("--target", "targets", multiple=True, required=True, help="Column(s) to forecast; repeat or comma-separate.")
 @click.option("--horizon", type=click.IntRange(1, 100_000), required=True, help="Steps to forecast.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Model file to write (atomically).")
+@click.option("--out", required=True, help="Model file to write (atomically).")  # checked by atomic: exit 73
 @click.option("--features", "features", multiple=True, help="Extra input columns (past covariates), comma-separated.")
 @data_options
 @click.option("--freq", help="Frequency alias (MS, W-MON, D, h, 5min, ...); default: inferred.")
@@ -219,14 +245,27 @@ def data_options(f):
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256), help="Worker threads [default: CPUs, at most 8].")
 @click.option("--time-limit", type=DurationType(), help="Stop cleanly after this long (90s, 10m, 2h); keeps the best model.")
+@click.option("--resume", is_flag=True,
+              help="Continue from the checkpoint a stopped or killed run left beside --out (same data and "
+                   "options); without one, train from the start.")
+@click.option("--wait", is_flag=True, help="If another run is writing --out, wait for it instead of exiting 75.")
+@click.option("--max-input-bytes", type=click.IntRange(1), default=2_000_000_000, show_default=True,
+              help="Refuse a CSV larger than this (gzip: counted decompressed).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def train(data, targets, horizon, out, features, time_col, id_col, sep, missing, freq, lookback, hidden, layers,
           dropout, epochs, batch_size, lr, optimizer, momentum, weight_decay, clip, val_frac, patience, quantiles,
-          seed, dtype, threads, time_limit, quiet):
+          seed, dtype, threads, time_limit, resume, wait, max_input_bytes, quiet):
     """Train a model on DATA (a .csv or .csv.gz file, or - for stdin) and write it to --out.
 
     The model is one file with everything predict needs. Progress goes to stderr; nothing is
     written to stdout. Same data, options and --threads give a byte-identical model.
+
+    \b
+    Safe to run from cron: --out is replaced atomically and only by a complete model; a second
+    run on the same --out exits 75 (or waits, with --wait); SIGINT/SIGTERM stop within a batch,
+    keep the previous --out and exit 130/143. Every epoch leaves a checkpoint `.NAME.ckpt` beside
+    --out (removed once the model is saved): after a kill, --resume continues from it and gives
+    the model the uninterrupted run would have written.
 
     \b
     Example:
@@ -234,32 +273,66 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
       lstm train sample_data/departures_monthly_panel.csv --id-col series_id \\
           --target departures_thousands --horizon 12 --out departures.lstm
     """
-    from lstm_cli.console import Console, TrainProgress
-    from lstm_cli.pipeline import TrainRequest, train_from_csv
-    from lstm_cli.train import TrainConfig
+    stop = StopFlag(time_limit, epochs)
+    with stop:  # from here on a signal gives one line and 130/143, whatever the phase
+        from lstm_cli import atomic
 
-    console = Console(quiet)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
-                         weight_decay=weight_decay, clip=clip, patience=patience, dropout=dropout, seed=seed)
-    req = TrainRequest(data=data, out=out, targets=_split_names(targets), horizon=horizon,
-                       features=_split_names(features), time_col=time_col, id_col=id_col, sep=sep, freq=freq,
-                       missing=missing, lookback=lookback, hidden=hidden, layers=layers, dtype=dtype,
-                       quantiles=quantiles or (), val_frac=val_frac, threads=threads, train=config)
-    stop = StopFlag(time_limit)
-    with stop, TrainProgress(console) as progress:
-        model, result = train_from_csv(req, on_event=progress, should_stop=stop)
+        atomic.check_output_path(out, inputs=() if data == "-" else (data,))  # before any work
+        from lstm_cli.console import Console, TrainProgress
+        from lstm_cli.pipeline import TrainRequest, train_from_csv
+        from lstm_cli.train import TrainConfig
+
+        console = Console(quiet)
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
+                             weight_decay=weight_decay, clip=clip, patience=patience, dropout=dropout, seed=seed)
+        req = TrainRequest(data=data, out=out, targets=_split_names(targets), horizon=horizon,
+                           features=_split_names(features), time_col=time_col, id_col=id_col, sep=sep, freq=freq,
+                           missing=missing, lookback=lookback, hidden=hidden, layers=layers, dtype=dtype,
+                           quantiles=quantiles or (), val_frac=val_frac, threads=threads, train=config)
+
+        with atomic.output_lock(out, wait=wait), TrainProgress(console) as progress:
+            def on_event(kind, payload):
+                if kind == "data":
+                    stop.phase = "training"
+                elif kind == "resume":
+                    stop.epoch = payload["epoch"]
+                    if payload["problem"]:
+                        console.note(f"{payload['problem']}; training from epoch 1")
+                    elif payload["epoch"] == 0:
+                        console.line(f"lstm: no checkpoint for {out}; training from epoch 1")
+                    else:
+                        console.line(f"lstm: resuming after epoch {payload['epoch']}/{epochs} "
+                                     f"(checkpoint {payload['path']})")
+                elif kind == "epoch" and stop.signum is None:
+                    stop.epoch = payload.epoch
+                elif kind == "fitted" and payload.stopped_by != "signal":
+                    stop.phase = "saving"
+                    if stop.signum is not None:
+                        raise stop.interrupted()  # arrived after the last batch: do not save
+                elif kind == "saved":
+                    stop.phase = "done"
+                try:
+                    progress(kind, payload)
+                except OSError:  # stderr is gone (`2>&1 | head`): train on silently, save the model
+                    console.quiet = True
+
+            model, result = train_from_csv(req, on_event=on_event, should_stop=stop, resume=resume,
+                                           max_input_bytes=max_input_bytes)
     if result.stopped_by == "signal":
-        import signal
+        stop.epoch = result.epochs_run
+        raise stop.interrupted()
+    if model is None:  # the time limit ran out before the first epoch finished
+        from lstm_cli.errors import UsageError
 
-        done = result.epochs_run
-        raise Interrupted(f"interrupted at epoch {done + 1}/{epochs}; previous model kept ({out} unchanged)",
-                          signal.SIGINT if stop.signum == signal.SIGINT else signal.SIGTERM)
+        raise UsageError(f"--time-limit ran out before the first epoch finished; nothing was saved "
+                         f"({out} unchanged); raise --time-limit")
     reason = {None: "all epochs", "early_stop": "early stopping", "time_limit": "time limit",
               "diverged": "loss diverged"}[result.stopped_by]
     best_val = result.val_loss[result.best_epoch - 1] if result.best_epoch else None
     best_train = result.train_loss[result.best_epoch - 1] if result.best_epoch else None
     console.table(f"lstm: trained {out}", [
-        ("epochs", f"{result.epochs_run} of {epochs} (stopped by {reason})"),
+        ("epochs", f"{result.epochs_run} of {epochs} (stopped by {reason})" +
+         (f", resumed after epoch {result.resumed_from}" if result.resumed_from else "")),
         ("best epoch", f"{result.best_epoch}  train loss {best_train:.4g}" +
          (f"  val loss {best_val:.4g}" if best_val is not None else "")),
         ("window", f"lookback {model.spec.lookback}, horizon {model.spec.horizon}"),
@@ -267,6 +340,32 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
                     f"{model.network.layout.size} parameters, {dtype}"),
         ("time", f"{result.seconds:.1f} s"),
     ])
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "json", "npz"]), required=True,
+              help="onnx: a runnable graph (needs lstm-cli[onnx]); json / npz: weights under PyTorch "
+                   "state_dict names, scaler and metadata.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write (atomically).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def export(model, fmt, out, quiet):
+    """Export MODEL for use without lstm: ONNX, JSON or NPZ (docs/export.md).
+
+    The ONNX graph takes the last lookback raw rows (targets, then features) and returns the
+    forecast for the trained horizon in original units; scaling happens inside. MODEL is only
+    read; --out is replaced atomically, or left as it was if the export fails.
+
+    \b
+    Example:
+      lstm export a10.lstm --format onnx --out a10.onnx
+      lstm export a10.lstm --format json --out a10.json
+    """
+    from lstm_cli.console import Console
+    from lstm_cli.export import export_model
+
+    done = export_model(model, fmt, out)
+    Console(quiet).line(f"lstm: exported {model} to {out} ({fmt}, {done['bytes']:,} bytes)")
 
 
 def _write_output(text: str, out: str | None) -> None:
@@ -292,8 +391,10 @@ def _write_output(text: str, out: str | None) -> None:
 @click.option("--sep", default=",", show_default=True, help="Field separator of DATA.")
 @click.option("--missing", type=click.Choice(["interpolate", "refuse"]), default="interpolate", show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256))
+@click.option("--max-input-bytes", type=click.IntRange(1), default=2_000_000_000, show_default=True,
+              help="Refuse a CSV larger than this (gzip: counted decompressed).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def predict(model, data, out, horizon, fmt, sep, missing, threads, quiet):
+def predict(model, data, out, horizon, fmt, sep, missing, threads, max_input_bytes, quiet):
     """Forecast the steps after the end of every series in DATA with MODEL.
 
     DATA needs the model's columns and at least its lookback rows per series. Output: the time
@@ -306,13 +407,16 @@ def predict(model, data, out, horizon, fmt, sep, missing, threads, quiet):
     """
     import json
 
+    from lstm_cli import modelfile
+
+    os.close(modelfile._open_model(model)[0])  # a missing model: exit 66 before pandas and numba load
     from lstm_cli import frame
     from lstm_cli.console import Console
     from lstm_cli.pipeline import predict_from_csv
 
     console = Console(quiet)
     columns, rows, notes, meta = predict_from_csv(model, data, horizon=horizon, sep=sep, missing=missing,
-                                                  threads=threads)
+                                                  threads=threads, max_bytes=max_input_bytes)
     for n in notes:
         console.note(n)
     if fmt == "json":

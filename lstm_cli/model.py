@@ -155,8 +155,12 @@ class Forecaster:
         done = 0
         median = nq // 2
         while done < horizon:
-            raw = self.network.predict(window).astype(np.float64)  # (S, O)
-            y = raw.reshape(len(series_ids), spec.horizon, K, nq)
+            if spec.scaling == "level":
+                raw = self.network.predict(windows.remove_level(window)).astype(np.float64)  # (S, O)
+                y = raw.reshape(len(series_ids), spec.horizon, K, nq) + window[:, -1, None, :K, None]
+            else:
+                raw = self.network.predict(window).astype(np.float64)  # (S, O)
+                y = raw.reshape(len(series_ids), spec.horizon, K, nq)
             if nq > 1:
                 y = np.sort(y, axis=3)  # quantiles never cross in the output
             steps.append(y)

@@ -679,7 +679,7 @@ def validate_header(header: dict) -> None:
         if i and q <= quantiles[i - 1]:
             raise _bad("data.quantiles", "must be strictly increasing")
     _choice(data["strategy"], "data.strategy", {"direct", "recursive"})
-    _choice(data["scaling"], "data.scaling", {"series"})
+    _choice(data["scaling"], "data.scaling", {"series", "level"})
 
     if arch["input_size"] != len(targets) + len(features):
         raise _bad("arch.input_size", f"is {arch['input_size']} but there are {len(targets)} targets "

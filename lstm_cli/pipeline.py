@@ -38,6 +38,7 @@ class TrainRequest:
     quantiles: tuple[float, ...] = ()
     val_frac: float = 0.1
     forget_bias: float = 1.0
+    scaling: str = "level"
     threads: int | None = None
     train: TrainConfig = TrainConfig()
 
@@ -94,15 +95,33 @@ def _check_lengths(series: frame.SeriesSet, need: int, why: str) -> None:
 
 
 def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None] = lambda kind, x: None,
-                   should_stop: Callable[[], str | None] | None = None) -> tuple[Forecaster, TrainResult]:
+                   should_stop: Callable[[], str | None] | None = None, resume: bool = False,
+                   max_input_bytes: int = 2_000_000_000) -> tuple[Forecaster | None, TrainResult]:
     """Read, check, window, scale, train and save atomically to req.out. on_event receives
-    ('data', info dict), ('epoch', EpochReport), ('saved', path)."""
+    ('data', info dict), ('resume', {'epoch' (0: none), 'epochs', 'path', 'problem' (why a damaged
+    checkpoint was not used, or None)}), ('epoch', EpochReport), ('fitted', TrainResult),
+    ('saved', path).
+
+    The caller holds atomic.output_lock(req.out) for the whole call (the CLI does): after every
+    epoch a checkpoint is written atomically beside req.out (checkpoint.py), and removed once the
+    model is saved. With `resume`, training continues from that checkpoint when there is one
+    (DataError if it belongs to other data or settings; a damaged one is reported and ignored). Stopped by a signal (should_stop
+    returned 'signal') or before the first epoch finished: nothing is saved, req.out is left as
+    it was, and (None, result) is returned."""
+    from lstm_cli import checkpoint
+
     atomic.check_output_path(req.out, inputs=() if req.data == "-" else (req.data,))
     overlap = set(req.targets) & set(req.features)
     if overlap:
         raise UsageError(f"column {sorted(overlap)[0]!r} is both a --target and a --feature; name it once")
+    ckpt_path = checkpoint.checkpoint_path_for(req.out)
+    atomic.check_output_path(ckpt_path)
+    checkpoint.remove_stale_temps(req.out)  # of a killed run (we hold the lock)
+    if not resume:
+        checkpoint.remove(ckpt_path)  # another run's: ignored, and never resumed by mistake later
     series = frame.read_series(req.data, targets=req.targets, features=req.features, time_col=req.time_col,
-                               id_col=req.id_col, sep=req.sep, freq=req.freq, missing=req.missing)
+                               id_col=req.id_col, sep=req.sep, freq=req.freq, missing=req.missing,
+                               max_bytes=max_input_bytes)
     lengths = np.diff(series.starts)
     horizon = req.horizon
     shortest = int(lengths.min())
@@ -116,7 +135,8 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
     train_rows = np.array([n - windows.val_rows_for(n, req.val_frac, horizon) for n in lengths])
     loc, scale = scaling.fit(series.values, series.starts, train_rows)
     scaled = scaling.transform(series.values, series.starts, loc, scale)
-    w = windows.make_windows(scaled, series.starts, n_targets, lookback, horizon, req.val_frac)
+    w = windows.make_windows(scaled, series.starts, n_targets, lookback, horizon, req.val_frac,
+                             level=req.scaling == "level")
     if len(w["x_train"]) == 0:
         raise DataError(f"{series.source}: {shortest} rows leave no training window for lookback {lookback} "
                         f"+ horizon {horizon} after the validation part; lower --val-frac or --lookback")
@@ -134,13 +154,24 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
                       "horizon": horizon, "season": season, "freq": series.freq,
                       "train_windows": len(w["x_train"]), "val_windows": len(w["x_val"]),
                       "parameters": network.layout.size, "warnings": series.warnings})
+    data_sha256 = data_fingerprint(series)
+    settings = checkpoint.settings_for(req, lookback=lookback, threads=threads, time_col=series.time_col,
+                                       id_col=series.id_col, freq=series.freq)
+    state, problem = None, None
+    if resume:
+        state, problem = checkpoint.resume_state(ckpt_path, settings=settings, data_sha256=data_sha256)
+        on_event("resume", {"epoch": state.epoch if state else 0, "epochs": req.train.epochs, "path": ckpt_path,
+                            "problem": problem})
     result = fit(network, w["x_train"], y_train, w["x_val"], y_val, req.train, quantiles=quantiles,
-                 on_epoch=lambda r: on_event("epoch", r), should_stop=should_stop)
-    if result.epochs_run == 0:
+                 on_epoch=lambda r: on_event("epoch", r), should_stop=should_stop, resume=state,
+                 on_state=checkpoint.Writer(ckpt_path, settings=settings, data_sha256=data_sha256))
+    on_event("fitted", result)
+    if result.epochs_run == 0 or result.stopped_by == "signal":
         return None, result
     spec = DataSpec(time_col=series.time_col, id_col=series.id_col, targets=tuple(req.targets),
                     features=tuple(req.features), time_kind=series.time_kind, step=int(series.step),
-                    freq=series.freq, lookback=lookback, horizon=horizon, quantiles=tuple(req.quantiles))
+                    freq=series.freq, lookback=lookback, horizon=horizon, quantiles=tuple(req.quantiles),
+                    scaling=req.scaling)
     params = {k: getattr(req.train, k) for k in req.train.__dataclass_fields__}
     params.update(hidden=req.hidden, layers=req.layers, val_frac=req.val_frac, forget_bias=req.forget_bias,
                   dtype=req.dtype)
@@ -148,13 +179,14 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
                 "threads": threads, "params": params,
                 "history": {"train_loss": [float(x) for x in result.train_loss],
                             "val_loss": [None if v is None else float(v) for v in result.val_loss]},
-                "data_sha256": data_fingerprint(series)}
+                "data_sha256": data_sha256}
     last_time = series.times[series.starts[1:] - 1]
     model = Forecaster(network=network, spec=spec, ids=series.ids, last_time=last_time, loc=loc, scale=scale,
                        training=training)
     header, arrays = model.to_file_parts()
     modelfile.save(req.out, header, arrays)
     on_event("saved", req.out)
+    checkpoint.remove(ckpt_path)
     return model, result
 
 
@@ -164,14 +196,14 @@ def load_model(path: str, threads: int | None = None) -> tuple[Forecaster, dict]
 
 
 def predict_from_csv(model_path: str, data: str, *, horizon: int | None = None, sep: str = ",",
-                     missing: str = "interpolate", threads: int | None = None):
+                     missing: str = "interpolate", threads: int | None = None, max_bytes: int = 2_000_000_000):
     """Forecast the steps after the end of every series in data. Returns (columns, rows dict,
     notes) ready for CSV or JSON."""
     t0 = time.perf_counter()
     model, header = load_model(model_path, threads)
     spec = model.spec
     series = frame.read_series(data, targets=spec.targets, features=spec.features, time_col=spec.time_col,
-                               id_col=spec.id_col, sep=sep, freq=spec.freq, missing=missing)
+                               id_col=spec.id_col, sep=sep, freq=spec.freq, missing=missing, max_bytes=max_bytes)
     if series.time_kind != spec.time_kind:
         raise DataError(f"{series.source}: column {spec.time_col!r} holds {series.time_kind} times, "
                         f"but the model was trained on {spec.time_kind} times")

@@ -23,9 +23,10 @@ def count_windows(length: int, lookback: int, horizon: int) -> int:
 
 
 def make_windows(values: np.ndarray, starts: np.ndarray, n_targets: int, lookback: int, horizon: int,
-                 val_frac: float = 0.0) -> dict[str, np.ndarray]:
+                 val_frac: float = 0.0, level: bool = False) -> dict[str, np.ndarray]:
     """x_train (N, lookback, C), y_train (N, horizon*n_targets), x_val, y_val, and for each
-    window the index of its series (series_train, series_val)."""
+    window the index of its series (series_train, series_val). With level, every window is
+    taken relative to its own last input row (see remove_level)."""
     parts: dict[str, list] = {k: [] for k in ("x_train", "y_train", "s_train", "x_val", "y_val", "s_val")}
     width = lookback + horizon
     for s in range(len(starts) - 1):
@@ -36,7 +37,10 @@ def make_windows(values: np.ndarray, starts: np.ndarray, n_targets: int, lookbac
             continue
         win = sliding_window_view(block, width, axis=0).transpose(0, 2, 1)  # (n_win, width, C)
         x = win[:, :lookback, :]
-        y = win[:, lookback:, :n_targets].reshape(n_win, horizon * n_targets)
+        y = win[:, lookback:, :n_targets]
+        if level:
+            x, y = remove_level(x, y)
+        y = y.reshape(n_win, horizon * n_targets)
         ends = np.arange(n_win) + width  # one past the last target row
         is_val = ends > n - val_rows_for(n, val_frac, horizon)
         if is_val.all() and n_win > 1:  # a short series still trains on something
@@ -57,6 +61,17 @@ def make_windows(values: np.ndarray, starts: np.ndarray, n_targets: int, lookbac
         else:
             out[key] = np.empty(0, dtype=np.int64)
     return out
+
+
+def remove_level(x: np.ndarray, y: np.ndarray | None = None):
+    """Windows relative to their last input row: x - x[-1] (and the target steps y minus the
+    last target values). The network then learns changes from the present, not absolute levels,
+    so a trend that leaves the training range, or a level shift, does not saturate it."""
+    last = x[:, -1:, :]
+    x = x - last
+    if y is None:
+        return x
+    return x, y - last[:, :, : y.shape[2]]
 
 
 def last_windows(values: np.ndarray, starts: np.ndarray, lookback: int) -> np.ndarray:
