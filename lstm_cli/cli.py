@@ -243,6 +243,10 @@ def data_options(f):
 @click.option("--quantiles", type=QuantilesType(), help="Train for these quantiles, e.g. 0.1,0.5,0.9 (pinball loss).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--scaling", type=click.Choice(["level", "series"]), default="level", show_default=True,
+              help="level: windows relative to their last row (follows trends); series: per-series scaling only.")
+@click.option("--forget-bias", type=click.FloatRange(-10.0, 10.0), default=1.0, show_default=True,
+              help="Initial forget-gate bias: higher remembers longer at the start of training.")
 @click.option("--threads", type=click.IntRange(1, 256), help="Worker threads [default: CPUs, at most 8].")
 @click.option("--time-limit", type=DurationType(), help="Stop cleanly after this long (90s, 10m, 2h); keeps the best model.")
 @click.option("--resume", is_flag=True,
@@ -254,7 +258,7 @@ def data_options(f):
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def train(data, targets, horizon, out, features, time_col, id_col, sep, missing, freq, lookback, hidden, layers,
           dropout, epochs, batch_size, lr, optimizer, momentum, weight_decay, clip, val_frac, patience, quantiles,
-          seed, dtype, threads, time_limit, resume, wait, max_input_bytes, quiet):
+          seed, dtype, scaling, forget_bias, threads, time_limit, resume, wait, max_input_bytes, quiet):
     """Train a model on DATA (a .csv or .csv.gz file, or - for stdin) and write it to --out.
 
     The model is one file with everything predict needs. Progress goes to stderr; nothing is
@@ -288,7 +292,8 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
         req = TrainRequest(data=data, out=out, targets=_split_names(targets), horizon=horizon,
                            features=_split_names(features), time_col=time_col, id_col=id_col, sep=sep, freq=freq,
                            missing=missing, lookback=lookback, hidden=hidden, layers=layers, dtype=dtype,
-                           quantiles=quantiles or (), val_frac=val_frac, threads=threads, train=config)
+                           quantiles=quantiles or (), val_frac=val_frac, threads=threads, train=config,
+                       scaling=scaling, forget_bias=forget_bias)
 
         with atomic.output_lock(out, wait=wait), TrainProgress(console) as progress:
             def on_event(kind, payload):
