@@ -236,17 +236,21 @@ def _cell_forward(z, c_prev, c, tc, h):
 
 
 @njit(**KERNEL)
-def _cell_infer(z, c, tc, h):
-    """_cell_forward with the cell state c (B, H) updated in place: C_{t-1} in, C_t out."""
+def _cell_infer(z, c, h):
+    """One step without keeping the gates: z (B, 4H) pre-activations (read only), c (B, H) the
+    cell state C_{t-1} in, C_t out, h (B, H) h_t out. One fused loop writing two arrays
+    vectorizes, and keeps the gates in registers (measured 20% faster than _cell_forward's passes
+    at B=1024, H=16)."""
     B, H = c.shape
     for b in range(B):
-        _activate(z, b, H)
         for j in range(H):
-            c[b, j] = z[b, H + j] * c[b, j] + z[b, j] * z[b, 2 * H + j]
-        for j in range(H):
-            tc[b, j] = tanh_(c[b, j])
-        for j in range(H):
-            h[b, j] = z[b, 3 * H + j] * tc[b, j]
+            i = sigmoid_(z[b, j])
+            f = sigmoid_(z[b, H + j])
+            g = tanh_(z[b, 2 * H + j])
+            o = sigmoid_(z[b, 3 * H + j])
+            c_t = f * c[b, j] + i * g
+            c[b, j] = c_t
+            h[b, j] = o * tanh_(c_t)
 
 
 @njit(**KERNEL)
@@ -433,15 +437,131 @@ def forward_backward(params, offsets, D, H, L, O, x, y, masks, use_masks, quanti
 # --- inference ---------------------------------------------------------------------------
 
 
+GEMV_MAX_B = 4  # windows; up to this many, inference runs matrix-vector products per window
+AXPY_MAX_H = 64  # above, BLAS's matrix-vector product is faster than _infer_axpy's
+
+
 @njit(**KERNEL)
 def forward_infer(params, offsets, D, H, L, O, x, out):
     """Head outputs out (B, O) for windows x (T, B, D) without training caches: memory
-    O(L*B*(D+H)), not O(T*B*H).
+    O(L*B*(D+H)), not O(T*B*H). Few windows (the latency path) avoid GEMM."""
+    if x.shape[1] > GEMV_MAX_B:
+        _infer_gemm(params, offsets, D, H, L, O, x, out)
+    elif H <= AXPY_MAX_H:
+        _infer_axpy(params, offsets, D, H, L, O, x, out)
+    else:
+        _infer_gemv(params, offsets, D, H, L, O, x, out)
 
-    Each layer does one GEMM per step, [x_t, h_{t-1}, 1] (B, Din+H+1) x [W_ih | W_hh | b]^T,
+
+@njit(**KERNEL)
+def _infer_gemv(params, offsets, D, H, L, O, x, out):
+    """Two BLAS matrix-vector products per window, step and layer on the weights as they lie in
+    params: a GEMM with one row would pack (copy) all of W every step."""
+    old_fp = _flush_denormals()
+    T, B, _ = x.shape
+    G = 4 * H
+    dt = params.dtype
+    bias = np.empty((L, G), dtype=dt)
+    for k in range(L):
+        w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H)
+        for q in range(G):
+            bias[k, q] = b_ih[q] + b_hh[q]
+    h = np.zeros((L, B, H), dtype=dt)
+    c = np.zeros((L, B, H), dtype=dt)
+    z = np.empty((B, G), dtype=dt)
+    rec = np.empty((B, G), dtype=dt)
+    for t in range(T):
+        for k in range(L):
+            w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H)
+            for b in range(B):
+                np.dot(w_ih, x[t, b] if k == 0 else h[k - 1, b], z[b])  # (4H, Din) . (Din,)
+                np.dot(w_hh, h[k, b], rec[b])  # (4H, H) . (H,)
+            b_k = bias[k]
+            for b in range(B):
+                for q in range(G):
+                    z[b, q] += rec[b, q] + b_k[q]
+            _cell_infer(z, c[k], h[k])
+    w_out, b_out = _head_views(params, offsets, L, H, O)
+    np.dot(h[L - 1], w_out.T, out)
+    for b in range(B):
+        for j in range(O):
+            out[b, j] += b_out[j]
+    _restore_fp(old_fp)
+
+
+@njit(**KERNEL)
+def _infer_axpy(params, offsets, D, H, L, O, x, out):
+    """Matrix-vector products per window, step and layer, written here rather than called from
+    BLAS: a BLAS call costs ~0.15 us, more than the product itself at small H. The weights are first transposed and stacked,
+    wt[k] = [W_ih | W_hh]^T (Din+H, 4H), so that the product is a sum of rows (axpy), which
+    vectorizes over the 4H outputs without reassociating any sum."""
+    old_fp = _flush_denormals()
+    T, B, _ = x.shape
+    G = 4 * H
+    dt = params.dtype
+    K0 = D + H  # rows of wt[0]; the layers above have 2H
+    wt = np.empty((L, max(K0, 2 * H), G), dtype=dt)
+    bias = np.empty((L, G), dtype=dt)
+    for k in range(L):
+        d_in = D if k == 0 else H
+        w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H)
+        for j in range(d_in):
+            for q in range(G):
+                wt[k, j, q] = w_ih[q, j]
+        for j in range(H):
+            for q in range(G):
+                wt[k, d_in + j, q] = w_hh[q, j]
+        for q in range(G):
+            bias[k, q] = b_ih[q] + b_hh[q]
+    xh = np.zeros((L, B, max(K0, 2 * H)), dtype=dt)  # [input, h_{t-1}] of each layer
+    c = np.zeros((L, B, H), dtype=dt)
+    z = np.empty((B, G), dtype=dt)
+    h = np.empty((B, H), dtype=dt)
+    for t in range(T):
+        for b in range(B):
+            for j in range(D):
+                xh[0, b, j] = x[t, b, j]
+        for k in range(L):
+            d_in = D if k == 0 else H
+            K = d_in + H
+            for b in range(B):
+                for q in range(G):
+                    z[b, q] = bias[k, q]
+                j = 0
+                while j + 4 <= K:  # four rows per pass, summed in the order of a plain loop
+                    v0 = xh[k, b, j]
+                    v1 = xh[k, b, j + 1]
+                    v2 = xh[k, b, j + 2]
+                    v3 = xh[k, b, j + 3]
+                    for q in range(G):
+                        z[b, q] = (((z[b, q] + v0 * wt[k, j, q]) + v1 * wt[k, j + 1, q])
+                                   + v2 * wt[k, j + 2, q]) + v3 * wt[k, j + 3, q]
+                    j += 4
+                while j < K:
+                    v0 = xh[k, b, j]
+                    for q in range(G):
+                        z[b, q] += v0 * wt[k, j, q]
+                    j += 1
+            _cell_infer(z, c[k], h)
+            for b in range(B):
+                for j in range(H):
+                    xh[k, b, d_in + j] = h[b, j]
+                if k + 1 < L:
+                    for j in range(H):
+                        xh[k + 1, b, j] = h[b, j]
+    w_out, b_out = _head_views(params, offsets, L, H, O)
+    np.dot(h, w_out.T, out)
+    for b in range(B):
+        for j in range(O):
+            out[b, j] += b_out[j]
+    _restore_fp(old_fp)
+
+
+@njit(**KERNEL)
+def _infer_gemm(params, offsets, D, H, L, O, x, out):
+    """Each layer does one GEMM per step, [x_t, h_{t-1}, 1] (B, Din+H+1) x [W_ih | W_hh | b]^T,
     on a buffer xh whose left part holds the layer's input (x_t for layer 0, the layer below's
-    h_t above), its middle part the layer's own h_{t-1} and its last column ones (the bias).
-    """
+    h_t above), its middle part the layer's own h_{t-1} and its last column ones (the bias)."""
     old_fp = _flush_denormals()
     T, B, _ = x.shape
     G = 4 * H
@@ -471,7 +591,6 @@ def forward_infer(params, offsets, D, H, L, O, x, out):
             xh[b, d_in + H] = 1.0
     c = np.zeros((L, B, H), dtype=dt)  # C_0 = 0
     z = np.empty((B, G), dtype=dt)
-    tc = np.empty((B, H), dtype=dt)  # tanh(C_t), not kept
     h = np.empty((B, H), dtype=dt)
     # Layers advance in lockstep, so no layer needs its whole output sequence stored.
     for t in range(T):
@@ -484,7 +603,7 @@ def forward_infer(params, offsets, D, H, L, O, x, out):
             xh = xh_all[xh_off[k] : xh_off[k + 1]].reshape((B, d_in + H + 1))
             w_cat = w_all[w_off[k] : w_off[k + 1]].reshape((G, d_in + H + 1))
             np.dot(xh, w_cat.T, z)  # (B, Din+H+1) x (Din+H+1, 4H)
-            _cell_infer(z, c[k], tc, h)
+            _cell_infer(z, c[k], h)
             for b in range(B):
                 for j in range(H):
                     xh[b, d_in + j] = h[b, j]  # h_{t-1} of the next step

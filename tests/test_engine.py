@@ -130,6 +130,20 @@ def test_predict_equals_twin_in_chunks(small_net, windows, dtype, tol, threads):
     assert rel_err(net.predict(x[:1]), ref[:1]) <= tol
 
 
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
+@pytest.mark.parametrize("H", [kernels.AXPY_MAX_H, kernels.AXPY_MAX_H + 1])
+def test_predict_paths_equal_twin(small_net, windows, dtype, tol, H):
+    """forward_infer picks a path by batch and width: row sums (B <= GEMV_MAX_B, H <= AXPY_MAX_H),
+    BLAS matrix-vector products (B <= GEMV_MAX_B, wider), GEMM (more windows). All equal the twin."""
+    T, D, L, n_out = 3, 2, 2, 2
+    net = small_net(D, H, L, n_out, dtype=dtype)
+    x, _ = windows(8, kernels.GEMV_MAX_B + 1, T, D, n_out)
+    ref, _ = naive.forward({k: v.astype(np.float64) for k, v in net.tensors().items()},
+                           x.astype(dtype).astype(np.float64), L)
+    for B in (1, kernels.GEMV_MAX_B, kernels.GEMV_MAX_B + 1):
+        assert rel_err(net.predict(x[:B]), ref[:B]) <= tol, B
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.4])
 def test_shards_equal_single_thread(small_net, windows, dropout):
     """threads=2 splits B=40 in two shards; the sum over shards equals the whole batch."""
