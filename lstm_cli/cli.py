@@ -277,11 +277,14 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
       lstm train sample_data/departures_monthly_panel.csv --id-col series_id \\
           --target departures_thousands --horizon 12 --out departures.lstm
     """
+    import contextlib
+
     stop = StopFlag(time_limit, epochs)
-    with stop:  # from here on a signal gives one line and 130/143, whatever the phase
+    with stop, contextlib.ExitStack() as held:  # from here on a signal gives one line and 130/143
         from lstm_cli import atomic
 
         atomic.check_output_path(out, inputs=() if data == "-" else (data,))  # before any work
+        held.enter_context(atomic.output_lock(out, wait=wait))  # before the heavy imports: a 2nd run exits 75 at once
         from lstm_cli.console import Console, TrainProgress
         from lstm_cli.pipeline import TrainRequest, train_from_csv
         from lstm_cli.train import TrainConfig
@@ -295,7 +298,7 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
                            quantiles=quantiles or (), val_frac=val_frac, threads=threads, train=config,
                        scaling=scaling, forget_bias=forget_bias)
 
-        with atomic.output_lock(out, wait=wait), TrainProgress(console) as progress:
+        with TrainProgress(console) as progress:
             def on_event(kind, payload):
                 if kind == "data":
                     stop.phase = "training"
@@ -373,6 +376,22 @@ def export(model, fmt, out, quiet):
     Console(quiet).line(f"lstm: exported {model} to {out} ({fmt}, {done['bytes']:,} bytes)")
 
 
+def _parse_now(text: str | None) -> int | None:
+    """--now as nanoseconds since the epoch (UTC; naive values are taken as UTC)."""
+    if text is None:
+        return None
+    import datetime as dt
+
+    try:
+        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time like 2026-11-28T06:00:00Z",
+                                 param_hint="--now") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return int(moment.timestamp()) * 10**9 + moment.microsecond * 1000
+
+
 def _write_output(text: str, out: str | None) -> None:
     if out is None or out == "-":
         sys.stdout.write(text)
@@ -398,8 +417,13 @@ def _write_output(text: str, out: str | None) -> None:
 @click.option("--threads", type=click.IntRange(1, 256))
 @click.option("--max-input-bytes", type=click.IntRange(1), default=2_000_000_000, show_default=True,
               help="Refuse a CSV larger than this (gzip: counted decompressed).")
+@click.option("--max-age", type=DurationType(),
+              help="Exit 4 when DATA's newest row is older than this (2h, 1d) before now: a stalled feed.")
+@click.option("--now", "now", help="The 'now' of --max-age, ISO 8601 (default: the clock; UTC if no offset).")
+@click.option("--provenance", is_flag=True,
+              help="Add origin, step, model_sha256 and model_created columns to every forecast row.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def predict(model, data, out, horizon, fmt, sep, missing, threads, max_input_bytes, quiet):
+def predict(model, data, out, horizon, fmt, sep, missing, threads, max_input_bytes, max_age, now, provenance, quiet):
     """Forecast the steps after the end of every series in DATA with MODEL.
 
     DATA needs the model's columns and at least its lookback rows per series. Output: the time
@@ -421,7 +445,8 @@ def predict(model, data, out, horizon, fmt, sep, missing, threads, max_input_byt
 
     console = Console(quiet)
     columns, rows, notes, meta = predict_from_csv(model, data, horizon=horizon, sep=sep, missing=missing,
-                                                  threads=threads, max_bytes=max_input_bytes)
+                                                  threads=threads, max_bytes=max_input_bytes, max_age=max_age,
+                                                  now_ns=_parse_now(now), provenance=provenance)
     for n in notes:
         console.note(n)
     if fmt == "json":
@@ -560,6 +585,73 @@ def warmup(quiet):
     t0 = time.perf_counter()
     warm_up()
     Console(quiet).line(f"lstm: kernels ready ({time.perf_counter() - t0:.1f} s)")
+
+
+@cli.command()
+@click.argument("data")
+@click.option("--target", "targets", multiple=True, help="Target column(s) (or take them from --model).")
+@click.option("--features", "features", multiple=True, help="Feature columns, comma-separated.")
+@data_options
+@click.option("--freq", help="Expected frequency alias; default: inferred.")
+@click.option("--model", "model_path", help="Check DATA against this model's contract instead of options.")
+@click.option("--lookback", type=click.IntRange(1, 100_000), help="Require this many rows per series (+ --horizon).")
+@click.option("--horizon", type=click.IntRange(1, 100_000))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (json still goes to stdout).")
+def validate(data, targets, features, time_col, id_col, sep, missing, freq, model_path, lookback, horizon, fmt, quiet):
+    """Check DATA before training or forecasting: unreadable values, duplicates, unsorted or
+    irregular times, gaps, missing values, series too short, a mismatch with a model's columns.
+
+    Exits 0 when the data is usable (notes may remain) and 65 when it is not.
+
+    \b
+    Example:
+      lstm validate sales.csv --target sales --lookback 24 --horizon 12
+      lstm validate new.csv --model sales.lstm --format json
+    """
+    import json
+
+    from lstm_cli.console import Console
+    from lstm_cli.errors import EXIT_DATA, UsageError
+    from lstm_cli.validate import validate_csv
+
+    if not model_path and not targets:
+        raise UsageError("validate needs --target (the columns to check) or --model")
+    report = validate_csv(data, targets=_split_names(targets), features=_split_names(features), time_col=time_col,
+                          id_col=id_col, sep=sep, freq=freq, missing=missing, model_path=model_path,
+                          lookback=lookback, horizon=horizon)
+    if fmt == "json":
+        click.echo(json.dumps({"data": data, "usable": report.usable, "summary": report.summary,
+                               "checks": [c.__dict__ for c in report.checks]}))
+    else:
+        Console(quiet).table(f"lstm: {data} is {'usable' if report.usable else 'NOT usable'}",
+                             [(f"{c.status:4} {c.name}", c.detail) for c in report.checks])
+    if not report.usable:
+        click.get_current_context().exit(EXIT_DATA)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def version(fmt):
+    """Versions of lstm and what it runs on, the CPU, and the JIT cache: what a bug report needs.
+
+    \b
+    Example:
+      lstm version --format json
+    """
+    import json
+
+    from lstm_cli.diagnostics import version_info
+
+    info = version_info()
+    if fmt == "json":
+        click.echo(json.dumps(info, indent=2))
+        return
+    cache = info.pop("jit_cache")
+    for key, value in info.items():
+        click.echo(f"{key:10} {value}")
+    click.echo(f"{'jit cache':10} {cache['dir']} ({'warm' if cache['warm'] else 'cold: run lstm warmup'}"
+               f"{'' if cache['writable'] else ', not writable'})")
 
 
 def main() -> None:

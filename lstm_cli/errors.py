@@ -8,6 +8,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_WORSE_THAN_BASELINE = 3
+EXIT_STALE_INPUT = 4
 EXIT_DATA = 65
 EXIT_NO_INPUT = 66
 EXIT_MISSING_DEPENDENCY = 69
@@ -22,6 +23,7 @@ EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_USAGE: "usage error: a bad option or value",
     EXIT_WORSE_THAN_BASELINE: "evaluate --fail-if-worse-than: the model's MASE is worse than the baseline's",
+    EXIT_STALE_INPUT: "predict --max-age: the newest row of the input is older than allowed (a stalled feed)",
     EXIT_DATA: "bad data: the CSV is unusable, or the model file is invalid, corrupt or of an unsupported version",
     EXIT_NO_INPUT: "an input file is missing, unreadable or not a regular file",
     EXIT_MISSING_DEPENDENCY: "an optional dependency is missing",
@@ -48,6 +50,12 @@ class WorseThanBaseline(LstmError):
     """The quality gate of `evaluate --fail-if-worse-than` failed: retrain, or keep the old model."""
 
     exit_code = EXIT_WORSE_THAN_BASELINE
+
+
+class StaleInputError(LstmError):
+    """predict --max-age: the feed stopped; forecasting from old data would hide it."""
+
+    exit_code = EXIT_STALE_INPUT
 
 
 class DataError(LstmError):

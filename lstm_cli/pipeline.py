@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lstm_cli import atomic, frame, modelfile, scaling, windows
-from lstm_cli.errors import DataError, UsageError
+from lstm_cli.errors import DataError, StaleInputError, UsageError
 from lstm_cli.model import DataSpec, Forecaster
 from lstm_cli.network import Architecture, Network, default_threads
 from lstm_cli.train import TrainConfig, TrainResult, fit
@@ -195,10 +195,36 @@ def load_model(path: str, threads: int | None = None) -> tuple[Forecaster, dict]
     return Forecaster.from_file_parts(header, arrays, threads=threads), header
 
 
+def check_freshness(series: frame.SeriesSet, model: Forecaster, max_age: float | None,
+                    now_ns: int | None) -> list[str]:
+    """Refuse a stalled feed (newest row older than max_age seconds before now); note series
+    that end before the model's own training data did (their forecast starts in the past)."""
+    ends = series.times[series.starts[1:] - 1]
+    fmt = lambda t: frame.format_times(np.asarray([t], dtype=np.int64), series.time_kind, series.freq)[0]  # noqa: E731
+    if max_age is not None:
+        if series.time_kind != "datetime":
+            raise UsageError(f"--max-age needs dates, but {series.time_col!r} in {series.source} holds integers")
+        now = now_ns if now_ns is not None else time.time_ns()
+        newest = int(ends.max())
+        if now - newest > max_age * 1e9:
+            age = frame._fmt_duration(int(max_age * 1e9), "datetime")
+            raise StaleInputError(f"{series.source}: the newest row is from {fmt(newest)}, more than --max-age "
+                                  f"{age} before {fmt(now - now % 10**9)}; is the feed stalled?")
+    known = dict(zip(model.ids, model.last_time, strict=True))
+    behind = [sid for sid, end in zip(series.ids, ends, strict=True) if sid in known and end < known[sid]]
+    if behind:
+        who = f"{len(behind)} series ({', '.join(repr(b) for b in behind[:3])}{' ...' if len(behind) > 3 else ''})" \
+            if series.id_col else "the data"
+        return [f"{series.source}: {who} ended before the model's training data did; the forecast starts in the past"]
+    return []
+
+
 def predict_from_csv(model_path: str, data: str, *, horizon: int | None = None, sep: str = ",",
-                     missing: str = "interpolate", threads: int | None = None, max_bytes: int = 2_000_000_000):
+                     missing: str = "interpolate", threads: int | None = None, max_bytes: int = 2_000_000_000,
+                     max_age: float | None = None, now_ns: int | None = None, provenance: bool = False):
     """Forecast the steps after the end of every series in data. Returns (columns, rows dict,
-    notes) ready for CSV or JSON."""
+    notes, meta) ready for CSV or JSON. With provenance every row also carries its forecast
+    origin, step number, and the model's SHA-256 and creation time."""
     t0 = time.perf_counter()
     model, header = load_model(model_path, threads)
     spec = model.spec
@@ -207,34 +233,42 @@ def predict_from_csv(model_path: str, data: str, *, horizon: int | None = None, 
     if series.time_kind != spec.time_kind:
         raise DataError(f"{series.source}: column {spec.time_col!r} holds {series.time_kind} times, "
                         f"but the model was trained on {spec.time_kind} times")
+    stale_notes = check_freshness(series, model, max_age, now_ns)
     h = horizon or spec.horizon
     values, notes = model.forecast(series.ids, series.values, series.starts, h)
     last = series.times[series.starts[1:] - 1]
+    model_sha = modelfile.file_sha256(model_path)
     cols = [spec.time_col] + ([spec.id_col] if spec.id_col else [])
+    prov_cols = ["origin", "step", "model_sha256", "model_created"] if provenance else []
     value_cols = []
     for target in spec.targets:
         if spec.quantiles:
             value_cols += [f"{target}_q{q:g}" for q in spec.quantiles]
         else:
             value_cols.append(target)
-    rows: dict[str, list] = {c: [] for c in cols + value_cols}
+    rows: dict[str, list] = {c: [] for c in cols + prov_cols + value_cols}
     for s, sid in enumerate(series.ids):
         stamps = frame.future_times(int(last[s]), series.step, spec.freq or series.freq, series.time_kind, h)
         rows[spec.time_col] += frame.format_times(stamps, series.time_kind, spec.freq or series.freq)
         if spec.id_col:
             rows[spec.id_col] += [sid] * h
+        if provenance:
+            rows["origin"] += frame.format_times(last[s : s + 1], series.time_kind, spec.freq or series.freq) * h
+            rows["step"] += list(range(1, h + 1))
+            rows["model_sha256"] += [model_sha] * h
+            rows["model_created"] += [header.get("created")] * h
         col = 0
         for k in range(len(spec.targets)):
             for q in range(max(1, len(spec.quantiles))):
                 rows[value_cols[col]] += values[s, :, k, q].tolist()
                 col += 1
-    notes = list(series.warnings) + notes
+    notes = list(series.warnings) + stale_notes + notes
     if h > spec.horizon:
         notes.append(f"horizon {h} > trained horizon {spec.horizon}: steps after {spec.horizon} are recursive")
-    meta = {"model": model_path, "model_sha256": modelfile.file_sha256(model_path),
+    meta = {"model": model_path, "model_sha256": model_sha,
             "model_created": header.get("created"), "series": len(series.ids), "horizon": h,
             "seconds": round(time.perf_counter() - t0, 4)}
-    return cols + value_cols, rows, notes, meta
+    return cols + prov_cols + value_cols, rows, notes, meta
 
 
 def warm_up() -> None:

@@ -1,0 +1,85 @@
+"""`lstm validate`: check a CSV before a nightly job trains or forecasts on it, and say
+everything that is wrong or doubtful in one report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lstm_cli import frame
+from lstm_cli.errors import DataError, InputMissingError
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # 'ok', 'warn' or 'fail'
+    detail: str
+
+
+@dataclass
+class Report:
+    source: str
+    checks: list[Check] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def usable(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+    def add(self, name: str, status: str, detail: str) -> None:
+        self.checks.append(Check(name, status, detail))
+
+
+def validate_csv(data: str, *, targets=(), features=(), time_col=None, id_col=None, sep=",", freq=None,
+                 missing="interpolate", model_path: str | None = None, lookback: int | None = None,
+                 horizon: int | None = None) -> Report:
+    """Read DATA as train/predict would, and report. With model_path the model's contract
+    (columns, time kind, frequency, lookback) is what DATA is checked against."""
+    report = Report(source=data)
+    if model_path is not None:
+        from lstm_cli.pipeline import load_model
+
+        model, _ = load_model(model_path)
+        spec = model.spec
+        targets, features, time_col, id_col = spec.targets, spec.features, spec.time_col, spec.id_col
+        freq = spec.freq
+        lookback = spec.lookback
+        horizon = None  # predict needs only the lookback
+    try:
+        series = frame.read_series(data, targets=targets, features=features, time_col=time_col, id_col=id_col,
+                                   sep=sep, freq=freq, missing=missing)
+    except InputMissingError:
+        raise
+    except DataError as e:
+        report.add("readable", "fail", str(e))
+        return report
+    lengths = np.diff(series.starts)
+    report.add("readable", "ok", f"{len(series.ids)} series, {int(lengths.sum())} rows, columns "
+               f"{', '.join(series.columns)}; times in {series.time_col!r} sorted, no duplicates")
+    report.add("frequency", "ok" if series.freq else "warn",
+               f"freq {series.freq}" if series.freq else f"no calendar frequency; step "
+               f"{frame._fmt_duration(series.step, series.time_kind)}, rows taken as consecutive steps")
+    for note in series.warnings:
+        report.add("note", "warn", note)
+    if model_path is not None and series.time_kind != model.spec.time_kind:
+        report.add("model contract", "fail", f"{series.time_kind} times, the model was trained on "
+                   f"{model.spec.time_kind} times")
+    if lookback:
+        need = lookback + (horizon or 0)
+        short = [(sid, int(n)) for sid, n in zip(series.ids, lengths, strict=True) if n < need]
+        why = f"lookback {lookback}" + (f" + horizon {horizon}" if horizon else "")
+        if short:
+            shown = ", ".join(f"{sid or 'the series'} ({n} rows)" for sid, n in short[:5])
+            report.add("length", "fail", f"{len(short)} series shorter than {need} rows ({why}): {shown}"
+                       + (" ..." if len(short) > 5 else ""))
+        else:
+            report.add("length", "ok", f"every series has at least {need} rows ({why})")
+    start = series.times[series.starts[:-1]]
+    end = series.times[series.starts[1:] - 1]
+    fmt = lambda t: frame.format_times(np.asarray([t], dtype=np.int64), series.time_kind, series.freq)[0]  # noqa: E731
+    report.summary = {"series": len(series.ids), "rows": int(lengths.sum()), "freq": series.freq,
+                      "time_kind": series.time_kind, "first": fmt(int(start.min())), "last": fmt(int(end.max())),
+                      "shortest": int(lengths.min()), "longest": int(lengths.max())}
+    return report
