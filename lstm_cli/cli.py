@@ -86,7 +86,11 @@ class LstmGroup(click.Group):
 @click.group(cls=LstmGroup, epilog=EXIT_CODE_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="lstm", message="%(prog)s %(version)s")
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors (or set LSTM_DEBUG=1).")
-def cli(debug):
+@click.option("--config", "config_file", envvar="LSTM_CONFIG", type=click.Path(dir_okay=False),
+              help="TOML file of options, one [section] per command (or LSTM_CONFIG). "
+                   "Precedence: flags > LSTM_<OPTION> variables > this file > defaults.")
+@click.pass_context
+def cli(ctx, debug, config_file):
     """Sequence prediction from the command line: train an LSTM on a CSV of time series,
     forecast the next steps, export the model.
 
@@ -100,6 +104,20 @@ def cli(debug):
     if not debug and os.environ.get("LSTM_DEBUG", "") in ("", "0"):
         warnings.simplefilter("ignore")  # a successful cron run prints nothing unexpected
     _prepare_runtime()
+    from lstm_cli import config
+
+    try:
+        file_values = config.read_file(config_file) if config_file else {}
+        ctx.default_map, sources = config.resolve(_configurable(), file_values, config_file)
+    except LstmError as e:
+        click.echo(f"lstm: {e}", err=True)
+        ctx.exit(e.exit_code)
+    ctx.meta["lstm.config_sources"] = sources
+    ctx.meta["lstm.config_file"] = config_file
+
+
+def _configurable() -> dict[str, click.Command]:
+    return {name: cmd for name, cmd in cli.commands.items() if not isinstance(cmd, click.Group)}
 
 
 def _split_names(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -652,6 +670,62 @@ def version(fmt):
         click.echo(f"{key:10} {value}")
     click.echo(f"{'jit cache':10} {cache['dir']} ({'warm' if cache['warm'] else 'cold: run lstm warmup'}"
                f"{'' if cache['writable'] else ', not writable'})")
+
+
+def _plain_default(option: click.Option):
+    """The default as a plain value: None for 'no default' (click 8.2+ marks it with a sentinel)."""
+    default = option.default
+    if callable(default) or type(default).__name__ == "Sentinel" or default == ():
+        return None
+    return default
+
+
+@cli.group("config")
+def config_group():
+    """Inspect the configuration that commands would run with.
+
+    \b
+    Example:
+      lstm --config job.toml config show
+    """
+
+
+@config_group.command("show")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def config_show(ctx, fmt):
+    """Print every command's options as resolved from LSTM_<OPTION> variables, the --config
+    file and the defaults, and where each value came from.
+
+    \b
+    Example:
+      LSTM_EPOCHS=50 lstm --config job.toml config show --format json
+    """
+    import json
+
+    from lstm_cli import config
+
+    root = ctx.find_root()
+    default_map = root.default_map or {}
+    sources = root.meta.get("lstm.config_sources", {})
+    resolved = {}
+    for name, command in _configurable().items():
+        resolved[name] = {}
+        for flag, option in config.options_of(command).items():
+            if option.name in default_map.get(name, {}):
+                value, source = default_map[name][option.name], sources[name][option.name]
+            else:
+                value, source = _plain_default(option), "default"
+            resolved[name][flag] = {"value": value, "source": source}
+    if fmt == "json":
+        click.echo(json.dumps({"config_file": root.meta.get("lstm.config_file"), "commands": resolved},
+                              default=str, indent=2))
+        return
+    for name, opts in resolved.items():
+        click.echo(f"[{name}]")
+        for opt, d in opts.items():
+            if d["source"] != "default" or d["value"] is not None:
+                click.echo(f"  {opt:18} = {d['value']!r:24} ({d['source']})")
 
 
 def main() -> None:
