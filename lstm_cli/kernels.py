@@ -201,6 +201,27 @@ def _head_views(params, offsets, L, H, O):
     return params[ow : ow + O * H].reshape((O, H)), params[ob : ob + O]
 
 
+# --- GEMM ----------------------------------------------------------------------------------
+# np.dot in a kernel calls SciPy's OpenBLAS. Below M*N*K = 2^20 it multiplies without packing
+# the operands (its small-matrix path), which is faster at these sizes: measured 114 against
+# 83 GFLOP/s for the per-step (32, 64) x (64, 256) against (64, 64) x (64, 256). _matmul splits
+# the rows in two when that brings a product under the bound and keeps at least 32 rows.
+SMALL_GEMM = 1 << 20
+
+
+@njit(**KERNEL)
+def _matmul(a, b, out):
+    """out = a . b for C-contiguous a (M, K), b (K, N), out (M, N)."""
+    M, K = a.shape
+    N = b.shape[1]
+    half = M // 2
+    if M * N * K >= SMALL_GEMM and half * N * K < SMALL_GEMM and half >= 32:
+        np.dot(a[:half], b, out[:half])
+        np.dot(a[half:], b, out[half:])
+    else:
+        np.dot(a, b, out)
+
+
 # --- one time step of the cell for a block of windows, after the GEMMs ---------------------
 # Every inner loop starts at 0 and writes one array: LLVM then vectorizes it (16 float32 lanes
 # with the rational tanh). A fused loop writing i, f, g, o at j, H+j, 2H+j, 3H+j, or a loop over
@@ -295,15 +316,19 @@ def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, gates, cells, tanh_cells, hidden, 
     G = 4 * H
     bias = b_ih + b_hh  # (4H,)
     zeros = np.zeros((B, H), dtype=gates.dtype)  # C_0
+    # Weights transposed to (in, 4H), contiguous: OpenBLAS's small-matrix path then takes the
+    # per-step GEMM (measured 110 against 75 GFLOP/s at B=64, H=32 with W_hh.T as a view).
+    w_ih_t = np.ascontiguousarray(w_ih.T)  # (Din, 4H)
+    w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, 4H)
     # The input part of every gate for all steps at once: one (T*B, Din) x (Din, 4H) GEMM.
     flat = gates.reshape((T * B, G))
-    np.dot(x.reshape((T * B, d_in)), w_ih.T, flat)
+    np.dot(x.reshape((T * B, d_in)), w_ih_t, flat)
     for r in range(T * B):
         for q in range(G):
             flat[r, q] += bias[q]
     _cell_forward(gates[0], zeros, cells[0], tanh_cells[0], hidden[0])
     for t in range(1, T):
-        np.dot(hidden[t - 1], w_hh.T, rec)  # (B, H) x (H, 4H)
+        _matmul(hidden[t - 1], w_hh_t, rec)  # (B, H) x (H, 4H)
         z = gates[t]
         for b in range(B):
             for q in range(G):
@@ -323,7 +348,7 @@ def _layer_backward(w_hh, gates, cells, tanh_cells, d_hidden, d_gates, dh_rec, d
     g_bias[:] = 0.0
     for t in range(T - 1, -1, -1):
         if t < T - 1:
-            np.dot(d_gates[t + 1], w_hh, dh_rec)  # (B, 4H) x (4H, H): dL/dh_t through h_{t+1}
+            _matmul(d_gates[t + 1], w_hh, dh_rec)  # (B, 4H) x (4H, H): dL/dh_t through h_{t+1}
         c_prev = cells[t - 1] if t > 0 else zeros
         _cell_backward(gates[t], c_prev, tanh_cells[t], d_hidden[t], dh_rec, dc_next,
                        d_gates[t], g_bias)
@@ -351,6 +376,29 @@ def _loss_and_grad_out(y_hat, y, quantiles, loss_kind, n_total, d_out):
                     total += (1.0 - q) * e
                     d_out[b, j] = (1.0 - q) * scale
     return total
+
+
+@njit(**KERNEL)
+def _weight_grad(d_gates, inp, lag, gw):
+    """gw (4H, Din) = sum over t >= lag of d_gates[t]^T (4H, B) x inp[t - lag] (B, Din).
+
+    One GEMM over all steps, or one per step summed here when a step's product is small enough
+    for OpenBLAS's small-matrix path (measured 251 against 421 us at H=32, B=64, T=48)."""
+    T, B, G = d_gates.shape
+    d_in = inp.shape[2]
+    if T <= lag:
+        gw[:, :] = 0.0
+    elif G * d_in * B < SMALL_GEMM:
+        part = np.empty((G, d_in), dtype=gw.dtype)
+        np.dot(d_gates[lag].T, inp[0], gw)
+        for t in range(lag + 1, T):
+            np.dot(d_gates[t].T, inp[t - lag], part)
+            for q in range(G):
+                for j in range(d_in):
+                    gw[q, j] += part[q, j]
+    else:
+        n = (T - lag) * B
+        np.dot(d_gates[lag:].reshape((n, G)).T, inp[: T - lag].reshape((n, d_in)), gw)
 
 
 @njit(**KERNEL)
@@ -412,12 +460,8 @@ def forward_backward(params, offsets, D, H, L, O, x, y, masks, use_masks, quanti
         inp = x if k == 0 else layer_in[k - 1]
         d_in = inp.shape[2]
         dg_flat = d_gates.reshape((T * B, 4 * H))
-        np.dot(dg_flat.T, inp.reshape((T * B, d_in)), gw_ih)  # (4H, T*B) x (T*B, Din)
-        if T > 1:
-            np.dot(d_gates[1:].reshape(((T - 1) * B, 4 * H)).T,
-                   hidden[k, : T - 1].reshape(((T - 1) * B, H)), gw_hh)
-        else:
-            gw_hh[:, :] = 0.0
+        _weight_grad(d_gates, inp, 0, gw_ih)  # sum_t dz_t^T x_t
+        _weight_grad(d_gates, hidden[k], 1, gw_hh)  # sum_t dz_t^T h_{t-1}
         for j in range(4 * H):
             gb_ih[j] = g_bias[j]
             gb_hh[j] = g_bias[j]
