@@ -203,9 +203,11 @@ def _head_views(params, offsets, L, H, O):
 
 # --- GEMM ----------------------------------------------------------------------------------
 # np.dot in a kernel calls SciPy's OpenBLAS. Below M*N*K = 2^20 it multiplies without packing
-# the operands (its small-matrix path), which is faster at these sizes: measured 114 against
-# 83 GFLOP/s for the per-step (32, 64) x (64, 256) against (64, 64) x (64, 256). _matmul splits
-# the rows in two when that brings a product under the bound and keeps at least 32 rows.
+# the operands (its small-matrix path): ~112 GFLOP/s here, against 82 for the packed path on
+# (64, 64) x (64, 256), the per-step product at B=64, H=64, and ~90-99 on large M. _matmul cuts
+# a product into blocks of rows that fit the small path when that was measured faster: a
+# per-step product (M <= 128) in blocks of 32 rows or more, a tall one in blocks of 128 or more
+# (blocks of ~63 rows of a tall product ran at 71-80 GFLOP/s).
 SMALL_GEMM = 1 << 20
 
 
@@ -214,10 +216,13 @@ def _matmul(a, b, out):
     """out = a . b for C-contiguous a (M, K), b (K, N), out (M, N)."""
     M, K = a.shape
     N = b.shape[1]
-    half = M // 2
-    if M * N * K >= SMALL_GEMM and half * N * K < SMALL_GEMM and half >= 32:
-        np.dot(a[:half], b, out[:half])
-        np.dot(a[half:], b, out[half:])
+    rows = (SMALL_GEMM - 1) // max(N * K, 1)  # the most rows a block may have
+    if M > rows and (rows >= 128 or (M <= 128 and rows >= 32)):
+        blocks = -(-M // rows)
+        for i in range(blocks):
+            lo = M * i // blocks
+            hi = M * (i + 1) // blocks
+            np.dot(a[lo:hi], b, out[lo:hi])
     else:
         np.dot(a, b, out)
 
@@ -322,7 +327,7 @@ def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, gates, cells, tanh_cells, hidden, 
     w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, 4H)
     # The input part of every gate for all steps at once: one (T*B, Din) x (Din, 4H) GEMM.
     flat = gates.reshape((T * B, G))
-    np.dot(x.reshape((T * B, d_in)), w_ih_t, flat)
+    _matmul(x.reshape((T * B, d_in)), w_ih_t, flat)
     for r in range(T * B):
         for q in range(G):
             flat[r, q] += bias[q]
@@ -382,20 +387,26 @@ def _loss_and_grad_out(y_hat, y, quantiles, loss_kind, n_total, d_out):
 def _weight_grad(d_gates, inp, lag, gw):
     """gw (4H, Din) = sum over t >= lag of d_gates[t]^T (4H, B) x inp[t - lag] (B, Din).
 
-    One GEMM over all steps, or one per step summed here when a step's product is small enough
-    for OpenBLAS's small-matrix path (measured 251 against 421 us at H=32, B=64, T=48)."""
+    One GEMM over all steps, or, when blocks of at least 32 windows of one step fit OpenBLAS's
+    small-matrix path, one product per block summed here (measured 251 against 421 us at H=32,
+    B=64, T=48)."""
     T, B, G = d_gates.shape
     d_in = inp.shape[2]
+    rows = (SMALL_GEMM - 1) // (G * d_in)
     if T <= lag:
         gw[:, :] = 0.0
-    elif G * d_in * B < SMALL_GEMM:
+    elif rows >= 32 or rows >= B:
+        blocks = -(-B // rows)
         part = np.empty((G, d_in), dtype=gw.dtype)
-        np.dot(d_gates[lag].T, inp[0], gw)
-        for t in range(lag + 1, T):
-            np.dot(d_gates[t].T, inp[t - lag], part)
-            for q in range(G):
-                for j in range(d_in):
-                    gw[q, j] += part[q, j]
+        gw[:, :] = 0.0
+        for t in range(lag, T):
+            for i in range(blocks):
+                lo = B * i // blocks
+                hi = B * (i + 1) // blocks
+                np.dot(d_gates[t, lo:hi].T, inp[t - lag, lo:hi], part)
+                for q in range(G):
+                    for j in range(d_in):
+                        gw[q, j] += part[q, j]
     else:
         n = (T - lag) * B
         np.dot(d_gates[lag:].reshape((n, G)).T, inp[: T - lag].reshape((n, d_in)), gw)
@@ -467,7 +478,7 @@ def forward_backward(params, offsets, D, H, L, O, x, y, masks, use_masks, quanti
             gb_hh[j] = g_bias[j]
         if k > 0:
             # dL/d(input of layer k), back through the dropout mask to layer k-1's outputs.
-            np.dot(dg_flat, w_ih, d_low.reshape((T * B, H)))
+            _matmul(dg_flat, w_ih, d_low.reshape((T * B, H)))
             if use_masks:
                 for t in range(T):
                     for b in range(B):
@@ -603,7 +614,8 @@ def _infer_axpy(params, offsets, D, H, L, O, x, out):
 
 @njit(**KERNEL)
 def _infer_gemm(params, offsets, D, H, L, O, x, out):
-    """Each layer does one GEMM per step, [x_t, h_{t-1}, 1] (B, Din+H+1) x [W_ih | W_hh | b]^T,
+    """Each layer does one GEMM per step, [x_t, h_{t-1}, 1] (B, Din+H+1) x [W_ih | W_hh | b]^T
+    (Din+H+1, 4H),
     on a buffer xh whose left part holds the layer's input (x_t for layer 0, the layer below's
     h_t above), its middle part the layer's own h_{t-1} and its last column ones (the bias)."""
     old_fp = _flush_denormals()
@@ -611,7 +623,7 @@ def _infer_gemm(params, offsets, D, H, L, O, x, out):
     G = 4 * H
     dt = params.dtype
     # Per layer, views of flat buffers (np.dot needs contiguous operands): the concatenated
-    # weights (4H, Din+H+1) and xh (B, Din+H+1).
+    # weights, transposed, (Din+H+1, 4H) and xh (B, Din+H+1).
     w_off = np.zeros(L + 1, dtype=np.int64)
     xh_off = np.zeros(L + 1, dtype=np.int64)
     for k in range(L):
@@ -623,13 +635,15 @@ def _infer_gemm(params, offsets, D, H, L, O, x, out):
     for k in range(L):
         d_in = D if k == 0 else H
         w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H)
-        w_cat = w_all[w_off[k] : w_off[k + 1]].reshape((G, d_in + H + 1))
+        w_cat = w_all[w_off[k] : w_off[k + 1]].reshape((d_in + H + 1, G))  # transposed
+        for j in range(d_in):
+            for q in range(G):
+                w_cat[j, q] = w_ih[q, j]
+        for j in range(H):
+            for q in range(G):
+                w_cat[d_in + j, q] = w_hh[q, j]
         for q in range(G):
-            for j in range(d_in):
-                w_cat[q, j] = w_ih[q, j]
-            for j in range(H):
-                w_cat[q, d_in + j] = w_hh[q, j]
-            w_cat[q, d_in + H] = b_ih[q] + b_hh[q]
+            w_cat[d_in + H, q] = b_ih[q] + b_hh[q]
         xh = xh_all[xh_off[k] : xh_off[k + 1]].reshape((B, d_in + H + 1))
         for b in range(B):
             xh[b, d_in + H] = 1.0
@@ -645,8 +659,8 @@ def _infer_gemm(params, offsets, D, H, L, O, x, out):
         for k in range(L):
             d_in = D if k == 0 else H
             xh = xh_all[xh_off[k] : xh_off[k + 1]].reshape((B, d_in + H + 1))
-            w_cat = w_all[w_off[k] : w_off[k + 1]].reshape((G, d_in + H + 1))
-            np.dot(xh, w_cat.T, z)  # (B, Din+H+1) x (Din+H+1, 4H)
+            w_cat = w_all[w_off[k] : w_off[k + 1]].reshape((d_in + H + 1, G))
+            _matmul(xh, w_cat, z)  # (B, Din+H+1) x (Din+H+1, 4H)
             _cell_infer(z, c[k], h)
             for b in range(B):
                 for j in range(H):
