@@ -116,6 +116,20 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         return _pools[threads]
 
 
+def _run_shards(run, shards: int, threads: int) -> list:
+    """[run(0), ..., run(shards - 1)]. With no more shards than threads the calling thread takes
+    shard 0 and the pool the others, so a batch of two shards costs one thread hand-off; more
+    shards (inference chunks) queue on the pool's `threads` workers."""
+    if shards == 1 or threads == 1:
+        return [run(s) for s in range(shards)]
+    pool = _pool(threads)
+    if shards > threads:
+        return list(pool.map(run, range(shards)))
+    rest = [pool.submit(run, s) for s in range(1, shards)]
+    first = run(0)
+    return [first] + [f.result() for f in rest]
+
+
 def _shard_bounds(batch: int, shards: int) -> list[tuple[int, int]]:
     return [(batch * s // shards, batch * (s + 1) // shards) for s in range(shards)]
 
@@ -213,10 +227,7 @@ class Network:
                 buf.gates, buf.cells, buf.tanh_cells, buf.hidden, buf.layer_in, buf.rec,
                 buf.y_hat, buf.d_out, buf.d_gates, buf.d_a, buf.d_b, buf.dh_rec, buf.dc_next)
 
-        if shards == 1:
-            losses = [run(0)]
-        else:
-            losses = list(_pool(self.threads).map(run, range(shards)))
+        losses = _run_shards(run, shards, self.threads)
         grad = grad_out if grad_out is not None else np.empty_like(self.params)
         grad[:] = self._buffers(0, T, bounds[0][1] - bounds[0][0]).grad
         for s in range(1, shards):  # fixed order: the sum is the same bits every run
@@ -253,8 +264,5 @@ class Network:
                                   arch.hidden_size, arch.num_layers, arch.output_size, xs,
                                   out[lo:hi])
 
-        if parts == 1:
-            run(0)
-        else:
-            list(_pool(self.threads).map(run, range(parts)))
+        _run_shards(run, parts, self.threads)
         return out
