@@ -89,7 +89,7 @@ class Guard:
         self.contended = 0
 
     def measure(self, repeat):
-        for attempt in range(self.tries):
+        for _ in range(self.tries):
             if not self.available:
                 return repeat()
             b0, s0 = _busy_jiffies()

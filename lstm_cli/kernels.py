@@ -235,24 +235,19 @@ def _matmul(a, b, out):
 
 
 @njit(**KERNEL)
-def _activate(z, b, H):
-    """z[b] (4H,) pre-activations W_ih.x_t + W_hh.h_{t-1} + b -> the gates i, f, g, o in place."""
-    for j in range(2 * H):
-        z[b, j] = sigmoid_(z[b, j])  # i, f
-    for j in range(H):
-        z[b, 2 * H + j] = tanh_(z[b, 2 * H + j])  # g = C~_t
-    for j in range(H):
-        z[b, 3 * H + j] = sigmoid_(z[b, 3 * H + j])  # o
-
-
-@njit(**KERNEL)
-def _cell_forward(z, c_prev, c, tc, h):
-    """z (B, 4H) pre-activations, overwritten by the gates; c_prev (B, H) C_{t-1} (not c itself:
-    LLVM's overlap check would then fall back to scalar code); writes c = C_t, tc = tanh(C_t),
-    h = h_t (all (B, H))."""
+def _cell_forward(z, rec, c_prev, c, tc, h):
+    """z (B, 4H) the input part W_ih.x_t + b of the pre-activations, rec (B, 4H) the recurrent
+    part W_hh.h_{t-1}; z is overwritten by the gates i, f, g, o. c_prev (B, H) C_{t-1} (not c
+    itself: LLVM's overlap check would then fall back to scalar code); writes c = C_t,
+    tc = tanh(C_t), h = h_t (all (B, H))."""
     B, H = c.shape
     for b in range(B):
-        _activate(z, b, H)
+        for j in range(2 * H):
+            z[b, j] = sigmoid_(z[b, j] + rec[b, j])  # i, f
+        for j in range(H):
+            z[b, 2 * H + j] = tanh_(z[b, 2 * H + j] + rec[b, 2 * H + j])  # g = C~_t
+        for j in range(H):
+            z[b, 3 * H + j] = sigmoid_(z[b, 3 * H + j] + rec[b, 3 * H + j])  # o
         for j in range(H):
             c[b, j] = z[b, H + j] * c_prev[b, j] + z[b, j] * z[b, 2 * H + j]  # f C_{t-1} + i C~_t
         for j in range(H):
@@ -284,9 +279,11 @@ def _cell_backward(z, c_prev, tc, d_above, dh, dc, dz, g_bias):
     """Seed 3.3 for one step of a block. z (B, 4H) the gates i, f, g, o; c_prev C_{t-1};
     tc tanh(C_t); d_above (B, H) dL/dh_t from the layer above or the head; dh (B, H) in: dL/dh_t
     through h_{t+1}, out: the total; dc (B, H) in: dL/dC_{t+1} f_{t+1}, out: dL/dC_t f_t;
-    dz (B, 4H) out: dL/d(pre-activation) of i, f, g, o, also summed into g_bias (4H,)."""
+    dz (B, 4H) out: dL/d(pre-activation) of i, f, g, o, also summed into g_bias (4H,) float64
+    (over the block first, in dz's dtype, then once per step into float64)."""
     B, H = tc.shape
     one = tc.dtype.type(1.0)
+    part = np.zeros(4 * H, dtype=dz.dtype)  # this step's bias gradient, in the array's dtype
     for b in range(B):
         for j in range(H):
             dh[b, j] += d_above[b, j]
@@ -303,7 +300,9 @@ def _cell_backward(z, c_prev, tc, d_above, dh, dc, dz, g_bias):
         for j in range(H):  # carried to step t-1
             dc[b, j] *= z[b, H + j]
         for q in range(4 * H):
-            g_bias[q] += dz[b, q]
+            part[q] += dz[b, q]
+    for q in range(4 * H):
+        g_bias[q] += part[q]
 
 
 # --- training forward --------------------------------------------------------------------
@@ -331,14 +330,11 @@ def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, gates, cells, tanh_cells, hidden, 
     for r in range(T * B):
         for q in range(G):
             flat[r, q] += bias[q]
-    _cell_forward(gates[0], zeros, cells[0], tanh_cells[0], hidden[0])
+    rec[:, :] = 0.0  # W_hh.h_{-1} = 0
+    _cell_forward(gates[0], rec, zeros, cells[0], tanh_cells[0], hidden[0])
     for t in range(1, T):
         _matmul(hidden[t - 1], w_hh_t, rec)  # (B, H) x (H, 4H)
-        z = gates[t]
-        for b in range(B):
-            for q in range(G):
-                z[b, q] += rec[b, q]
-        _cell_forward(z, cells[t - 1], cells[t], tanh_cells[t], hidden[t])
+        _cell_forward(gates[t], rec, cells[t - 1], cells[t], tanh_cells[t], hidden[t])
 
 
 @njit(**KERNEL)

@@ -264,6 +264,19 @@ def test_same_seed_same_bits_in_process_and_across_processes():
         assert out == first
 
 
+def test_importing_kernels_compiles_nothing():
+    code = ("import time; t = time.perf_counter(); import lstm_cli.kernels as k;"
+            "from numba.core.dispatcher import Dispatcher;"
+            "d = [f for f in vars(k).values() if isinstance(f, Dispatcher)];"
+            "assert len(d) > 10 and all(not f.signatures for f in d), [f for f in d if f.signatures];"
+            "print(time.perf_counter() - t)")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) < 5.0  # numba's import, not a compile (~4 s per dtype cold)
+
+
 # --- optimizers ---------------------------------------------------------------------------
 
 
