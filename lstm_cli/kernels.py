@@ -338,21 +338,79 @@ def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, gates, cells, tanh_cells, hidden, 
 
 
 @njit(**KERNEL)
-def _layer_backward(w_hh, gates, cells, tanh_cells, d_hidden, d_gates, dh_rec, dc_next, g_bias):
-    """BPTT through one layer (seed 3.3): d_hidden (T, B, H) is dL/dh_t from above;
-    writes dL/dz_t for the pre-activations of i, f, g, o into d_gates (T, B, 4H) and their sum
-    over steps and windows into g_bias (4H,) float64."""
+def _layer_backward(w_ih, w_hh, gates, cells, tanh_cells, d_hidden, inp, hidden, d_gates, dh_rec,
+                    dc_next, g_bias, gw_ih, gw_hh, d_low, want_low):
+    """BPTT through one layer (seed 3.3). d_hidden (T, B, H) is dL/dh_t from above; inp
+    (T, B, Din) the layer's input and hidden (T, B, H) its outputs from the forward pass.
+
+    Writes dL/dz_t for the pre-activations of i, f, g, o into d_gates (T, B, 4H), their sum over
+    steps and windows into g_bias (4H,) float64, the weight gradients gw_ih = sum_t dz_t^T x_t and
+    gw_hh = sum_t dz_t^T h_{t-1}, and, if want_low, d_low (T, B, Din) = dz_t W_ih, the gradient
+    wrt the input. Products small enough for OpenBLAS's small-matrix path are done step by step
+    while dz_t is still in cache; the others as one GEMM over all steps after the loop.
+    """
     T, B, H = d_hidden.shape
+    d_in = inp.shape[2]
+    G = 4 * H
     zeros = np.zeros((B, H), dtype=gates.dtype)  # C_{-1}
     dc_next[:, :] = 0
     dh_rec[:, :] = 0
     g_bias[:] = 0.0
+    blocks_ih = _step_blocks(G, d_in, B)
+    blocks_hh = _step_blocks(G, H, B)
+    part_ih = np.empty((G, d_in), dtype=gates.dtype)
+    part_hh = np.empty((G, H), dtype=gates.dtype)
+    if blocks_ih > 0:
+        gw_ih[:, :] = 0.0
+    if blocks_hh > 0 or T == 1:
+        gw_hh[:, :] = 0.0
     for t in range(T - 1, -1, -1):
         if t < T - 1:
             _matmul(d_gates[t + 1], w_hh, dh_rec)  # (B, 4H) x (4H, H): dL/dh_t through h_{t+1}
         c_prev = cells[t - 1] if t > 0 else zeros
         _cell_backward(gates[t], c_prev, tanh_cells[t], d_hidden[t], dh_rec, dc_next,
                        d_gates[t], g_bias)
+        if blocks_ih > 0:
+            _add_step_grad(d_gates[t], inp[t], gw_ih, part_ih, blocks_ih)
+        if blocks_hh > 0 and t > 0:
+            _add_step_grad(d_gates[t], hidden[t - 1], gw_hh, part_hh, blocks_hh)
+        if want_low:
+            _matmul(d_gates[t], w_ih, d_low[t])  # (B, 4H) x (4H, Din)
+    if blocks_ih == 0:
+        n = T * B
+        np.dot(d_gates.reshape((n, G)).T, inp.reshape((n, d_in)), gw_ih)
+    if blocks_hh == 0 and T > 1:
+        n = (T - 1) * B
+        np.dot(d_gates[1:].reshape((n, G)).T, hidden[: T - 1].reshape((n, H)), gw_hh)
+
+
+@njit(**KERNEL)
+def _step_blocks(G, d_in, B):
+    """In how many blocks of windows a step's weight gradient dz_t^T (4H, B) x (B, Din) fits
+    OpenBLAS's small-matrix path with blocks of 32 windows or more; 0: not at all (one GEMM over
+    all steps is then faster: measured 251 against 421 us at H=32, B=64, T=48 the other way)."""
+    rows = (SMALL_GEMM - 1) // (G * d_in)
+    if d_in < 16:  # a few input features: one GEMM after the loop beats T calls of overhead
+        return 0
+    if rows >= B:
+        return 1
+    if rows >= 32:
+        return -(-B // rows)
+    return 0
+
+
+@njit(**KERNEL)
+def _add_step_grad(dz, inp, gw, part, blocks):
+    """gw (4H, Din) += dz^T (4H, B) x inp (B, Din), in `blocks` blocks of windows."""
+    B, G = dz.shape
+    d_in = inp.shape[1]
+    for i in range(blocks):
+        lo = B * i // blocks
+        hi = B * (i + 1) // blocks
+        np.dot(dz[lo:hi].T, inp[lo:hi], part)
+        for q in range(G):
+            for j in range(d_in):
+                gw[q, j] += part[q, j]
 
 
 @njit(**KERNEL)
@@ -377,35 +435,6 @@ def _loss_and_grad_out(y_hat, y, quantiles, loss_kind, n_total, d_out):
                     total += (1.0 - q) * e
                     d_out[b, j] = (1.0 - q) * scale
     return total
-
-
-@njit(**KERNEL)
-def _weight_grad(d_gates, inp, lag, gw):
-    """gw (4H, Din) = sum over t >= lag of d_gates[t]^T (4H, B) x inp[t - lag] (B, Din).
-
-    One GEMM over all steps, or, when blocks of at least 32 windows of one step fit OpenBLAS's
-    small-matrix path, one product per block summed here (measured 251 against 421 us at H=32,
-    B=64, T=48)."""
-    T, B, G = d_gates.shape
-    d_in = inp.shape[2]
-    rows = (SMALL_GEMM - 1) // (G * d_in)
-    if T <= lag:
-        gw[:, :] = 0.0
-    elif rows >= 32 or rows >= B:
-        blocks = -(-B // rows)
-        part = np.empty((G, d_in), dtype=gw.dtype)
-        gw[:, :] = 0.0
-        for t in range(lag, T):
-            for i in range(blocks):
-                lo = B * i // blocks
-                hi = B * (i + 1) // blocks
-                np.dot(d_gates[t, lo:hi].T, inp[t - lag, lo:hi], part)
-                for q in range(G):
-                    for j in range(d_in):
-                        gw[q, j] += part[q, j]
-    else:
-        n = (T - lag) * B
-        np.dot(d_gates[lag:].reshape((n, G)).T, inp[: T - lag].reshape((n, d_in)), gw)
 
 
 @njit(**KERNEL)
@@ -462,19 +491,15 @@ def forward_backward(params, offsets, D, H, L, O, x, y, masks, use_masks, quanti
     for k in range(L - 1, -1, -1):
         w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H)
         gw_ih, gw_hh, gb_ih, gb_hh = _layer_views(grad, offsets, k, D, H)
-        _layer_backward(w_hh, gates[k], cells[k], tanh_cells[k], d_cur, d_gates, dh_rec, dc_next,
-                        g_bias)
         inp = x if k == 0 else layer_in[k - 1]
-        d_in = inp.shape[2]
-        dg_flat = d_gates.reshape((T * B, 4 * H))
-        _weight_grad(d_gates, inp, 0, gw_ih)  # sum_t dz_t^T x_t
-        _weight_grad(d_gates, hidden[k], 1, gw_hh)  # sum_t dz_t^T h_{t-1}
+        # For k > 0 also dL/d(input of layer k) into d_low, then back through the dropout mask
+        # to layer k-1's outputs.
+        _layer_backward(w_ih, w_hh, gates[k], cells[k], tanh_cells[k], d_cur, inp, hidden[k],
+                        d_gates, dh_rec, dc_next, g_bias, gw_ih, gw_hh, d_low, k > 0)
         for j in range(4 * H):
             gb_ih[j] = g_bias[j]
             gb_hh[j] = g_bias[j]
         if k > 0:
-            # dL/d(input of layer k), back through the dropout mask to layer k-1's outputs.
-            _matmul(dg_flat, w_ih, d_low.reshape((T * B, H)))
             if use_masks:
                 for t in range(T):
                     for b in range(B):
