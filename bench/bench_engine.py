@@ -109,26 +109,29 @@ class Guard:
 GUARD = Guard()
 
 
+CLOCK = time.perf_counter  # --clock cpu: time.thread_time, the CPU time of this thread only
+
+
 def timed(fn, min_time: float) -> float:
     """Seconds per call of fn: one repeat runs fn n times, n growing until min_time is reached;
-    a repeat disturbed by other processes is measured again (GUARD)."""
+    a repeat disturbed by other processes is measured again (GUARD; wall clock only)."""
     n = 1
     while True:
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         for _ in range(n):
             fn()
-        dt = time.perf_counter() - t0
+        dt = CLOCK() - t0
         if dt >= min_time or n >= 1 << 16:
             break
         n = max(n * 2, int(n * min_time / max(dt, 1e-9)) + 1) if dt > min_time / 8 else n * 8
 
     def repeat():
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         for _ in range(n):
             fn()
-        return (time.perf_counter() - t0) / n
+        return (CLOCK() - t0) / n
 
-    return GUARD.measure(repeat)
+    return repeat() if CLOCK is time.thread_time else GUARD.measure(repeat)
 
 
 def interleaved(fns: dict, repeats: int, min_time: float) -> dict[str, float]:
@@ -215,7 +218,14 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="a small subset, under 2 minutes")
     ap.add_argument("--repeats", type=int, default=None, help="repeats per measurement")
     ap.add_argument("--json", help="also write the raw results to this file")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: CPU time of the calling thread, 1 thread only (both lstm and torch"
+                         " then run in the calling thread); insensitive to other processes")
     args = ap.parse_args(argv)
+    global CLOCK
+    threads = THREADS
+    if args.clock == "cpu":
+        CLOCK, threads = time.thread_time, (1,)
     if args.quick:
         configs, repeats, min_time = QUICK_CONFIGS, args.repeats or 3, 0.05
     else:
@@ -229,11 +239,11 @@ def main(argv=None) -> int:
         print(f"# {cpu_model()}, {len(os.sched_getaffinity(0))} cores;"
               f" torch {torch.__version__}; numpy {np.__version__}; BLAS {blas}")
         print(f"# float32, O=1, B_train={B_TRAIN}, B_infer={B_INFER}; medians of {repeats}"
-              " interleaved repeats; ratio = lstm speed / torch speed")
+              f" interleaved repeats; {args.clock} clock; ratio = lstm speed / torch speed")
         print(HEADER, flush=True)
         results = []
         for D, H, L, T in configs:
-            rows = bench_config(D, H, L, T, repeats, min_time)
+            rows = bench_config(D, H, L, T, repeats, min_time, threads)
             for r in rows:
                 print(fmt_row(r, rows[0] if r["threads"] != rows[0]["threads"] else None), flush=True)
             results.extend(rows)
