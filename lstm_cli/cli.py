@@ -425,7 +425,8 @@ def _write_output(text: str, out: str | None) -> None:
 @cli.command()
 @click.argument("model")
 @click.argument("data")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write here (atomically) instead of stdout ('-').")
+@click.option("--out", type=click.Path(), help="Write here (atomically) instead of stdout ('-'); --engine dask: "
+                                               "a directory of part files, or one FILE.csv.")
 @click.option("--horizon", type=click.IntRange(1, 100_000),
               help="Steps to forecast [default: the trained horizon]; beyond it the model rolls forward "
                    "on its own forecasts (recursive).")
@@ -440,8 +441,14 @@ def _write_output(text: str, out: str | None) -> None:
 @click.option("--now", "now", help="The 'now' of --max-age, ISO 8601 (default: the clock; UTC if no offset).")
 @click.option("--provenance", is_flag=True,
               help="Add origin, step, model_sha256 and model_created columns to every forecast row.")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="local: all series in one pass in this process. dask: split the input (CSV, gzip, "
+                   "globs, Parquet) by series over a dask cluster; needs --out and lstm-cli[dask].")
+@click.option("--scheduler", help="--engine dask: address of a running scheduler (tcp://host:8786) "
+                                  "[default: a local cluster, one worker per core].")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def predict(model, data, out, horizon, fmt, sep, missing, threads, max_input_bytes, max_age, now, provenance, quiet):
+def predict(model, data, out, horizon, fmt, sep, missing, threads, max_input_bytes, max_age, now, provenance,
+            engine, scheduler, quiet):
     """Forecast the steps after the end of every series in DATA with MODEL.
 
     DATA needs the model's columns and at least its lookback rows per series. Output: the time
@@ -451,12 +458,19 @@ def predict(model, data, out, horizon, fmt, sep, missing, threads, max_input_byt
     Example:
       lstm predict a10.lstm sample_data/a10_monthly.csv > forecast.csv
       cat new.csv | lstm predict a10.lstm - --format json
+      lstm predict m.lstm 'data/*.csv.gz' --engine dask --scheduler tcp://host:8786 --out forecast/
     """
     import json
 
     from lstm_cli import modelfile
 
     os.close(modelfile._open_model(model)[0])  # a missing model: exit 66 before pandas and numba load
+    if scheduler and engine != "dask":
+        raise click.UsageError("--scheduler needs --engine dask")
+    if engine == "dask":
+        _predict_dask(model, data, out, horizon, fmt, sep, missing, threads, max_age, now, provenance, scheduler,
+                      quiet)
+        return
     from lstm_cli import frame
     from lstm_cli.console import Console
     from lstm_cli.pipeline import predict_from_csv
@@ -474,6 +488,31 @@ def predict(model, data, out, horizon, fmt, sep, missing, threads, max_input_byt
     else:
         text = frame.write_csv_text(rows, columns)
     _write_output(text, out)
+
+
+def _predict_dask(model, data, out, horizon, fmt, sep, missing, threads, max_age, now, provenance, scheduler, quiet):
+    from lstm_cli import engine_dask
+    from lstm_cli.console import Console
+
+    if fmt != "csv":
+        raise click.UsageError("--engine dask writes CSV part files; leave out --format json")
+    if not out or out == "-":
+        raise click.UsageError("--engine dask writes files: give --out DIR (part files) or --out FILE.csv")
+    console = Console(quiet)
+
+    def progress(done, total, series):
+        end = "\n" if done == total or not console.rich else ""
+        if not console.quiet:
+            prefix = "\r" if console.rich else ""
+            console.stream.write(f"{prefix}lstm: partition {done}/{total} done ({series:,} series){end}")
+            console.stream.flush()
+
+    notes, meta = engine_dask.predict_dask(model, data, out, scheduler=scheduler, horizon=horizon, sep=sep,
+                                           missing=missing, threads=threads, max_age=max_age,
+                                           now_ns=_parse_now(now), provenance=provenance, on_progress=progress)
+    for n in notes:
+        console.note(n)
+    console.line(f"lstm: {meta['series']:,} series forecast in {meta['seconds']:.1f}s -> {out}")
 
 
 @cli.command()

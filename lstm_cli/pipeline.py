@@ -219,56 +219,97 @@ def check_freshness(series: frame.SeriesSet, model: Forecaster, max_age: float |
     return []
 
 
-def predict_from_csv(model_path: str, data: str, *, horizon: int | None = None, sep: str = ",",
-                     missing: str = "interpolate", threads: int | None = None, max_bytes: int = 2_000_000_000,
-                     max_age: float | None = None, now_ns: int | None = None, provenance: bool = False):
-    """Forecast the steps after the end of every series in data. Returns (columns, rows dict,
-    notes, meta) ready for CSV or JSON. With provenance every row also carries its forecast
-    origin, step number, and the model's SHA-256 and creation time."""
-    t0 = time.perf_counter()
-    model, header = load_model(model_path, threads)
+@dataclass(frozen=True)
+class Provenance:
+    """What --provenance stamps on every forecast row: the model file's SHA-256 and creation time."""
+
+    model_sha256: str
+    model_created: str | None
+
+
+def forecast_columns(spec: DataSpec, provenance: bool = False) -> list[str]:
+    """Output columns: time, id (if any), provenance columns (if asked), one value column per
+    target (per target and quantile for quantile models)."""
+    cols = [spec.time_col] + ([spec.id_col] if spec.id_col else [])
+    if provenance:
+        cols += ["origin", "step", "model_sha256", "model_created"]
+    for target in spec.targets:
+        cols += [f"{target}_q{q:g}" for q in spec.quantiles] if spec.quantiles else [target]
+    return cols
+
+
+def horizon_notes(spec: DataSpec, h: int) -> list[str]:
+    if h > spec.horizon:
+        return [f"horizon {h} > trained horizon {spec.horizon}: steps after {spec.horizon} are recursive"]
+    return []
+
+
+def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int | None = None,
+                   provenance: Provenance | None = None, max_age: float | None = None,
+                   now_ns: int | None = None) -> tuple[list[str], dict[str, list], list[str]]:
+    """The partition function of both engines: validated rows of whole series (all of the input
+    for --engine local, one shuffled partition for --engine dask) -> (columns, rows, notes).
+
+    One batched forecast for all series, and the rows are built with array operations: ids are
+    repeated, steps tiled, and future stamps computed and formatted once per distinct forecast
+    origin (a nightly run has one), never once per series."""
     spec = model.spec
-    series = frame.read_series(data, targets=spec.targets, features=spec.features, time_col=spec.time_col,
-                               id_col=spec.id_col, sep=sep, freq=spec.freq, missing=missing, max_bytes=max_bytes)
     if series.time_kind != spec.time_kind:
         raise DataError(f"{series.source}: column {spec.time_col!r} holds {series.time_kind} times, "
                         f"but the model was trained on {spec.time_kind} times")
     stale_notes = check_freshness(series, model, max_age, now_ns)
     h = horizon or spec.horizon
-    values, notes = model.forecast(series.ids, series.values, series.starts, h)
-    last = series.times[series.starts[1:] - 1]
+    values, forecast_notes = model.forecast(series.ids, series.values, series.starts, h)  # (S, h, K, nq)
+    n = len(series.ids)
+    freq = spec.freq or series.freq
+    last = series.times[series.starts[1:] - 1]  # (S,)
+    origins, which = np.unique(last, return_inverse=True)  # forecast origins; series -> origin
+    stamps = np.empty((len(origins), h), dtype=object)  # (U, h) formatted future times
+    for u, t in enumerate(origins):  # once per distinct origin: the output equals per-series formatting
+        future = frame.future_times(int(t), series.step, freq, series.time_kind, h)
+        stamps[u] = frame.format_times(future, series.time_kind, freq)
+    columns = forecast_columns(spec, provenance is not None)
+    rows: dict[str, list] = {spec.time_col: stamps[which].ravel().tolist()}  # (S * h,), series-major
+    if spec.id_col:
+        rows[spec.id_col] = np.repeat(np.asarray(series.ids, dtype=object), h).tolist()
+    if provenance is not None:
+        origin_text = np.array([frame.format_times(origins[u : u + 1], series.time_kind, freq)[0]
+                                for u in range(len(origins))], dtype=object)  # (U,)
+        rows["origin"] = np.repeat(origin_text[which], h).tolist()
+        rows["step"] = np.tile(np.arange(1, h + 1), n).tolist()
+        rows["model_sha256"] = [provenance.model_sha256] * (n * h)
+        rows["model_created"] = [provenance.model_created] * (n * h)
+    value_cols = columns[len(rows):]
+    col = 0
+    for k in range(len(spec.targets)):
+        for q in range(max(1, len(spec.quantiles))):
+            rows[value_cols[col]] = values[:, :, k, q].ravel().tolist()
+            col += 1
+    return columns, rows, list(series.warnings) + stale_notes + forecast_notes
+
+
+def predict_from_csv(model_path: str, data: str, *, horizon: int | None = None, sep: str = ",",
+                     missing: str = "interpolate", threads: int | None = None, max_bytes: int = 2_000_000_000,
+                     max_age: float | None = None, now_ns: int | None = None, provenance: bool = False):
+    """Forecast the steps after the end of every series in data (--engine local: the whole input
+    is one partition for predict_series). Returns (columns, rows dict, notes, meta) ready for CSV
+    or JSON. With provenance every row also carries its forecast origin, step number, and the
+    model's SHA-256 and creation time."""
+    t0 = time.perf_counter()
+    model, header = load_model(model_path, threads)
+    spec = model.spec
+    series = frame.read_series(data, targets=spec.targets, features=spec.features, time_col=spec.time_col,
+                               id_col=spec.id_col, sep=sep, freq=spec.freq, missing=missing, max_bytes=max_bytes)
     model_sha = modelfile.file_sha256(model_path)
-    cols = [spec.time_col] + ([spec.id_col] if spec.id_col else [])
-    prov_cols = ["origin", "step", "model_sha256", "model_created"] if provenance else []
-    value_cols = []
-    for target in spec.targets:
-        if spec.quantiles:
-            value_cols += [f"{target}_q{q:g}" for q in spec.quantiles]
-        else:
-            value_cols.append(target)
-    rows: dict[str, list] = {c: [] for c in cols + prov_cols + value_cols}
-    for s, sid in enumerate(series.ids):
-        stamps = frame.future_times(int(last[s]), series.step, spec.freq or series.freq, series.time_kind, h)
-        rows[spec.time_col] += frame.format_times(stamps, series.time_kind, spec.freq or series.freq)
-        if spec.id_col:
-            rows[spec.id_col] += [sid] * h
-        if provenance:
-            rows["origin"] += frame.format_times(last[s : s + 1], series.time_kind, spec.freq or series.freq) * h
-            rows["step"] += list(range(1, h + 1))
-            rows["model_sha256"] += [model_sha] * h
-            rows["model_created"] += [header.get("created")] * h
-        col = 0
-        for k in range(len(spec.targets)):
-            for q in range(max(1, len(spec.quantiles))):
-                rows[value_cols[col]] += values[s, :, k, q].tolist()
-                col += 1
-    notes = list(series.warnings) + stale_notes + notes
-    if h > spec.horizon:
-        notes.append(f"horizon {h} > trained horizon {spec.horizon}: steps after {spec.horizon} are recursive")
+    prov = Provenance(model_sha, header.get("created")) if provenance else None
+    columns, rows, notes = predict_series(series, model, horizon=horizon, provenance=prov, max_age=max_age,
+                                          now_ns=now_ns)
+    h = horizon or spec.horizon
+    notes += horizon_notes(spec, h)
     meta = {"model": model_path, "model_sha256": model_sha,
             "model_created": header.get("created"), "series": len(series.ids), "horizon": h,
             "seconds": round(time.perf_counter() - t0, 4)}
-    return cols + prov_cols + value_cols, rows, notes, meta
+    return columns, rows, notes, meta
 
 
 def warm_up() -> None:

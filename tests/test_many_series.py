@@ -1,0 +1,249 @@
+"""Many series: the local engine's one batched pass equals a per-series loop, and --engine dask
+gives the local engine's rows, never splits a series, and leaves no partial output."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from lstm_cli import frame, pipeline
+from lstm_cli.cli import cli
+from lstm_cli.errors import EXIT_DATA, EXIT_MISSING_DEPENDENCY
+
+H = 3
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def write_panel(path, n_series, lengths, seed=0, freq="D"):
+    """Seasonal + noise series in long format (id, date, value); series s has lengths[s % len] rows,
+    all ending on the same day except every 7th (one day earlier): several forecast origins."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for s in range(n_series):
+        n = lengths[s % len(lengths)]
+        end = pd.Timestamp("2026-03-01") - pd.Timedelta(days=1 if s % 7 == 0 else 0)
+        dates = pd.date_range(end=end, periods=n, freq=freq)
+        t = np.arange(n)
+        level = rng.uniform(5, 500)
+        v = level * (1 + 0.2 * np.sin(2 * np.pi * t / 7) + 0.05 * rng.normal(size=n))
+        parts.append(pd.DataFrame({"id": f"s{s:05d}", "date": dates.strftime("%Y-%m-%d"), "value": v.round(3)}))
+    df = pd.concat(parts).sample(frac=1.0, random_state=seed)  # row order must not matter
+    df.to_csv(path, index=False)
+    return df
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("many")
+    write_panel(d / "train.csv", 30, [30, 24, 40])
+    model = d / "m.lstm"
+    r = run("train", d / "train.csv", "--id-col", "id", "--target", "value", "--horizon", H, "--lookback", 14,
+            "--hidden", 4, "--epochs", 2, "--threads", 1, "--out", model, "-q")
+    assert r.exit_code == 0, r.output
+    return d, model
+
+
+def local_frame(model, data, *extra):
+    r = run("predict", model, data, *extra)
+    assert r.exit_code == 0, r.output
+    return pd.read_csv(io.StringIO(r.stdout), dtype=str)
+
+
+def sorted_rows(df):
+    return df.sort_values(["id", "date"]).reset_index(drop=True)
+
+
+def assert_same_rows(got, want):
+    """Same rows after sorting: every column equal as text, forecasts equal to float32 rounding
+    (a partition of at most 4 series takes the network's small-batch kernel path, whose float32
+    sums round differently in the last bits)."""
+    got, want = sorted_rows(got), sorted_rows(want)
+    assert list(got.columns) == list(want.columns)
+    text = [c for c in got.columns if c != "value"]
+    pd.testing.assert_frame_equal(got[text], want[text])
+    np.testing.assert_allclose(got["value"].astype(float), want["value"].astype(float), rtol=1e-6, atol=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# local engine
+
+
+def test_local_one_pass_equals_per_series_loop(trained):
+    d, model_path = trained
+    data = d / "two_thousand.csv"
+    write_panel(data, 2000, [14, 15, 21, 30], seed=1)
+    cols, rows, _, meta = pipeline.predict_from_csv(str(model_path), str(data), horizon=5, provenance=True)
+    assert meta["series"] == 2000
+
+    model, header = pipeline.load_model(str(model_path))
+    series = frame.read_series(str(data), targets=("value",), time_col="date", id_col="id", freq=model.spec.freq)
+    sha = pipeline.modelfile.file_sha256(str(model_path))
+    freq = model.spec.freq or series.freq
+    want: dict[str, list] = {c: [] for c in cols}
+    for s, sid in enumerate(series.ids):  # the slow, obvious twin: one series at a time
+        a, b = series.starts[s], series.starts[s + 1]
+        values, _ = model.forecast((sid,), series.values[a:b], np.array([0, b - a]), 5)
+        last = int(series.times[b - 1])
+        stamps = frame.future_times(last, series.step, freq, series.time_kind, 5)
+        want["date"] += frame.format_times(stamps, series.time_kind, freq)
+        want["id"] += [sid] * 5
+        want["origin"] += frame.format_times(np.array([last]), series.time_kind, freq) * 5
+        want["step"] += [1, 2, 3, 4, 5]
+        want["model_sha256"] += [sha] * 5
+        want["model_created"] += [header.get("created")] * 5
+        want["value"] += values[0, :, 0, 0].tolist()
+    for c in cols:
+        if c == "value":
+            np.testing.assert_allclose(rows[c], want[c], rtol=1e-6, atol=1e-9)
+        else:
+            assert rows[c] == want[c], c
+    assert len(set(rows["origin"])) == 2  # two forecast origins were exercised
+
+
+def test_local_engine_never_imports_dask(trained):
+    d, model_path = trained
+    code = ("import sys; from click.testing import CliRunner; from lstm_cli.cli import cli; "
+            f"r = CliRunner().invoke(cli, ['predict', {str(model_path)!r}, {str(d / 'train.csv')!r}]); "
+            "assert r.exit_code == 0, r.output; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_engine_dask_without_dask_exits_69(trained, monkeypatch, tmp_path):
+    d, model_path = trained
+    for name in ("dask", "dask.dataframe", "distributed"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import dask` now raises ImportError
+    r = run("predict", model_path, d / "train.csv", "--engine", "dask", "--out", tmp_path / "f.csv")
+    assert r.exit_code == EXIT_MISSING_DEPENDENCY
+    assert "pip install 'lstm-cli[dask]'" in r.output
+    assert not (tmp_path / "f.csv").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# dask engine
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("dask.dataframe")
+    import logging
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=logging.ERROR) as c:
+        yield c
+
+
+def dask_predict(cluster, model, data, out, *extra):
+    r = run("predict", model, data, "--engine", "dask", "--scheduler", cluster.scheduler_address, "--out", out,
+            *extra)
+    return r
+
+
+def test_dask_equals_local_one_file(cluster, trained, tmp_path):
+    d, model_path = trained
+    data = d / "train.csv"
+    r = dask_predict(cluster, model_path, data, tmp_path / "f.csv", "--provenance", "--horizon", 5)
+    assert r.exit_code == 0, r.output
+    assert "partition 1/" in r.stderr
+    got = pd.read_csv(tmp_path / "f.csv", dtype=str)
+    want = local_frame(model_path, data, "--provenance", "--horizon", 5)
+    assert list(got.columns) == list(want.columns)
+    assert_same_rows(got, want)
+    assert sorted(os.listdir(tmp_path)) == [".f.csv.lock", "f.csv"]  # no part files left behind
+
+
+def test_series_never_split_more_partitions_than_series(cluster, trained, tmp_path):
+    """Tiny input blocks cut series apart before the shuffle; 24 output partitions for 9 series
+    leave some empty. Every series must still be forecast once, from all its rows."""
+    from lstm_cli import engine_dask
+
+    d, model_path = trained
+    data = tmp_path / "nine.csv"
+    write_panel(data, 9, [14, 19, 33, 45], seed=2)
+    seen = []
+    notes, meta = engine_dask.predict_dask(str(model_path), str(data), str(tmp_path / "parts"),
+                                           scheduler=cluster.scheduler_address, npartitions=24, blocksize=400,
+                                           on_progress=lambda done, total, series: seen.append(series))
+    assert meta["series"] == 9 and meta["partitions"] == 24
+    assert len(seen) == 24 and seen.count(0) >= 15 and sum(seen) == 9
+    parts = sorted(os.listdir(tmp_path / "parts"))
+    assert 1 <= len(parts) <= 9 and all(p.startswith("part-") for p in parts)
+    got = pd.concat([pd.read_csv(tmp_path / "parts" / p, dtype=str) for p in parts])
+    assert (got.groupby("id").size() == H).all() and got["id"].nunique() == 9
+    assert_same_rows(got, local_frame(model_path, data))
+
+
+def test_failed_job_leaves_no_partial_output(cluster, trained, tmp_path):
+    d, model_path = trained
+    data = tmp_path / "bad.csv"
+    write_panel(data, 20, [20, 30], seed=3)
+    lines = data.read_text().splitlines()
+    k = next(i for i, line in enumerate(lines) if line.startswith("s00013,"))
+    lines[k] = lines[k].rsplit(",", 1)[0] + ",12 kWh"  # one bad value: one partition fails
+    data.write_text("\n".join(lines) + "\n")
+    out_file = tmp_path / "f.csv"
+    out_file.write_text("previous forecast\n")
+    out_dir = tmp_path / "dir"
+    out_dir.mkdir()
+    (out_dir / "part-00000.csv").write_text("previous part\n")
+    before = sorted(os.listdir(tmp_path))
+    for out in (out_file, out_dir):
+        r = dask_predict(cluster, model_path, data, out)
+        assert r.exit_code == EXIT_DATA, r.output
+        assert "'12 kWh' is not a number" in r.output and "partition" in r.output
+    assert out_file.read_text() == "previous forecast\n"
+    assert os.listdir(out_dir) == ["part-00000.csv"]
+    assert (out_dir / "part-00000.csv").read_text() == "previous part\n"
+    after = sorted(p for p in os.listdir(tmp_path) if not p.endswith(".lock"))
+    assert after == before  # no temporary directories or files left
+
+
+def test_directory_output_replaces_existing_directory(cluster, trained, tmp_path):
+    d, model_path = trained
+    out_dir = tmp_path / "dir"
+    out_dir.mkdir()
+    (out_dir / "stale.csv").write_text("old\n")
+    r = dask_predict(cluster, model_path, d / "train.csv", out_dir)
+    assert r.exit_code == 0, r.output
+    assert "stale.csv" not in os.listdir(out_dir)
+    got = pd.concat([pd.read_csv(out_dir / p, dtype=str) for p in sorted(os.listdir(out_dir))])
+    assert_same_rows(got, local_frame(model_path, d / "train.csv"))
+
+
+def test_worker_killed_mid_job_gives_the_same_result(cluster, trained, tmp_path):
+    from distributed import Client
+
+    from lstm_cli import engine_dask
+
+    d, model_path = trained
+    data = tmp_path / "kill.csv"
+    write_panel(data, 60, [20, 31], seed=4)
+    with Client(cluster.scheduler_address) as client:
+        pids = sorted(client.run(os.getpid).values())
+    killed = []
+
+    def progress(done, total, series):
+        if not killed:  # after the first partition: the others are still queued or running
+            assert done < total
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(done)
+
+    notes, meta = engine_dask.predict_dask(str(model_path), str(data), str(tmp_path / "f.csv"),
+                                           scheduler=cluster.scheduler_address, npartitions=12, blocksize=2000,
+                                           on_progress=progress)
+    assert killed == [1] and meta["series"] == 60
+    got = pd.read_csv(tmp_path / "f.csv", dtype=str)
+    assert_same_rows(got, local_frame(model_path, data))
