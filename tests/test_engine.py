@@ -144,6 +144,36 @@ def test_predict_paths_equal_twin(small_net, windows, dtype, tol, H):
         assert rel_err(net.predict(x[:B]), ref[:B]) <= tol, B
 
 
+# Shapes that take the other branches of the kernels: inputs wide enough for a GEMM (D >= 16),
+# per-step products split in two row blocks (B=64, H=64), weight gradients as one GEMM after the
+# loop (H=100, B=40), inference GEMMs in row blocks (1000 windows, H=16).
+WIDE = [(64, 3, 17, 64, 2), (40, 3, 2, 100, 2), (6, 2, 20, 16, 3)]
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
+@pytest.mark.parametrize("shape", WIDE, ids=lambda s: "B{}T{}D{}H{}L{}".format(*s))
+def test_wide_shapes_equal_twin(small_net, windows, dtype, tol, shape):
+    B, T, D, H, L = shape
+    assert kernels.SMALL_D <= 17
+    net = small_net(D, H, L, 2, dtype=dtype)
+    x, y = windows(9, B, T, D, 2)
+    loss, grad = net.loss_and_grad(x, y, dropout=0.2, rng=np.random.default_rng(1))
+    masks = replay_masks(net, 1, B, T, 0.2)
+    ref_loss, ref = twin(net, x.astype(dtype), y.astype(dtype), masks)
+    assert abs(loss - ref_loss) <= tol * abs(ref_loss)
+    for name, g in net.layout.views(grad).items():
+        assert rel_err(g, ref[name]) <= tol, name
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
+def test_predict_in_row_blocks_equals_twin(small_net, windows, dtype, tol):
+    net = small_net(1, 16, 1, 1, dtype=dtype)
+    x, _ = windows(10, 1000, 2, 1, 1)
+    ref, _ = naive.forward({k: v.astype(np.float64) for k, v in net.tensors().items()},
+                           x.astype(dtype).astype(np.float64), 1)
+    assert rel_err(net.predict(x), ref) <= tol
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.4])
 def test_shards_equal_single_thread(small_net, windows, dropout):
     """threads=2 splits B=40 in two shards; the sum over shards equals the whole batch."""
