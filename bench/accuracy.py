@@ -1,27 +1,39 @@
 """Accuracy study: train on each real series minus its last horizon, forecast that horizon,
-and score it (MASE) next to naive and seasonal naive. Reproduce with:
+and score it (MASE) next to naive, seasonal naive, AutoETS and AutoARIMA. Reproduce with:
 
-    .venv/bin/python bench/accuracy.py [--data-dir ../shared/data] [--only NAME] [--set key=value ...]
+    .venv/bin/pip install statsforecast   # development only, for the AutoETS/AutoARIMA columns
+    PYTHONPATH=. .venv/bin/python bench/accuracy.py --seeds 3 [--skip-slow] [--data-dir ../shared/data]
 
---set passes training options (e.g. --set scaling=series --set hidden=64) to compare defaults.
+Options: --only NAME (repeatable); --set key=value passes training options (e.g. --set scaling=series
+--set hidden=64) to compare defaults; --seeds N trains N seeds (0..N-1) and reports the mean and median
+MASE over them; --skip-slow leaves out bank_calls (5-minute data, minutes per seed); --no-stats leaves out
+the statsforecast columns (they do not depend on --set or --seeds, so tuning runs skip them);
+--log FILE appends one JSON line per (data set, seed).
+
+MASE is scaled by the in-sample seasonal-naive error with the season the evaluation uses
+(lstm_cli.pipeline.season_length: 12 monthly, 4 quarterly, 52 weekly, 7 daily, 169 for bank_calls,
+1 yearly); on a panel it is the mean over its series. AutoETS and AutoARIMA are fitted per series on the
+same training part (the target alone: no features) with that season length.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import replace
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from lstm_cli import baselines, frame, metrics  # noqa: E402
 from lstm_cli.evaluate import evaluate_from_csv  # noqa: E402
-from lstm_cli.pipeline import TrainRequest, train_from_csv  # noqa: E402
-from lstm_cli.train import TrainConfig  # noqa: E402
+from lstm_cli.pipeline import TrainRequest, season_length, train_from_csv  # noqa: E402
 
 # name: (file, target, id_col, features, horizon)
 DATASETS = {
@@ -35,6 +47,7 @@ DATASETS = {
     "departures": ("departures_monthly_panel.csv", "departures_thousands", "series_id", (), 12),
     "prison": ("prison_quarterly_panel.csv", "prisoners", "series_id", (), 8),
 }
+SLOW = ("bank_calls",)
 
 
 def cut_tail(path: str, id_col: str | None, horizon: int, out: str) -> None:
@@ -48,17 +61,121 @@ def cut_tail(path: str, id_col: str | None, horizon: int, out: str) -> None:
     df.to_csv(out, index=False)
 
 
+class _Baseline:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def forecast(self, y, h):
+        return {"mean": self.fn(y, h)}
+
+
+def stats_scores(path: str, target: str, id_col: str | None, horizon: int) -> dict[str, tuple[float, float]]:
+    """{'ets'|'arima'|'naive'|'seasonal_naive': (mean MASE over series, seconds)}: statsforecast's AutoETS and AutoARIMA fitted
+    per series on all but the last `horizon` rows of the target, with the evaluation's season length."""
+    from statsforecast.models import AutoARIMA, AutoETS
+
+    series = frame.read_series(path, targets=(target,), id_col=id_col)
+    season = season_length(series.freq, series.step, series.time_kind, series.times[: series.starts[1]])
+    out = {}
+    for name, make in (("naive", lambda: _Baseline(baselines.naive)),
+                       ("seasonal_naive", lambda: _Baseline(lambda hist, h: baselines.seasonal_naive(hist, h, season))),
+                       ("ets", lambda: AutoETS(season_length=season)),
+                       ("arima", lambda: AutoARIMA(season_length=season))):
+        t0 = time.perf_counter()
+        scores = []
+        for s in range(len(series.ids)):
+            y = series.values[series.starts[s] : series.starts[s + 1], 0].astype(np.float64)
+            history, actual = y[:-horizon], y[-horizon:]
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    f = make().forecast(y=history, h=horizon)["mean"]
+                scores.append(metrics.mase(actual, f, history, season))
+            except Exception as e:  # a failed fit is reported as nan, not hidden
+                print(f"  {name} failed on {series.ids[s]!r}: {type(e).__name__}: {e}", file=sys.stderr)
+                scores.append(float("nan"))
+        out[name] = (float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan"),
+                     time.perf_counter() - t0)
+    return out
+
+
+def ensemble_mase(model_paths: list[str], path: str) -> float:
+    """MASE (mean over series and targets) of the average of the models' forecasts of the last horizon:
+    what ensembling over seeds would give (measured here only; the tool does not do it)."""
+    from lstm_cli.evaluate import _truncate
+    from lstm_cli.pipeline import load_model
+
+    forecasts = []
+    for mp in model_paths:
+        model, _ = load_model(mp)
+        spec = model.spec
+        series = frame.read_series(path, targets=spec.targets, features=spec.features, time_col=spec.time_col,
+                                   id_col=spec.id_col, freq=spec.freq)
+        H = spec.horizon
+        lengths = np.diff(series.starts)
+        values, starts = _truncate(series.values, series.starts, lengths - H)
+        f, _ = model.forecast(series.ids, values, starts, H)  # (S, H, K, nq)
+        forecasts.append(f[..., len(spec.quantiles) // 2])
+    mean = np.mean(forecasts, axis=0)
+    season = season_length(series.freq or spec.freq, series.step, series.time_kind, series.times[: series.starts[1]])
+    scores = []
+    for s in range(len(series.ids)):
+        lo, n = series.starts[s], lengths[s]
+        for k in range(len(spec.targets)):
+            y = series.values[lo : lo + n, k]
+            scores.append(metrics.mase(y[-H:], mean[s, :, k], y[:-H], season))
+    return float(np.nanmean(scores))
+
+
+def parse_overrides(pairs: list[str], req: TrainRequest) -> TrainRequest:
+    overrides = dict(kv.split("=", 1) for kv in pairs)
+    cfg = {k: type(getattr(req.train, k))(v) for k, v in overrides.items() if hasattr(req.train, k)}
+    top = {k: (int(v) if k in ("hidden", "layers", "lookback") else
+               float(v) if k in ("val_frac", "forget_bias") else v)
+           for k, v in overrides.items() if not hasattr(req.train, k)}
+    return replace(req, train=replace(req.train, **cfg), **top)
+
+
+def use_lookback_rule(expr: str) -> None:
+    """Replace pipeline.default_lookback for this process: `want` from expr, the same floor and cut."""
+    from lstm_cli import pipeline
+
+    def rule(horizon: int, season: int, shortest: int, val_rows: int) -> int:
+        want = int(eval(expr, {"max": max, "min": min}, {"h": horizon, "m": season if season > 1 else 1}))
+        floor = min(want, max(horizon, 4))
+        room = shortest - val_rows - horizon - pipeline.MIN_TRAIN_WINDOWS + 1
+        return max(floor, min(want, room))
+
+    pipeline.default_lookback = rule
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
     ap.add_argument("--only", action="append")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--skip-slow", action="store_true", help=f"leave out {', '.join(SLOW)}")
+    ap.add_argument("--no-stats", action="store_true", help="leave out the AutoETS/AutoARIMA columns")
+    ap.add_argument("--no-lstm", action="store_true", help="only the baselines and the statsforecast columns")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="also score the average of the --seeds models' forecasts (column 'ens')")
+    ap.add_argument("--log", help="append one JSON line per (data set, seed) to this file")
+    ap.add_argument("--lookback-rule", help="try another default lookback rule: a Python expression of h "
+                    "(horizon) and m (season, 1 without), e.g. 'max(2*h, 3*m, 8)'; cut by data as the default is")
     args = ap.parse_args()
+    if args.lookback_rule:
+        use_lookback_rule(args.lookback_rule)
     overrides = dict(kv.split("=", 1) for kv in args.set)
-    print(f"{'data':12} {'lstm':>8} {'naive':>8} {'snaive':>8} {'seconds':>8}   options {overrides}")
+    print(f"{'data':12} {'lstm':>7} {'median':>7} {'naive':>7} {'snaive':>7} {'ets':>7} {'arima':>7} "
+          f"{'lstm s':>7} {'stats s':>7}   seeds {args.seeds}, options {overrides}"
+          + (f", lookback rule {args.lookback_rule}" if args.lookback_rule else ""), flush=True)
+    wins = {"seasonal_naive": 0, "ets": 0, "arima": 0}
+    ratios, n_data = [], 0
     for name, (file, target, id_col, features, horizon) in DATASETS.items():
         if args.only and name not in args.only:
+            continue
+        if args.skip_slow and name in SLOW and not args.only:
             continue
         path = os.path.join(args.data_dir, file)
         with tempfile.TemporaryDirectory() as tmp:
@@ -66,21 +183,46 @@ def main() -> None:
             cut_tail(path, id_col, horizon, train_csv)
             scores = []
             t0 = time.perf_counter()
-            for seed in range(args.seeds):
-                req = TrainRequest(data=train_csv, out=os.path.join(tmp, "m.lstm"), targets=(target,),
+            for seed in range(0 if args.no_lstm else args.seeds):
+                req = TrainRequest(data=train_csv, out=os.path.join(tmp, f"m{seed}.lstm"), targets=(target,),
                                    horizon=horizon, features=features, id_col=id_col)
-                cfg = {k: type(getattr(req.train, k))(v) for k, v in overrides.items() if hasattr(req.train, k)}
-                top = {k: (int(v) if k in ("hidden", "layers", "lookback") else
-                           float(v) if k in ("val_frac", "forget_bias") else v)
-                       for k, v in overrides.items() if not hasattr(req.train, k)}
-                req = replace(req, train=replace(req.train, seed=seed, **cfg), **top)
+                req = parse_overrides(args.set, req)
+                req = replace(req, train=replace(req.train, seed=seed))
                 train_from_csv(req)
                 ev = evaluate_from_csv(req.out, path)
                 scores.append(ev.overall())
+                if args.log:
+                    with open(args.log, "a") as fh:
+                        fh.write(json.dumps({"data": name, "seed": seed, "options": overrides, "rule": args.lookback_rule,
+                                             "mase": {m: s["mase"] for m, s in scores[-1].items()}}) + "\n")
             seconds = (time.perf_counter() - t0) / args.seeds
-        mase = {m: float(np.mean([s[m]["mase"] for s in scores])) for m in ("lstm", "naive", "seasonal_naive")}
-        print(f"{name:12} {mase['lstm']:8.3f} {mase['naive']:8.3f} {mase['seasonal_naive']:8.3f} {seconds:8.1f}",
+            ens = ensemble_mase([os.path.join(tmp, f"m{seed}.lstm") for seed in range(args.seeds)], path) \
+                if args.ensemble and scores else None
+        per_seed = [s["lstm"]["mase"] for s in scores] or [float("nan")]
+        mase = {m: float(np.mean([s[m]["mase"] for s in scores])) if scores else float("nan")
+                for m in ("lstm", "naive", "seasonal_naive")}
+        stats = {"ets": (float("nan"), 0.0), "arima": (float("nan"), 0.0)} if args.no_stats else \
+            stats_scores(path, target, id_col, horizon)
+        mase["ets"], mase["arima"] = stats["ets"][0], stats["arima"][0]
+        if args.no_lstm and not args.no_stats:
+            mase["naive"], mase["seasonal_naive"] = stats["naive"][0], stats["seasonal_naive"][0]
+        n_data += 1
+        for other in wins:
+            wins[other] += mase["lstm"] < mase[other]
+        ratios.append(mase["lstm"] / mase["seasonal_naive"])
+        if args.no_lstm:
+            print(f"{name:12} {'-':>7} {'-':>7} {mase['naive']:7.3f} {mase['seasonal_naive']:7.3f} {mase['ets']:7.3f} "
+                  f"{mase['arima']:7.3f} {'-':>7} {stats['ets'][1] + stats['arima'][1]:7.1f}", flush=True)
+            continue
+        print(f"{name:12} {mase['lstm']:7.3f} {float(np.median(per_seed)):7.3f} {mase['naive']:7.3f} "
+              f"{mase['seasonal_naive']:7.3f} {mase['ets']:7.3f} {mase['arima']:7.3f} {seconds:7.1f} "
+              f"{stats['ets'][1] + stats['arima'][1]:7.1f}   per seed {' '.join(f'{v:.3f}' for v in per_seed)}"
+              + ("" if ens is None else f"   ens {ens:.3f}"),
               flush=True)
+    if n_data and not args.no_lstm:
+        print(f"lstm (mean over seeds) beats snaive on {wins['seasonal_naive']}/{n_data}"
+              + ("" if args.no_stats else f", ets on {wins['ets']}/{n_data}, arima on {wins['arima']}/{n_data}")
+              + f"; geometric mean of lstm/snaive MASE {float(np.exp(np.mean(np.log(ratios)))):.3f}")
 
 
 if __name__ == "__main__":
