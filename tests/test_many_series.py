@@ -247,3 +247,21 @@ def test_worker_killed_mid_job_gives_the_same_result(cluster, trained, tmp_path)
     assert killed == [1] and meta["series"] == 60
     got = pd.read_csv(tmp_path / "f.csv", dtype=str)
     assert_same_rows(got, local_frame(model_path, data))
+
+
+def test_dask_reads_gzip_globs_and_parquet(cluster, trained, tmp_path):
+    import gzip
+
+    d, model_path = trained
+    df = pd.read_csv(d / "train.csv", dtype=str)
+    ids = sorted(df["id"].unique())
+    for k, half in enumerate((ids[::2], ids[1::2])):  # two gzip files; globbed back together
+        with gzip.open(tmp_path / f"in-{k}.csv.gz", "wt") as f:
+            df[df["id"].isin(half)].to_csv(f, index=False)
+    df.astype({"value": float}).to_parquet(tmp_path / "in.parquet")
+    want = local_frame(model_path, d / "train.csv")
+    for data in (tmp_path / "in-*.csv.gz", tmp_path / "in.parquet"):
+        out = tmp_path / f"f-{data.suffix.strip('.')}.csv"
+        r = dask_predict(cluster, model_path, data, out)
+        assert r.exit_code == 0, r.output
+        assert_same_rows(pd.read_csv(out, dtype=str), want)
