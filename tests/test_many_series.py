@@ -265,3 +265,38 @@ def test_dask_reads_gzip_globs_and_parquet(cluster, trained, tmp_path):
         r = dask_predict(cluster, model_path, data, out)
         assert r.exit_code == 0, r.output
         assert_same_rows(pd.read_csv(out, dtype=str), want)
+
+
+def test_dask_max_age_is_checked_on_the_whole_input(cluster, trained, tmp_path):
+    """The newest row of the input (2026-03-01) decides, not the newest of one partition: some
+    partitions end a day earlier. A stalled feed exits 4 and writes nothing."""
+    from lstm_cli import engine_dask
+    from lstm_cli.errors import EXIT_STALE_INPUT
+
+    d, model_path = trained
+    out = tmp_path / "f.csv"
+    now = pd.Timestamp("2026-03-02T05:00:00").value
+    seen = []
+    engine_dask.predict_dask(str(model_path), str(d / "train.csv"), str(out), scheduler=cluster.scheduler_address,
+                             npartitions=24, max_age=30 * 3600, now_ns=now,
+                             on_progress=lambda done, total, series: seen.append(series))
+    assert out.exists() and len(seen) == 24  # some partitions hold only series that ended on 02-28
+    out.unlink()
+    r = dask_predict(cluster, model_path, d / "train.csv", out, "--max-age", "20h", "--now", "2026-03-02T05:00:00Z")
+    assert r.exit_code == EXIT_STALE_INPUT and "is the feed stalled" in r.output
+    assert not out.exists()
+
+
+def test_dask_single_series_without_id_column(cluster, tmp_path):
+    data = os.path.join(os.path.dirname(__file__), "..", "sample_data", "a10_monthly.csv")
+    model = tmp_path / "a10.lstm"
+    r = run("train", data, "--target", "cost_million_aud", "--horizon", 4, "--hidden", 4, "--epochs", 2,
+            "--threads", 1, "--out", model, "-q")
+    assert r.exit_code == 0, r.output
+    r = dask_predict(cluster, model, data, tmp_path / "f.csv")
+    assert r.exit_code == 0, r.output
+    got = pd.read_csv(tmp_path / "f.csv", dtype=str)
+    want = local_frame(model, data)
+    assert list(got["date"]) == list(want["date"]) and len(got) == 4
+    np.testing.assert_allclose(got["cost_million_aud"].astype(float), want["cost_million_aud"].astype(float),
+                               rtol=1e-6)
