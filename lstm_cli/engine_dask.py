@@ -138,13 +138,21 @@ def _read_input(dd, data: str, columns: list[str], sep: str, blocksize):
         raise InputMissingError(f"{data}: cannot be read ({getattr(e, 'strerror', None) or e}); check the "
                                 "path (every worker must see it)") from None
     except ValueError as e:
-        raise DataError(f"{data}: cannot be read as {'Parquet' if is_parquet else 'CSV'} ({e})") from None
+        raise _unreadable(data, e, is_parquet) from None
     ddf = ddf.rename(columns={c: str(c).strip() for c in ddf.columns})
     absent = [c for c in columns if c not in ddf.columns]
     if absent:
         raise DataError(f"{data}: column{'s' if len(absent) > 1 else ''} {', '.join(map(repr, absent))} "
                         f"not found; the header has {', '.join(repr(str(c)) for c in ddf.columns)}")
     return ddf[columns]
+
+
+def _unreadable(data: str, e: BaseException, parquet: bool = False) -> DataError:
+    """dask/pandas reader errors (ragged rows, bad bytes) as one line."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    reason = lines[-1] if lines else type(e).__name__
+    return DataError(f"{data}: cannot be read as {'Parquet' if parquet else 'CSV'} ({reason}); fix the file "
+                     "(every record needs as many fields as the header, UTF-8 text)")
 
 
 def _check_out(out: str, data: str) -> bool:
@@ -241,7 +249,10 @@ def predict_dask(model_path: str, data: str, out: str, *, scheduler: str | None 
         futures = client.compute(parts, retries=retries)
         done, n_series, newest, notes, written = 0, 0, None, [], []
         for fut in distributed.as_completed(futures):
-            row = fut.result().iloc[0]
+            try:
+                row = fut.result().iloc[0]
+            except (ValueError, UnicodeDecodeError) as e:  # the reader's, on a block read later
+                raise _unreadable(data, e) from None
             fut.release()
             done += 1
             n_series += int(row["series"])

@@ -300,3 +300,16 @@ def test_dask_single_series_without_id_column(cluster, tmp_path):
     assert list(got["date"]) == list(want["date"]) and len(got) == 4
     np.testing.assert_allclose(got["cost_million_aud"].astype(float), want["cost_million_aud"].astype(float),
                                rtol=1e-6)
+
+
+def test_dask_ragged_row_in_a_later_block_is_a_data_error(cluster, trained, tmp_path):
+    from lstm_cli import engine_dask
+    from lstm_cli.errors import DataError
+
+    d, model_path = trained
+    data = tmp_path / "ragged.csv"
+    data.write_text((d / "train.csv").read_text() + "s00001,2026-03-02,1.0,extra\n")
+    with pytest.raises(DataError, match=r"cannot be read as CSV \(.*Expected 3 fields"):
+        engine_dask.predict_dask(str(model_path), str(data), str(tmp_path / "f.csv"),
+                                 scheduler=cluster.scheduler_address, blocksize=2000)
+    assert sorted(os.listdir(tmp_path)) == ["ragged.csv"]
