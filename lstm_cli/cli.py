@@ -241,13 +241,13 @@ def data_options(f):
 @data_options
 @click.option("--freq", help="Frequency alias (MS, W-MON, D, h, 5min, ...); default: inferred.")
 @click.option("--lookback", type=click.IntRange(1, 100_000), help="Input window length [default: 2 seasons or 2 horizons].")
-@click.option("--hidden", type=click.IntRange(1, 4096), default=32, show_default=True, help="LSTM hidden size.")
+@click.option("--hidden", type=click.IntRange(1, 4096), default=64, show_default=True, help="LSTM hidden size.")
 @click.option("--layers", type=click.IntRange(1, 16), default=1, show_default=True, help="Stacked LSTM layers.")
 @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
               help="Dropout between layers (training only).")
 @click.option("--epochs", type=click.IntRange(1, 100_000), default=100, show_default=True, help="Maximum epochs.")
 @click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=32, show_default=True)
-@click.option("--lr", type=click.FloatRange(0.0, 10.0, min_open=True), default=3e-3, show_default=True, help="Learning rate.")
+@click.option("--lr", type=click.FloatRange(0.0, 10.0, min_open=True), default=1e-2, show_default=True, help="Learning rate.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
 @click.option("--momentum", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
               help="SGD momentum.")

@@ -32,7 +32,7 @@ class TrainRequest:
     freq: str | None = None
     missing: str = "interpolate"
     lookback: int | None = None
-    hidden: int = 32
+    hidden: int = 64
     layers: int = 1
     dtype: str = "float32"
     quantiles: tuple[float, ...] = ()

@@ -24,7 +24,7 @@ from lstm_cli.optim import ReduceOnPlateau, make_optimizer
 class TrainConfig:
     epochs: int = 100
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float = 1e-2
     optimizer: str = "adam"
     momentum: float = 0.0
     weight_decay: float = 0.0
