@@ -155,6 +155,7 @@ def main() -> None:
     ap.add_argument("--only", action="append")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+seeds-1")
     ap.add_argument("--skip-slow", action="store_true", help=f"leave out {', '.join(SLOW)}")
     ap.add_argument("--no-stats", action="store_true", help="leave out the AutoETS/AutoARIMA columns")
     ap.add_argument("--no-lstm", action="store_true", help="only the baselines and the statsforecast columns")
@@ -183,7 +184,7 @@ def main() -> None:
             cut_tail(path, id_col, horizon, train_csv)
             scores = []
             t0 = time.perf_counter()
-            for seed in range(0 if args.no_lstm else args.seeds):
+            for seed in range(args.first_seed, args.first_seed + (0 if args.no_lstm else args.seeds)):
                 req = TrainRequest(data=train_csv, out=os.path.join(tmp, f"m{seed}.lstm"), targets=(target,),
                                    horizon=horizon, features=features, id_col=id_col)
                 req = parse_overrides(args.set, req)
@@ -196,7 +197,8 @@ def main() -> None:
                         fh.write(json.dumps({"data": name, "seed": seed, "options": overrides, "rule": args.lookback_rule,
                                              "mase": {m: s["mase"] for m, s in scores[-1].items()}}) + "\n")
             seconds = (time.perf_counter() - t0) / args.seeds
-            ens = ensemble_mase([os.path.join(tmp, f"m{seed}.lstm") for seed in range(args.seeds)], path) \
+            ens = ensemble_mase([os.path.join(tmp, f"m{seed}.lstm")
+                                 for seed in range(args.first_seed, args.first_seed + args.seeds)], path) \
                 if args.ensemble and scores else None
         per_seed = [s["lstm"]["mase"] for s in scores] or [float("nan")]
         mase = {m: float(np.mean([s[m]["mase"] for s in scores])) if scores else float("nan")
