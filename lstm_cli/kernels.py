@@ -383,7 +383,8 @@ def _layer_backward(w_ih, w_hh, gates, cells, tanh_cells, d_hidden, inp, hidden,
         gw_hh[:, :] = 0.0
     # When every product with dz_t is done step by step, only dz_t and dz_{t+1} are kept: two
     # slots of d_gates in turn, which stay in cache (T=168: 5.5 MB less to write and read).
-    ring = (fused_ih or blocks_ih > 0) and (blocks_hh > 0 or T == 1)
+    low_step = want_low and blocks_ih > 0  # dz_t W_ih fits the small-matrix path too
+    ring = (fused_ih or blocks_ih > 0) and (blocks_hh > 0 or T == 1) and (low_step or not want_low)
     for t in range(T - 1, -1, -1):
         s = t % 2 if ring else t
         if t < T - 1:
@@ -406,7 +407,7 @@ def _layer_backward(w_ih, w_hh, gates, cells, tanh_cells, d_hidden, inp, hidden,
             _add_step_grad(dz, inp[t], gw_ih, part_ih, blocks_ih)
         if blocks_hh > 0 and t > 0:
             _add_step_grad(dz, hidden[t - 1], gw_hh, part_hh, blocks_hh)
-        if want_low:
+        if low_step:
             _matmul(dz, w_ih, d_low[t])  # (B, 4H) x (4H, Din)
     if fused_ih:
         for q in range(G):
@@ -418,6 +419,8 @@ def _layer_backward(w_ih, w_hh, gates, cells, tanh_cells, d_hidden, inp, hidden,
     if blocks_hh == 0 and T > 1:
         n = (T - 1) * B
         np.dot(d_gates[1:].reshape((n, G)).T, hidden[: T - 1].reshape((n, H)), gw_hh)
+    if want_low and not low_step:  # one GEMM packs W_ih once, not once per step
+        _matmul(d_gates.reshape((T * B, G)), w_ih, d_low.reshape((T * B, d_in)))
 
 
 @njit(**KERNEL)
