@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import platform
 import statistics
@@ -112,18 +113,22 @@ GUARD = Guard()
 CLOCK = time.perf_counter  # --clock cpu: time.thread_time, the CPU time of this thread only
 
 
-def timed(fn, min_time: float) -> float:
-    """Seconds per call of fn: one repeat runs fn n times, n growing until min_time is reached;
-    a repeat disturbed by other processes is measured again (GUARD; wall clock only)."""
-    n = 1
-    while True:
+def calls_for(fn, min_time: float) -> tuple[int, float]:
+    """How many calls of fn make one repeat of at least min_time (one call if it is slower), and
+    the seconds of one call (the fastest of up to three)."""
+    dt = float("inf")
+    for _ in range(3):
         t0 = CLOCK()
-        for _ in range(n):
-            fn()
-        dt = CLOCK() - t0
-        if dt >= min_time or n >= 1 << 16:
+        fn()
+        dt = min(dt, CLOCK() - t0)
+        if dt > 0.2:
             break
-        n = max(n * 2, int(n * min_time / max(dt, 1e-9)) + 1) if dt > min_time / 8 else n * 8
+    return max(1, int(math.ceil(min_time / max(dt, 1e-9)))), dt
+
+
+def timed(fn, n: int) -> float:
+    """Seconds per call of fn over one repeat of n calls; a repeat disturbed by other processes
+    is measured again (GUARD; wall clock only)."""
 
     def repeat():
         t0 = CLOCK()
@@ -135,11 +140,14 @@ def timed(fn, min_time: float) -> float:
 
 
 def interleaved(fns: dict, repeats: int, min_time: float) -> dict[str, float]:
-    """Median seconds per call of each fn, alternating fns within each repeat."""
+    """Median seconds per call of each fn, alternating fns within each repeat. Calls slower than
+    a second get 3 repeats at most (the full run must fit in ~15 minutes)."""
+    calls = {k: calls_for(fn, min_time) for k, fn in fns.items()}
+    slow = max(dt for _, dt in calls.values()) > 1.0
     times = {k: [] for k in fns}
-    for _ in range(repeats):
+    for _ in range(min(repeats, 3) if slow else repeats):
         for k, fn in fns.items():
-            times[k].append(timed(fn, min_time))
+            times[k].append(timed(fn, calls[k][0]))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -198,7 +206,7 @@ def bench_config(D, H, L, T, repeats, min_time, threads_list=THREADS):
 
 
 HEADER = ("   D    H  L    T thr | train lstm  torch  ratio | infer lstm   torch  ratio |"
-          " latency lstm  torch ratio | lstm 2t/1t train infer")
+          " latency lstm  torch ratio | 2t/1t lstm: train infer, torch: train infer")
 
 
 def fmt_row(r, one=None) -> str:
@@ -208,8 +216,10 @@ def fmt_row(r, one=None) -> str:
          f" {inf['lstm']:10.0f} {inf['torch']:7.0f} {inf['lstm'] / inf['torch']:6.2f} |"
          f" {lat['lstm']:9.0f}us {lat['torch']:6.0f} {lat['torch'] / lat['lstm']:5.2f} |")
     if one is not None:
-        s += (f" {r['train']['lstm'] / one['train']['lstm']:14.2f}"
-              f" {r['infer']['lstm'] / one['infer']['lstm']:5.2f}")
+        s += (f" {r['train']['lstm'] / one['train']['lstm']:17.2f}"
+              f" {r['infer']['lstm'] / one['infer']['lstm']:5.2f}"
+              f" {r['train']['torch'] / one['train']['torch']:13.2f}"
+              f" {r['infer']['torch'] / one['infer']['torch']:5.2f}")
     return s
 
 
