@@ -266,7 +266,9 @@ def data_options(f):
 @click.option("--forget-bias", type=click.FloatRange(-10.0, 10.0), default=1.0, show_default=True,
               help="Initial forget-gate bias: higher remembers longer at the start of training.")
 @click.option("--threads", type=click.IntRange(1, 256), help="Worker threads [default: CPUs, at most 8].")
-@click.option("--time-limit", type=DurationType(), help="Stop cleanly after this long (90s, 10m, 2h); keeps the best model.")
+@click.option("--time-limit", type=DurationType(),
+              help="Stop cleanly after this long (90s, 10m, 2h; counted from the start, waiting for --wait "
+                   "included); keeps the best model.")
 @click.option("--resume", is_flag=True,
               help="Continue from the checkpoint a stopped or killed run left beside --out (same data and "
                    "options); without one, train from the start.")
@@ -282,12 +284,11 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
     The model is one file with everything predict needs. Progress goes to stderr; nothing is
     written to stdout. Same data, options and --threads give a byte-identical model.
 
-    \b
     Safe to run from cron: --out is replaced atomically and only by a complete model; a second
     run on the same --out exits 75 (or waits, with --wait); SIGINT/SIGTERM stop within a batch,
-    keep the previous --out and exit 130/143. Every epoch leaves a checkpoint `.NAME.ckpt` beside
-    --out (removed once the model is saved): after a kill, --resume continues from it and gives
-    the model the uninterrupted run would have written.
+    keep the previous --out and exit 130/143. Finished epochs leave a checkpoint .NAME.ckpt
+    beside --out (removed once the model is saved): after any kill, --resume continues from it
+    and writes the model the uninterrupted run would have written.
 
     \b
     Example:

@@ -105,9 +105,9 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
     The caller holds atomic.output_lock(req.out) for the whole call (the CLI does): after every
     epoch a checkpoint is written atomically beside req.out (checkpoint.py), and removed once the
     model is saved. With `resume`, training continues from that checkpoint when there is one
-    (DataError if it belongs to other data or settings; a damaged one is reported and ignored). Stopped by a signal (should_stop
-    returned 'signal') or before the first epoch finished: nothing is saved, req.out is left as
-    it was, and (None, result) is returned."""
+    (DataError if it belongs to other data or settings; a damaged one is reported and ignored).
+    Stopped by a signal (should_stop returned 'signal') or before the first epoch finished:
+    nothing is saved, req.out is left as it was, and (None, result) is returned."""
     from lstm_cli import checkpoint
 
     atomic.check_output_path(req.out, inputs=() if req.data == "-" else (req.data,))
