@@ -265,6 +265,9 @@ def data_options(f):
               help="level: windows relative to their last row (follows trends); series: per-series scaling only.")
 @click.option("--forget-bias", type=click.FloatRange(-10.0, 10.0), default=1.0, show_default=True,
               help="Initial forget-gate bias: higher remembers longer at the start of training.")
+@click.option("--warm-start", type=click.Path(dir_okay=False),
+              help="Fine-tune this model on DATA instead of starting from scratch: its architecture, lookback, "
+                   "scalers and weights are kept; DATA must continue its training range.")
 @click.option("--threads", type=click.IntRange(1, 256), help="Worker threads [default: CPUs, at most 8].")
 @click.option("--time-limit", type=DurationType(),
               help="Stop cleanly after this long (90s, 10m, 2h; counted from the start, waiting for --wait "
@@ -278,7 +281,7 @@ def data_options(f):
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def train(data, targets, horizon, out, features, time_col, id_col, sep, missing, freq, lookback, hidden, layers,
           dropout, epochs, batch_size, lr, optimizer, momentum, weight_decay, clip, val_frac, patience, quantiles,
-          seed, dtype, scaling, forget_bias, threads, time_limit, resume, wait, max_input_bytes, quiet):
+          seed, dtype, scaling, forget_bias, warm_start, threads, time_limit, resume, wait, max_input_bytes, quiet):
     """Train a model on DATA (a .csv or .csv.gz file, or - for stdin) and write it to --out.
 
     The model is one file with everything predict needs. Progress goes to stderr; nothing is
@@ -315,7 +318,7 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
                            features=_split_names(features), time_col=time_col, id_col=id_col, sep=sep, freq=freq,
                            missing=missing, lookback=lookback, hidden=hidden, layers=layers, dtype=dtype,
                            quantiles=quantiles or (), val_frac=val_frac, threads=threads, train=config,
-                       scaling=scaling, forget_bias=forget_bias)
+                       scaling=scaling, forget_bias=forget_bias, warm_start=warm_start)
 
         with TrainProgress(console) as progress:
             def on_event(kind, payload):

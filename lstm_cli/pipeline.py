@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -40,6 +40,7 @@ class TrainRequest:
     forget_bias: float = 1.0
     scaling: str = "level"
     threads: int | None = None
+    warm_start: str | None = None
     train: TrainConfig = TrainConfig()
 
 
@@ -94,6 +95,39 @@ def _check_lengths(series: frame.SeriesSet, need: int, why: str) -> None:
                         f"supply more history or lower --lookback/--horizon")
 
 
+def check_warm_start(old: Forecaster, series: frame.SeriesSet, req: TrainRequest) -> list[str]:
+    """A fine-tune must keep the old model's contract: same columns, time kind, frequency and
+    horizon, and data that continues (not precedes) what the old model was trained on. The old
+    model's architecture, lookback, quantiles and scaling are kept; returns notes for the user."""
+    spec = old.spec
+    where = f"--warm-start {req.warm_start}"
+    for what, ours, theirs in (("targets", tuple(req.targets), spec.targets),
+                               ("features", tuple(req.features), spec.features),
+                               ("time column", series.time_col, spec.time_col),
+                               ("id column", series.id_col, spec.id_col),
+                               ("time kind", series.time_kind, spec.time_kind),
+                               ("horizon", req.horizon, spec.horizon)):
+        if ours != theirs:
+            raise DataError(f"{where}: {what} {theirs!r} in the old model, {ours!r} here; warm start needs the "
+                            f"same contract (train from scratch without --warm-start to change it)")
+    if spec.freq and series.freq and spec.freq != series.freq:
+        raise DataError(f"{where}: frequency {spec.freq} in the old model, {series.freq} in {series.source}")
+    ends = series.times[series.starts[1:] - 1]
+    known = dict(zip(old.ids, old.last_time, strict=True))
+    for sid, end in zip(series.ids, ends, strict=True):
+        if sid in known and end < known[sid]:
+            fmt = lambda t: frame.format_times(np.asarray([t], dtype=np.int64), series.time_kind, series.freq)[0]  # noqa: E731
+            who = f"series {sid!r}" if series.id_col else "the data"
+            raise DataError(f"{series.source}: {who} ends at {fmt(int(end))}, before the old model's training "
+                            f"data did ({fmt(int(known[sid]))}); warm start continues a model with newer data")
+    notes = []
+    new_ids = [sid for sid in series.ids if sid not in known]
+    if new_ids:
+        notes.append(f"warm start: {len(new_ids)} series new to the model ({', '.join(map(repr, new_ids[:3]))}"
+                     f"{' ...' if len(new_ids) > 3 else ''}) get scalers fitted on their own training rows")
+    return notes
+
+
 def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None] = lambda kind, x: None,
                    should_stop: Callable[[], str | None] | None = None, resume: bool = False,
                    max_input_bytes: int = 2_000_000_000) -> tuple[Forecaster | None, TrainResult]:
@@ -122,6 +156,14 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
     series = frame.read_series(req.data, targets=req.targets, features=req.features, time_col=req.time_col,
                                id_col=req.id_col, sep=req.sep, freq=req.freq, missing=req.missing,
                                max_bytes=max_input_bytes)
+    old = None
+    warm_notes: list[str] = []
+    if req.warm_start:
+        old, _ = load_model(req.warm_start, req.threads)
+        warm_notes = check_warm_start(old, series, req)
+        req = replace(req, hidden=old.network.arch.hidden_size, layers=old.network.arch.num_layers,
+                      dtype=old.network.arch.dtype, quantiles=old.spec.quantiles, scaling=old.spec.scaling,
+                      lookback=old.spec.lookback)
     lengths = np.diff(series.starts)
     horizon = req.horizon
     shortest = int(lengths.min())
@@ -134,6 +176,11 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
     n_targets = len(req.targets)
     train_rows = np.array([n - windows.val_rows_for(n, req.val_frac, horizon) for n in lengths])
     loc, scale = scaling.fit(series.values, series.starts, train_rows)
+    if old is not None:  # known series keep the scaler the network was trained with
+        known = {sid: n for n, sid in enumerate(old.ids)}
+        for s_new, sid in enumerate(series.ids):
+            if sid in known:
+                loc[s_new], scale[s_new] = old.loc[known[sid]], old.scale[known[sid]]
     scaled = scaling.transform(series.values, series.starts, loc, scale)
     w = windows.make_windows(scaled, series.starts, n_targets, lookback, horizon, req.val_frac,
                              level=req.scaling == "level")
@@ -149,14 +196,18 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
     arch = Architecture(input_size=len(series.columns), hidden_size=req.hidden, num_layers=req.layers,
                         output_size=horizon * n_targets * nq, dtype=req.dtype)
     threads = req.threads or default_threads()
-    network = Network(arch, seed=req.train.seed, forget_bias=req.forget_bias, threads=threads)
+    if old is not None:
+        network = Network(arch, old.network.params.copy(), threads=threads)
+    else:
+        network = Network(arch, seed=req.train.seed, forget_bias=req.forget_bias, threads=threads)
     on_event("data", {"series": len(series.ids), "rows": int(lengths.sum()), "lookback": lookback,
                       "horizon": horizon, "season": season, "freq": series.freq,
                       "train_windows": len(w["x_train"]), "val_windows": len(w["x_val"]),
-                      "parameters": network.layout.size, "warnings": series.warnings})
+                      "parameters": network.layout.size, "warnings": tuple(series.warnings) + tuple(warm_notes)})
     data_sha256 = data_fingerprint(series)
+    warm_sha = modelfile.file_sha256(req.warm_start) if req.warm_start else None
     settings = checkpoint.settings_for(req, lookback=lookback, threads=threads, time_col=series.time_col,
-                                       id_col=series.id_col, freq=series.freq)
+                                       id_col=series.id_col, freq=series.freq, warm_start_sha256=warm_sha)
     state, problem = None, None
     if resume:
         state, problem = checkpoint.resume_state(ckpt_path, settings=settings, data_sha256=data_sha256)
@@ -174,7 +225,7 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
                     scaling=req.scaling)
     params = {k: getattr(req.train, k) for k in req.train.__dataclass_fields__}
     params.update(hidden=req.hidden, layers=req.layers, val_frac=req.val_frac, forget_bias=req.forget_bias,
-                  dtype=req.dtype)
+                  dtype=req.dtype, warm_start_sha256=warm_sha)
     training = {"seed": req.train.seed, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                 "threads": threads, "params": params,
                 "history": {"train_loss": [float(x) for x in result.train_loss],

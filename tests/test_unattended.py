@@ -94,3 +94,58 @@ def test_version_json_reports_the_jit_cache():
     for key in ("lstm", "numba", "llvmlite", "numpy", "pandas", "cpu"):
         assert doc[key]
     assert set(doc["jit_cache"]) >= {"dir", "warm", "writable", "builds"}
+
+
+def test_warm_start_continues_a_model_with_newer_data(tmp_path):
+    a10 = ROOT / "sample_data" / "a10_monthly.csv"
+    lines = a10.read_text().splitlines()
+    older = tmp_path / "older.csv"
+    older.write_text("\n".join(lines[:181]) + "\n")  # up to 2006-06
+    old = tmp_path / "old.lstm"
+    assert run("train", older, "--target", "cost_million_aud", "--horizon", "6", "--out", old, "--epochs", "2",
+               "--hidden", "8", "-q").exit_code == 0
+    new = tmp_path / "new.lstm"
+    result = run("train", a10, "--target", "cost_million_aud", "--horizon", "6", "--out", new, "--epochs", "2",
+                 "--warm-start", old, "--hidden", "32", "-q")
+    assert result.exit_code == 0, result.output
+    old_h = json.loads(run("info", old, "--format", "json").stdout)
+    new_h = json.loads(run("info", new, "--format", "json").stdout)
+    assert new_h["arch"] == old_h["arch"]  # the old architecture is kept, --hidden is not applied
+    assert new_h["training"]["params"]["warm_start_sha256"] == old_h["sha256"]
+    assert new_h["series"]["last_time"] > old_h["series"]["last_time"]
+    # the scaler of a known series is the old one: fine-tuning keeps the units the weights learned
+    from lstm_cli import modelfile
+
+    np_old, np_new = modelfile.load(old)[1], modelfile.load(new)[1]
+    assert (np_old["scaler.loc"] == np_new["scaler.loc"]).all()
+
+
+@pytest.mark.parametrize("extra, phrase", [
+    (["--horizon", "3"], "horizon 6 in the old model, 3 here"),
+    (["--horizon", "6", "--features", "cost_million_aud2"], "features"),
+])
+def test_warm_start_refuses_another_contract(tmp_path, extra, phrase):
+    a10 = ROOT / "sample_data" / "a10_monthly.csv"
+    old = tmp_path / "old.lstm"
+    assert run("train", a10, "--target", "cost_million_aud", "--horizon", "6", "--out", old, "--epochs", "1",
+               "--hidden", "4", "-q").exit_code == 0
+    data = a10
+    if "--features" in extra:
+        data = tmp_path / "with_feature.csv"
+        rows = a10.read_text().splitlines()
+        data.write_text("\n".join([rows[0] + ",cost_million_aud2"] + [r + "," + r.split(",")[1] for r in rows[1:]]) + "\n")
+    result = run("train", data, "--target", "cost_million_aud", "--out", tmp_path / "n.lstm", "--warm-start", old,
+                 *extra)
+    assert result.exit_code == 65 and phrase in result.output
+
+
+def test_warm_start_refuses_older_data(tmp_path):
+    a10 = ROOT / "sample_data" / "a10_monthly.csv"
+    old = tmp_path / "old.lstm"
+    assert run("train", a10, "--target", "cost_million_aud", "--horizon", "6", "--out", old, "--epochs", "1",
+               "--hidden", "4", "-q").exit_code == 0
+    older = tmp_path / "older.csv"
+    older.write_text("\n".join(a10.read_text().splitlines()[:150]) + "\n")
+    result = run("train", older, "--target", "cost_million_aud", "--horizon", "6", "--out", tmp_path / "n.lstm",
+                 "--warm-start", old)
+    assert result.exit_code == 65 and "before the old model's training data did" in result.output
