@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo_out
 
-.PHONY: demo test bench bench-quick lint venv clean
+.PHONY: demo test bench bench-quick bench-scale accuracy lint venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ bench: $(VENV)/.installed-dev
 
 bench-quick: $(VENV)/.installed-dev
 	$(BIN)/python bench/bench_engine.py --quick
+
+# 100k series x 60 points: lstm predict (local and dask) against a per-series loop
+bench-scale: $(VENV)/.installed-dev
+	$(BIN)/python bench/bench_many_series.py
+
+# the accuracy study of docs/accuracy.md (needs `pip install statsforecast` for the ETS/ARIMA columns)
+accuracy: $(VENV)/.installed-dev
+	$(BIN)/python bench/accuracy.py --seeds 3 --skip-slow
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check lstm_cli tests bench
