@@ -149,3 +149,26 @@ def test_warm_start_refuses_older_data(tmp_path):
     result = run("train", older, "--target", "cost_million_aud", "--horizon", "6", "--out", tmp_path / "n.lstm",
                  "--warm-start", old)
     assert result.exit_code == 65 and "before the old model's training data did" in result.output
+
+
+def test_entry_point_validate_stale_and_provenance(panel_model, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    lstm = shutil.which("lstm", path=os.path.dirname(sys.executable))
+    if lstm is None:
+        pytest.skip("the lstm entry point is not installed")
+    ok = subprocess.run([lstm, "validate", str(PANEL), "--target", "departures_thousands", "--id-col", "series_id",
+                         "--format", "json"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["usable"]
+    stale = subprocess.run([lstm, "predict", str(panel_model), str(PANEL), "--max-age", "1d", "--now",
+                            "2017-07-01T00:00:00Z"], capture_output=True, text=True, timeout=120)
+    assert stale.returncode == 4 and stale.stdout == "" and stale.stderr.startswith("lstm: ")
+    out = tmp_path / "f.csv"
+    fresh = subprocess.run([lstm, "predict", str(panel_model), str(PANEL), "--max-age", "40d", "--now",
+                            "2017-07-01T00:00:00Z", "--provenance", "--out", str(out)],
+                           capture_output=True, text=True, timeout=120)
+    assert fresh.returncode == 0, fresh.stderr
+    assert out.read_text().splitlines()[0] == "date,series_id,origin,step,model_sha256,model_created,departures_thousands"
