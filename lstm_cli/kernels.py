@@ -25,7 +25,9 @@ All tensors live in one flat parameter vector; ``offsets`` (int64, 4L+2 entries,
 ``network.ParamLayout``) gives where each starts, in the order above.
 
 Arrays are time-major: a batch of windows is x (T, B, D), so x[t] is a C-contiguous (B, D)
-matrix and every product is one BLAS GEMM (Numba calls SciPy's BLAS for ``np.dot``).
+matrix and the products are BLAS GEMMs (Numba calls SciPy's OpenBLAS for ``np.dot``), shaped for
+its small-matrix path where that was measured faster (see _matmul); narrow inputs (D < SMALL_D)
+and single windows use loops written here. docs/benchmarks.md has the measurements.
 
 Decorator policy: ``cache=True`` (compiled once, loaded from disk after), ``nogil=True`` (the
 batch is split in shards that run on Python threads), ``error_model="numpy"`` (no
