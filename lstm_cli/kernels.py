@@ -197,7 +197,7 @@ def _layer_views(params, offsets, k, D, H):
 
 
 @njit(**KERNEL)
-def _head_views(params, offsets, L, H, O):
+def _head_views(params, offsets, L, H, O):  # noqa: E741
     ow = offsets[4 * L]
     ob = offsets[4 * L + 1]
     return params[ow : ow + O * H].reshape((O, H)), params[ob : ob + O]
@@ -455,7 +455,7 @@ def _add_step_grad(dz, inp, gw, part, blocks):
 @njit(**KERNEL)
 def _loss_and_grad_out(y_hat, y, quantiles, loss_kind, n_total, d_out):
     """Sum of the loss over this shard; d_out = dL/dy_hat with L the mean over all n_total."""
-    B, O = y_hat.shape
+    B, O = y_hat.shape  # noqa: E741
     total = 0.0
     scale = 1.0 / n_total
     for b in range(B):
@@ -477,7 +477,7 @@ def _loss_and_grad_out(y_hat, y, quantiles, loss_kind, n_total, d_out):
 
 
 @njit(**KERNEL)
-def forward_backward(params, offsets, D, H, L, O, x, y, masks, use_masks, quantiles, loss_kind,
+def forward_backward(params, offsets, D, H, L, O, x, y, masks, use_masks, quantiles, loss_kind,  # noqa: E741
                      n_total, grad, gates, cells, tanh_cells, hidden, layer_in, rec, y_hat, d_out,
                      d_gates, d_a, d_b, dh_rec, dc_next):
     """Loss (summed over this shard) and its gradient wrt every parameter, written into grad.
@@ -557,7 +557,7 @@ AXPY_MAX_H = 64  # above, BLAS's matrix-vector product is faster than _infer_axp
 
 
 @njit(**KERNEL)
-def forward_infer(params, offsets, D, H, L, O, x, out):
+def forward_infer(params, offsets, D, H, L, O, x, out):  # noqa: E741
     """Head outputs out (B, O) for windows x (T, B, D) without training caches: memory
     O(L*B*(D+H)), not O(T*B*H). Few windows (the latency path) avoid GEMM."""
     if x.shape[1] > GEMV_MAX_B:
@@ -569,7 +569,7 @@ def forward_infer(params, offsets, D, H, L, O, x, out):
 
 
 @njit(**KERNEL)
-def _infer_gemv(params, offsets, D, H, L, O, x, out):
+def _infer_gemv(params, offsets, D, H, L, O, x, out):  # noqa: E741
     """Two BLAS matrix-vector products per window, step and layer on the weights as they lie in
     params: a GEMM with one row would pack (copy) all of W every step."""
     old_fp = _flush_denormals()
@@ -605,7 +605,7 @@ def _infer_gemv(params, offsets, D, H, L, O, x, out):
 
 
 @njit(**KERNEL)
-def _infer_axpy(params, offsets, D, H, L, O, x, out):
+def _infer_axpy(params, offsets, D, H, L, O, x, out):  # noqa: E741
     """Matrix-vector products per window, step and layer, written here rather than called from
     BLAS: a BLAS call costs ~0.15 us, more than the product itself at small H. The weights are first transposed and stacked,
     wt[k] = [W_ih | W_hh]^T (Din+H, 4H), so that the product is a sum of rows (axpy), which
@@ -673,7 +673,7 @@ def _infer_axpy(params, offsets, D, H, L, O, x, out):
 
 
 @njit(**KERNEL)
-def _infer_gemm(params, offsets, D, H, L, O, x, out):
+def _infer_gemm(params, offsets, D, H, L, O, x, out):  # noqa: E741
     """Each layer does one GEMM per step, [x_t, h_{t-1}, 1] (B, Din+H+1) x [W_ih | W_hh | b]^T
     (Din+H+1, 4H),
     on a buffer xh whose left part holds the layer's input (x_t for layer 0, the layer below's

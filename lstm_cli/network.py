@@ -53,7 +53,7 @@ class ParamLayout:
     """Names, shapes and offsets of every tensor in the flat parameter vector (kernels.py doc)."""
 
     def __init__(self, arch: Architecture):
-        D, H, L, O = arch.input_size, arch.hidden_size, arch.num_layers, arch.output_size
+        D, H, L, O = arch.input_size, arch.hidden_size, arch.num_layers, arch.output_size  # noqa: E741
         self.shapes: dict[str, tuple[int, ...]] = {}
         for k in range(L):
             d_in = D if k == 0 else H
@@ -74,7 +74,7 @@ class ParamLayout:
         """Named views into flat (writes go through)."""
         return {
             name: flat[off : off + int(np.prod(shape))].reshape(shape)
-            for (name, shape), off in zip(self.shapes.items(), self.offsets)
+            for (name, shape), off in zip(self.shapes.items(), self.offsets, strict=True)
         }
 
     def flatten(self, tensors: dict[str, np.ndarray], dtype) -> np.ndarray:
@@ -138,7 +138,7 @@ class _TrainBuffers:
     """Caller-allocated buffers of forward_backward for one shard shape (reused every batch)."""
 
     def __init__(self, arch: Architecture, T: int, B: int):
-        H, L, O, dt = arch.hidden_size, arch.num_layers, arch.output_size, arch.np_dtype
+        H, L, O, dt = arch.hidden_size, arch.num_layers, arch.output_size, arch.np_dtype  # noqa: E741
         lm = max(L - 1, 1)
         self.grad = np.zeros(ParamLayout(arch).size, dtype=dt)
         self.gates = np.empty((L, T, B, 4 * H), dtype=dt)
@@ -198,7 +198,7 @@ class Network:
         self._check_windows(x)
         arch = self.arch
         B, T, _ = x.shape
-        O = arch.output_size
+        O = arch.output_size  # noqa: E741
         if y.shape != (B, O):
             raise ValueError(f"y must be ({B}, {O}), got {y.shape}")
         dt = arch.np_dtype
