@@ -113,16 +113,15 @@ class Forecaster:
         """loc/scale rows for the given series: stored ones for known ids, fitted on the
         supplied history for ids the model never saw (reported as a note)."""
         known = {sid: n for n, sid in enumerate(self.ids)}
-        n = len(series_ids)
-        loc = np.empty((n, self.loc.shape[1]))
-        scale = np.empty_like(loc)
-        unseen = []
-        for s, sid in enumerate(series_ids):
-            if sid in known:
-                loc[s], scale[s] = self.loc[known[sid]], self.scale[known[sid]]
-            else:
-                loc[s], scale[s] = scaling.fit_block(values[starts[s] : starts[s + 1]])
-                unseen.append(sid)
+        row = np.array([known.get(sid, -1) for sid in series_ids], dtype=np.int64)
+        is_known = row >= 0
+        unseen = [sid for sid, k in zip(series_ids, is_known, strict=True) if not k]
+        if unseen:  # fitted on all supplied rows, for every series at once; known ones replaced below
+            loc, scale = scaling.fit(values, starts, np.diff(starts))
+        else:
+            loc = np.empty((len(series_ids), self.loc.shape[1]))
+            scale = np.empty_like(loc)
+        loc[is_known], scale[is_known] = self.loc[row[is_known]], self.scale[row[is_known]]
         notes = []
         if unseen and self.spec.id_col is not None:
             shown = ", ".join(repr(u) for u in unseen[:3]) + (" ..." if len(unseen) > 3 else "")

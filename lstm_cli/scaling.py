@@ -24,14 +24,22 @@ def fit_block(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit(values: np.ndarray, starts: np.ndarray, train_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-series loc and scale (n_series, n_cols) from the first train_rows[s] rows of each."""
-    n_series = len(starts) - 1
-    loc = np.empty((n_series, values.shape[1]))
-    scale = np.empty((n_series, values.shape[1]))
-    for s in range(n_series):
-        lo = starts[s]
-        loc[s], scale[s] = fit_block(values[lo : lo + max(int(train_rows[s]), 1)])
-    return loc, scale
+    """Per-series loc and scale (n_series, n_cols) from the first train_rows[s] rows of each,
+    for all series at once (segment reductions, no per-series loop): fit_block's rule."""
+    values = np.asarray(values, dtype=np.float64)
+    lengths = np.diff(starts)
+    rows = np.clip(np.asarray(train_rows, dtype=np.int64), 1, lengths)
+    # the training rows of every series, packed: series s owns [offsets[s], offsets[s+1])
+    index = np.repeat(starts[:-1] - np.concatenate([[0], np.cumsum(rows)[:-1]]), rows) + np.arange(rows.sum())
+    block = values[index]
+    offsets = np.concatenate([[0], np.cumsum(rows)[:-1]])
+    magnitude = np.maximum.reduceat(np.abs(block), offsets, axis=0)
+    magnitude = np.where(magnitude > 0, magnitude, 1.0)
+    unit = block / np.repeat(magnitude, rows, axis=0)
+    mean = np.add.reduceat(unit, offsets, axis=0) / rows[:, None]
+    spread = np.sqrt(np.add.reduceat((unit - np.repeat(mean, rows, axis=0)) ** 2, offsets, axis=0) / rows[:, None])
+    spread = np.where(spread > 1e-12, spread, 1.0)
+    return mean * magnitude, spread * magnitude
 
 
 def transform(values: np.ndarray, starts: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
