@@ -20,9 +20,8 @@ EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code
 
 
 def _prepare_runtime() -> None:
-    """Before numba loads: a writable JIT cache (cron may give no HOME and a read-only install)
-    and single-threaded BLAS inside our own shard threads."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    """Before numba loads: a writable JIT cache (cron may give no HOME and a read-only install).
+    (Single-threaded BLAS inside our shard threads is set by lstm_cli/__init__.py.)"""
     if "NUMBA_CACHE_DIR" in os.environ:
         return
     package_dir = os.path.dirname(os.path.abspath(__file__))
