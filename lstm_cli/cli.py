@@ -771,11 +771,18 @@ def config_show(ctx, fmt):
 
 
 def main() -> None:
+    import signal
+
     try:
         cli.main(prog_name="lstm")
     except KeyboardInterrupt:
         click.echo("lstm: interrupted", err=True)
         sys.exit(EXIT_SIGINT)
+    finally:
+        # The command is over and its exit code decided: a signal during interpreter shutdown
+        # (joining worker threads) must not turn it into a death by signal.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 __all__ = ["cli", "main", "EXIT_SIGTERM"]

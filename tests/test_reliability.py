@@ -330,7 +330,7 @@ class Job:
         directory.mkdir(exist_ok=True)
         self.dir = directory
         self.csv = directory / "job.csv"
-        write_job_csv(self.csv, 2400)
+        write_job_csv(self.csv, 9600)  # epochs long enough that a signal lands inside training
         self.out = directory / "m.lstm"
         self.epochs = epochs
         self.ckpt = Path(checkpoint.checkpoint_path_for(self.out))
