@@ -474,6 +474,10 @@ def predict(model, data, out, horizon, fmt, sep, missing, threads, max_input_byt
         _predict_dask(model, data, out, horizon, fmt, sep, missing, threads, max_age, now, provenance, scheduler,
                       quiet)
         return
+    if out and out != "-":  # before any work; never over the model or the input
+        from lstm_cli import atomic
+
+        atomic.check_output_path(out, inputs=(model,) + (() if data == "-" else (data,)))
     from lstm_cli import frame
     from lstm_cli.console import Console
     from lstm_cli.pipeline import predict_from_csv

@@ -192,3 +192,13 @@ def test_entry_point_version_and_bad_option():
     assert ok.returncode == 0 and ok.stdout.startswith("lstm ")
     bad = subprocess.run([LSTM, "train", "--nope"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
+
+
+def test_predict_out_is_checked_before_any_work(a10_model, tmp_path):
+    data = SAMPLES / "a10_monthly.csv"
+    before = a10_model.read_bytes()
+    for out in (tmp_path, a10_model, data, tmp_path / "missing" / "f.csv"):
+        result = run("predict", a10_model, data, "--out", out)
+        assert result.exit_code == 73, (out, result.output)
+        assert result.output.startswith("lstm: ")
+    assert a10_model.read_bytes() == before
