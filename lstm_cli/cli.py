@@ -572,11 +572,17 @@ def info(model, fmt):
               help="table: for people, on stderr; json/csv: per-series scores on stdout.")
 @click.option("--fail-if-worse-than", "gate", type=click.Choice(["naive", "seasonal_naive"]),
               help="Exit 3 when the model's MASE is worse than this baseline's (a retrain gate for cron).")
+@click.option("--refit", is_flag=True,
+              help="At every origin, train a new model on the rows before it only (the options recorded in "
+                   "MODEL), then forecast: an honest backtest of the training, one origin at a time.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Write a PNG (atomically): history, actuals, forecasts and seasonal naive, one panel per "
+                   "series and target (at most 12). Needs matplotlib: pip install 'lstm-cli[plot]'.")
 @click.option("--sep", default=",", show_default=True, help="Field separator of DATA.")
 @click.option("--missing", type=click.Choice(["interpolate", "refuse"]), default="interpolate", show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256))
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and the data on stdout).")
-def evaluate(model, data, backtests, step, season, fmt, gate, sep, missing, threads, quiet):
+def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, sep, missing, threads, quiet):
     """Score MODEL on the end of every series in DATA, next to the naive baselines.
 
     Holds out the last horizon of each series (or --backtest N rolling origins), forecasts it
@@ -588,28 +594,44 @@ def evaluate(model, data, backtests, step, season, fmt, gate, sep, missing, thre
     Example:
       lstm evaluate a10.lstm sample_data/a10_monthly.csv --backtest 3
       lstm evaluate a10.lstm new.csv --format json --fail-if-worse-than seasonal_naive
+      lstm evaluate a10.lstm sample_data/a10_monthly.csv --backtest 3 --refit --plot a10.png
     """
     import json
     import math
 
+    if plot_path:  # before any work: a hopeless path or a missing matplotlib fail at once
+        from lstm_cli import atomic
+        from lstm_cli.plot import require_matplotlib
+
+        atomic.check_output_path(plot_path, inputs=(model,) + (() if data == "-" else (data,)))
+        require_matplotlib()
     from lstm_cli import frame
     from lstm_cli.console import Console
     from lstm_cli.errors import WorseThanBaseline
     from lstm_cli.evaluate import METRIC_NAMES, evaluate_from_csv
+    from lstm_cli.plot import PANEL_LIMIT
 
     console = Console(quiet)
+
+    def progress(p):
+        if p["mode"] == "refit":
+            console.line(f"lstm: origin {p['origin']}/{p['origins']} (held out from {p['cut']}): refit "
+                         f"{p['epochs_run']} epochs (best {p['best_epoch']}), {p['seconds']:.1f} s")
+
     ev = evaluate_from_csv(model, data, backtests=backtests, step=step, season=season, sep=sep, missing=missing,
-                           threads=threads)
+                           threads=threads, refit=refit, plot_panels=PANEL_LIMIT if plot_path else 0,
+                           on_progress=progress)
     for n in ev.notes:
         console.note(n)
     overall = ev.overall()
+    mode_text = "refit at every origin" if ev.mode == "refit" else "fixed model (no refit)"
 
     def num(x):
         return None if x is None or not math.isfinite(x) else x
 
     if fmt == "json":
         doc = {"header": {"model": model, "data": data, "horizon": ev.horizon, "origins": ev.origins,
-                          "step": ev.step, "season": ev.season},
+                          "step": ev.step, "season": ev.season, "mode": ev.mode},
                "overall": {m: {k: num(v) for k, v in d.items()} for m, d in overall.items()},
                "skill": {b: num(ev.skill(b)) for b in ("naive", "seasonal_naive")},
                "records": [{k: (num(v) if isinstance(v, float) else v) for k, v in r.items()} for r in ev.records]}
@@ -625,8 +647,21 @@ def evaluate(model, data, backtests, step, season, fmt, gate, sep, missing, thre
         rows.append((method, cells + ("  " + extra if extra else "")))
     for b in ("naive", "seasonal_naive"):
         rows.append((f"skill vs {b}", f"{ev.skill(b):+.1%}  (1 - MASE ratio; > 0 beats it)"))
+    rows.append(("mode", mode_text))
     console.table(f"lstm: evaluation of {model} on {data}: horizon {ev.horizon}, {ev.origins} origin(s), "
                   f"season {ev.season}, {len({r['series'] for r in ev.records})} series", rows)
+    if plot_path:  # written before the gate: a failed gate is a verdict, and the picture helps judge it
+        from lstm_cli import atomic
+        from lstm_cli.plot import render_png
+
+        if ev.panels_total > len(ev.panels):
+            console.note(f"--plot: {len(ev.panels)} of {ev.panels_total} series x target panels drawn, "
+                         f"{ev.panels_total - len(ev.panels)} left out (at most {PANEL_LIMIT})")
+        png = render_png(ev, f"{os.path.basename(model)} on {os.path.basename(data)}: horizon {ev.horizon}, "
+                             f"{ev.origins} origin(s), {mode_text}")
+        with atomic.output_lock(plot_path):
+            atomic.atomic_write(plot_path, png)
+        console.line(f"lstm: plot written to {plot_path}")
     if gate:
         m_model, m_base = overall["lstm"]["mase"], overall[gate]["mase"]
         if not (m_model <= m_base):

@@ -1,17 +1,57 @@
 """Backtests: hold out the last H points of every series (or N rolling origins S steps apart),
-forecast them from what precedes, and score the model next to the naive baselines."""
+forecast them from what precedes, and score the model next to the naive baselines.
+
+Two modes. `fixed` (the default) forecasts every origin with the model as it was trained. With
+`refit`, a new model is trained at every origin on the rows before it only (the options the
+model file records: architecture, lookback, quantiles, scaling, optimizer, epochs, seed...), so
+no origin has seen its own future: the honest backtest of the whole training procedure.
+
+Origins run one at a time: the history up to one origin (and, with refit, its windows and
+network) exists only while that origin is scored."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from lstm_cli import baselines, frame, metrics
 from lstm_cli.errors import DataError, UsageError
-from lstm_cli.pipeline import load_model, season_length
+from lstm_cli.pipeline import MIN_TRAIN_WINDOWS, TrainRequest, load_model, season_length, train_on_series
+from lstm_cli.train import TrainConfig
 
 METRIC_NAMES = ("mae", "rmse", "mape", "smape", "mase")
+MODES = ("fixed", "refit")
+
+
+@dataclass
+class PanelOrigin:
+    """One origin's forecasts for a plot panel: `start` indexes Panel.times/values (first
+    forecast step); arrays are (H,) in original units; lo/hi only for quantile models."""
+
+    start: int
+    lstm: np.ndarray
+    seasonal_naive: np.ndarray
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
+
+
+@dataclass
+class Panel:
+    """What the plot draws for one (series, target): the recent history before the first origin
+    and every held-out actual after it (times int64, values float64), the forecasts of every
+    origin, and the mean MASE per method over the origins."""
+
+    series: str
+    target: str
+    times: np.ndarray
+    values: np.ndarray
+    first_origin: int  # index into times of the first held-out row
+    origins: list[PanelOrigin] = field(default_factory=list)
+    mase: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -20,8 +60,15 @@ class Evaluation:
     horizon: int
     origins: int
     step: int
+    mode: str = "fixed"
     records: list[dict] = field(default_factory=list)  # one per (origin, series, target, method)
     notes: list[str] = field(default_factory=list)
+    time_kind: str = "integer"
+    freq: str | None = None
+    id_col: str | None = None
+    quantiles: tuple[float, ...] = ()
+    panels: list[Panel] = field(default_factory=list)  # the first `plot_panels` (series, target) pairs
+    panels_total: int = 0  # how many (series, target) pairs there are
 
     def overall(self) -> dict[str, dict[str, float]]:
         """Mean of each metric over series, targets and origins, per method (nan-aware)."""
@@ -42,17 +89,60 @@ class Evaluation:
         return 1.0 - o["lstm"]["mase"] / o[baseline]["mase"]
 
 
-def _truncate(values: np.ndarray, starts: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every series cut after its first cuts[s] rows, packed again."""
+def _truncate(series: frame.SeriesSet, cuts: np.ndarray) -> frame.SeriesSet:
+    """Every series cut after its first cuts[s] rows, packed again (values and times)."""
     lengths = np.asarray(cuts, dtype=np.int64)
+    starts = series.starts
     index = np.concatenate([np.arange(starts[s], starts[s] + lengths[s]) for s in range(len(lengths))])
     new_starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return values[index], new_starts
+    return dataclasses.replace(series, values=series.values[index], times=series.times[index], starts=new_starts)
+
+
+def refit_request(model, source: str, threads: int | None) -> tuple[TrainRequest, list[str]]:
+    """The TrainRequest that retrains `model` from scratch with the options its file records
+    (training.params, the architecture and the data contract). Options a file does not record
+    take their defaults, with a note; so does a fine-tuned model's --warm-start (a refit
+    starts from scratch)."""
+    params = dict(model.training.get("params") or {})
+    notes = []
+    missing = []
+
+    def get(name, default):
+        if name not in params or params[name] is None:
+            missing.append(name)
+            return default
+        value = params[name]
+        return type(default)(value) if isinstance(default, (int, float)) and not isinstance(default, bool) else value
+
+    config_defaults = TrainConfig()
+    config = TrainConfig(**{f.name: get(f.name, getattr(config_defaults, f.name))
+                            for f in dataclasses.fields(TrainConfig)})
+    request_defaults = TrainRequest(data="", out="", targets=(), horizon=1)
+    arch, spec = model.network.arch, model.spec
+    recorded_threads = model.training.get("threads")
+    req = TrainRequest(data=source, out="", targets=spec.targets, horizon=spec.horizon, features=spec.features,
+                       time_col=spec.time_col, id_col=spec.id_col, freq=spec.freq, lookback=spec.lookback,
+                       hidden=arch.hidden_size, layers=arch.num_layers, dtype=arch.dtype,
+                       quantiles=spec.quantiles, val_frac=get("val_frac", request_defaults.val_frac),
+                       forget_bias=get("forget_bias", request_defaults.forget_bias), scaling=spec.scaling,
+                       threads=threads or (int(recorded_threads) if recorded_threads else None), train=config)
+    if missing:
+        notes.append(f"--refit: the model file does not record {', '.join(missing)}; using the defaults")
+    if params.get("warm_start_sha256"):
+        notes.append("--refit: the model was fine-tuned (--warm-start); every refit trains from scratch with "
+                     "its settings")
+    return req, notes
 
 
 def evaluate_from_csv(model_path: str, data: str, *, backtests: int = 1, step: int | None = None,
                       season: int | None = None, sep: str = ",", missing: str = "interpolate",
-                      threads: int | None = None) -> Evaluation:
+                      threads: int | None = None, refit: bool = False, plot_panels: int = 0,
+                      on_progress: Callable[[dict], None] | None = None) -> Evaluation:
+    """Score the model (and the naive baselines) at `backtests` origins `step` apart, the last
+    one a horizon before the end of every series. With refit, a model trained on the rows before
+    each origin forecasts it (on_progress receives a dict per origin: origin, origins, cut (the
+    first held-out stamp of the first series), epochs_run, best_epoch, seconds). plot_panels:
+    keep what the plot needs for the first n (series, target) pairs."""
     model, _ = load_model(model_path, threads)
     spec = model.spec
     series = frame.read_series(data, targets=spec.targets, features=spec.features, time_col=spec.time_col,
@@ -63,41 +153,101 @@ def evaluate_from_csv(model_path: str, data: str, *, backtests: int = 1, step: i
         season = season_length(series.freq or spec.freq, series.step, series.time_kind,
                                series.times[: series.starts[1]])
     lengths = np.diff(series.starts)
-    need = spec.lookback + H + (backtests - 1) * step
+    K = len(spec.targets)
+    if not K:
+        raise UsageError("the model has no targets")
+    notes = list(series.warnings)
+    req = None
+    if refit:
+        req, refit_notes = refit_request(model, series.source, threads)
+        notes += refit_notes
+        from lstm_cli import windows
+
+        # the first origin has the least history; train_on_series needs this much before it
+        shortest_train = int(lengths.min()) - H - (backtests - 1) * step
+        val_rows = windows.val_rows_for(max(shortest_train, 1), req.val_frac, H)
+        need_train = spec.lookback + H + val_rows + MIN_TRAIN_WINDOWS - 1
+        need = need_train + H + (backtests - 1) * step
+        why = (f"--refit trains at the first origin on lookback {spec.lookback} + horizon {H} + {val_rows} "
+               f"validation rows + {MIN_TRAIN_WINDOWS - 1} more, then horizon {H} + {backtests - 1} more origins "
+               f"x step {step}")
+    else:
+        need = spec.lookback + H + (backtests - 1) * step
+        why = f"lookback {spec.lookback} + horizon {H} + {backtests - 1} more origins x step {step}"
     for s in np.flatnonzero(lengths < need):
         who = f"series {series.ids[s]!r} has" if series.id_col else "it has"
-        raise DataError(f"{series.source}: {who} {lengths[s]} rows, need at least {need} (lookback "
-                        f"{spec.lookback} + horizon {H} + {backtests - 1} more origins x step {step}); "
+        raise DataError(f"{series.source}: {who} {lengths[s]} rows, need at least {need} ({why}); "
                         f"use fewer --backtest origins or more history")
-    result = Evaluation(season=season, horizon=H, origins=backtests, step=step, notes=list(series.warnings))
-    K = len(spec.targets)
+    result = Evaluation(season=season, horizon=H, origins=backtests, step=step, mode="refit" if refit else "fixed",
+                        notes=notes, time_kind=series.time_kind, freq=series.freq or spec.freq,
+                        id_col=spec.id_col, quantiles=spec.quantiles)
     quantiles = spec.quantiles
     median = len(quantiles) // 2
+    n_series = len(series.ids)
+    result.panels_total = n_series * K
+    first_cuts = lengths - H - (backtests - 1) * step
+    context = max(spec.lookback, 3 * season if season > 1 else 0, 2 * H)
+    for p in range(min(plot_panels, result.panels_total)):
+        s, k = divmod(p, K)
+        lo = series.starts[s]
+        begin = max(0, int(first_cuts[s]) - context)
+        rows = slice(lo + begin, lo + int(lengths[s]))
+        result.panels.append(Panel(series=series.ids[s], target=spec.targets[k], times=series.times[rows].copy(),
+                                   values=series.values[rows, k].copy(), first_origin=int(first_cuts[s]) - begin))
     for origin in range(backtests):
+        t0 = time.perf_counter()
         cuts = lengths - H - (backtests - 1 - origin) * step
-        values, starts = _truncate(series.values, series.starts, cuts)
-        forecast, notes = model.forecast(series.ids, values, starts, H)  # (S, H, K, nq)
+        history = _truncate(series, cuts)
+        fitted = None
+        forecaster = model
+        if refit:
+            forecaster, fitted = train_on_series(history, req)
+            if forecaster is None:
+                raise DataError(f"{series.source}: --refit: training at origin {origin + 1} stopped before its "
+                                f"first epoch finished ({fitted.stopped_by}); check the data or the model's --lr")
+        forecast, forecast_notes = forecaster.forecast(history.ids, history.values, history.starts, H)  # (S, H, K, nq)
+        del history
         if origin == 0:
-            result.notes += notes
+            result.notes += forecast_notes
         for s, sid in enumerate(series.ids):
             lo = series.starts[s]
             for k, target in enumerate(spec.targets):
-                history = series.values[lo : lo + cuts[s], k]
+                past = series.values[lo : lo + cuts[s], k]
                 actual = series.values[lo + cuts[s] : lo + cuts[s] + H, k]
                 methods = {
                     "lstm": forecast[s, :, k, median],
-                    "naive": baselines.naive(history, H),
-                    "seasonal_naive": baselines.seasonal_naive(history, H, season),
+                    "naive": baselines.naive(past, H),
+                    "seasonal_naive": baselines.seasonal_naive(past, H, season),
                 }
                 for method, f in methods.items():
                     rec = {"origin": origin + 1, "series": sid, "target": target, "method": method}
-                    rec.update(metrics.point_scores(actual, f, history, season))
+                    rec.update(metrics.point_scores(actual, f, past, season))
                     if method == "lstm" and quantiles:
                         lo_q, hi_q = forecast[s, :, k, 0], forecast[s, :, k, -1]
                         rec[f"coverage_{quantiles[0]:g}_{quantiles[-1]:g}"] = metrics.coverage(actual, lo_q, hi_q)
                         rec["pinball"] = float(np.mean([metrics.pinball(actual, forecast[s, :, k, j], q)
                                                         for j, q in enumerate(quantiles)]))
                     result.records.append(rec)
-    if not K:
-        raise UsageError("the model has no targets")
+                p = s * K + k
+                if p < len(result.panels):
+                    panel = result.panels[p]
+                    start = int(cuts[s]) - (int(first_cuts[s]) - panel.first_origin)
+                    panel.origins.append(PanelOrigin(
+                        start=start, lstm=forecast[s, :, k, median].copy(),
+                        seasonal_naive=methods["seasonal_naive"].copy(),
+                        lo=forecast[s, :, k, 0].copy() if quantiles else None,
+                        hi=forecast[s, :, k, -1].copy() if quantiles else None))
+        if on_progress is not None:
+            cut_time = series.times[series.starts[0] + cuts[0]]
+            on_progress({"origin": origin + 1, "origins": backtests, "mode": result.mode,
+                         "cut": frame.format_times(np.asarray([cut_time], dtype=np.int64), series.time_kind,
+                                                   result.freq)[0],
+                         "epochs_run": fitted.epochs_run if fitted else None,
+                         "best_epoch": fitted.best_epoch if fitted else None,
+                         "seconds": time.perf_counter() - t0})
+    for panel in result.panels:
+        for method in ("lstm", "seasonal_naive"):
+            vals = np.array([r["mase"] for r in result.records
+                             if r["series"] == panel.series and r["target"] == panel.target and r["method"] == method])
+            panel.mase[method] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
     return result

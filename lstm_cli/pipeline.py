@@ -381,3 +381,66 @@ def warm_up() -> None:
         for name in ("adam", "sgd"):
             make_optimizer(name, net.params, lr=1e-3, momentum=0.9).step(grad)
         net.predict(x)
+
+
+def train_on_series(series: frame.SeriesSet, req: TrainRequest, *,
+                    on_event: Callable[[str, object], None] = lambda kind, x: None,
+                    should_stop: Callable[[], str | None] | None = None) -> tuple[Forecaster | None, TrainResult]:
+    """Train a model on series already in memory, as train_from_csv trains on a CSV: the same
+    checks, scaler fit on the training rows, windows, validation split and network, but nothing
+    is read (req.data only names the source in messages), nothing is written and there is no
+    checkpoint. For `evaluate --refit`, which trains one model per backtest origin on the rows
+    before it. req.warm_start is refused (a refit starts from scratch). on_event receives
+    ('epoch', EpochReport) and ('fitted', TrainResult); returns (None, result) when stopped by a
+    signal or before the first epoch finished."""
+    if req.warm_start:
+        raise UsageError("train_on_series trains from scratch; warm_start is not supported")
+    lengths = np.diff(series.starts)
+    horizon = req.horizon
+    shortest = int(lengths.min())
+    val_rows = windows.val_rows_for(shortest, req.val_frac, horizon)
+    season = season_length(series.freq, series.step, series.time_kind, series.times[: series.starts[1]])
+    lookback = req.lookback or default_lookback(horizon, season, shortest, val_rows)
+    _check_lengths(series, lookback + horizon + val_rows + MIN_TRAIN_WINDOWS - 1,
+                   f"lookback {lookback} + horizon {horizon} + {val_rows} validation rows "
+                   f"+ {MIN_TRAIN_WINDOWS - 1} more for {MIN_TRAIN_WINDOWS} training windows")
+    n_targets = len(req.targets)
+    train_rows = np.array([n - windows.val_rows_for(n, req.val_frac, horizon) for n in lengths])
+    loc, scale = scaling.fit(series.values, series.starts, train_rows)
+    scaled = scaling.transform(series.values, series.starts, loc, scale)
+    w = windows.make_windows(scaled, series.starts, n_targets, lookback, horizon, req.val_frac,
+                             level=req.scaling == "level")
+    del scaled
+    if len(w["x_train"]) == 0:
+        raise DataError(f"{series.source}: {shortest} rows leave no training window for lookback {lookback} "
+                        f"+ horizon {horizon} after the validation part")
+    quantiles = np.asarray(req.quantiles, dtype=np.float64) if req.quantiles else None
+    nq = max(1, len(req.quantiles))
+    y_train, y_val = w["y_train"], w["y_val"]
+    if quantiles is not None:
+        y_train, y_val = np.repeat(y_train, nq, axis=1), np.repeat(y_val, nq, axis=1)
+        quantiles = np.tile(quantiles, horizon * n_targets)
+    arch = Architecture(input_size=len(series.columns), hidden_size=req.hidden, num_layers=req.layers,
+                        output_size=horizon * n_targets * nq, dtype=req.dtype)
+    threads = req.threads or default_threads()
+    network = Network(arch, seed=req.train.seed, forget_bias=req.forget_bias, threads=threads)
+    result = fit(network, w["x_train"], y_train, w["x_val"], y_val, req.train, quantiles=quantiles,
+                 on_epoch=lambda r: on_event("epoch", r), should_stop=should_stop)
+    on_event("fitted", result)
+    if result.epochs_run == 0 or result.stopped_by == "signal":
+        return None, result
+    spec = DataSpec(time_col=series.time_col, id_col=series.id_col, targets=tuple(req.targets),
+                    features=tuple(req.features), time_kind=series.time_kind, step=int(series.step),
+                    freq=series.freq, lookback=lookback, horizon=horizon, quantiles=tuple(req.quantiles),
+                    scaling=req.scaling)
+    params = {k: getattr(req.train, k) for k in req.train.__dataclass_fields__}
+    params.update(hidden=req.hidden, layers=req.layers, val_frac=req.val_frac, forget_bias=req.forget_bias,
+                  dtype=req.dtype, warm_start_sha256=None)
+    training = {"seed": req.train.seed, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                "threads": threads, "params": params,
+                "history": {"train_loss": [float(x) for x in result.train_loss],
+                            "val_loss": [None if v is None else float(v) for v in result.val_loss]},
+                "data_sha256": data_fingerprint(series)}
+    model = Forecaster(network=network, spec=spec, ids=series.ids, last_time=series.times[series.starts[1:] - 1],
+                       loc=loc, scale=scale, training=training)
+    return model, result

@@ -1,0 +1,121 @@
+"""`lstm evaluate --plot FILE.png`: one panel per (series, target), up to PANEL_LIMIT, with the
+recent history, the held-out actuals, the model's forecast at every backtest origin (the quantile
+interval shaded for quantile models) and the seasonal-naive forecast faintly for reference.
+
+matplotlib is the optional extra `lstm-cli[plot]`, imported only here and only when a plot is
+asked for, through its object API and the Agg canvas: no pyplot, no display, no global backend
+switch. render_png returns the PNG's bytes; the caller writes them atomically."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+
+from lstm_cli.errors import MissingDependencyError
+
+PANEL_LIMIT = 12
+DPI = 100
+PANEL_WIDTH = 7.2  # inches per panel column
+PANEL_HEIGHT = 3.4  # inches per panel row
+HEADER_HEIGHT = 0.9  # inches for the figure title and the legend
+INSTALL = "pip install 'lstm-cli[plot]'"
+
+FORECAST_COLOR = "#1f77b4"
+ACTUAL_COLOR = "#222222"
+NAIVE_COLOR = "#888888"
+
+
+def require_matplotlib() -> None:
+    """MissingDependencyError (exit 69) naming the extra to install when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(f"--plot needs matplotlib: {INSTALL}") from None
+
+
+def grid(n_panels: int) -> tuple[int, int]:
+    """(rows, columns) of the panel grid: one column up to 2 panels, two up to 8, then three."""
+    cols = 1 if n_panels <= 2 else 2 if n_panels <= 8 else 3
+    return math.ceil(max(n_panels, 1) / cols), cols
+
+
+def figure_pixels(n_panels: int) -> tuple[int, int]:
+    """(width, height) in pixels of the PNG for n panels."""
+    rows, cols = grid(n_panels)
+    return round(cols * PANEL_WIDTH * DPI), round((rows * PANEL_HEIGHT + HEADER_HEIGHT) * DPI)
+
+
+def _x(times: np.ndarray, time_kind: str) -> np.ndarray:
+    return times.astype("datetime64[ns]") if time_kind == "datetime" else times
+
+
+def _fmt(x: float) -> str:
+    return "-" if not math.isfinite(x) else f"{x:.3g}"
+
+
+def render_png(ev, title: str) -> bytes:
+    """The evaluation's panels (ev.panels, see evaluate.Panel) as PNG bytes."""
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.figure import Figure
+
+    panels = ev.panels
+    rows, cols = grid(len(panels))
+    width, height = figure_pixels(len(panels))
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    q_label = (f"interval q{ev.quantiles[0]:g}–q{ev.quantiles[-1]:g}" if len(ev.quantiles) > 1 else None)
+    handles: dict[str, object] = {}
+    for i, ax in enumerate(axes.flat):
+        if i >= len(panels):
+            ax.set_visible(False)
+            continue
+        p = panels[i]
+        x = _x(p.times, ev.time_kind)
+        cut = p.first_origin
+        (h,) = ax.plot(x[: cut], p.values[: cut], color=ACTUAL_COLOR, lw=1.2)
+        handles.setdefault("history", h)
+        # the held-out actuals, joined to the last history point
+        (h,) = ax.plot(x[max(cut - 1, 0):], p.values[max(cut - 1, 0):], color=ACTUAL_COLOR, lw=1.2, ls="-",
+                       marker="o", ms=2.5)
+        handles.setdefault("actual (held out)", h)
+        for o in p.origins:
+            xs = x[o.start : o.start + len(o.lstm)]
+            if len(xs) < len(o.lstm):  # never: every origin's horizon has actuals
+                continue
+            ax.axvline(x[o.start], color=NAIVE_COLOR, lw=0.8, ls=":", alpha=0.8)
+            if o.lo is not None and q_label:
+                h = ax.fill_between(xs, o.lo, o.hi, color=FORECAST_COLOR, alpha=0.18, lw=0)
+                handles.setdefault(q_label, h)
+            (h,) = ax.plot(xs, o.seasonal_naive, color=NAIVE_COLOR, lw=1.0, ls="--", alpha=0.7)
+            handles.setdefault("seasonal naive", h)
+            (h,) = ax.plot(xs, o.lstm, color=FORECAST_COLOR, lw=1.8)
+            handles.setdefault("lstm forecast" if len(p.origins) == 1 else "lstm forecast (each origin)", h)
+        name = f"{p.series} · {p.target}" if ev.id_col else p.target
+        ax.set_title(f"{name}   MASE lstm {_fmt(p.mase.get('lstm', float('nan')))}, "
+                     f"seasonal naive {_fmt(p.mase.get('seasonal_naive', float('nan')))}", fontsize=10, loc="left")
+        ax.grid(True, color="#dddddd", lw=0.6)
+        ax.tick_params(labelsize=8)
+        ax.margins(x=0.01)
+        if ev.time_kind == "datetime":
+            locator = AutoDateLocator(minticks=4, maxticks=9)
+            ax.xaxis.set_major_locator(locator)
+            ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    if ev.origins > 1:
+        title += f"; MASE in the titles: mean over the {ev.origins} origins"
+    fig.suptitle(title, fontsize=11)
+    order = ["history", "actual (held out)", "lstm forecast", "lstm forecast (each origin)", q_label, "seasonal naive"]
+    labels = [k for k in order if k in handles]
+    fig.legend([handles[k] for k in labels], labels, loc="outside lower center", ncols=len(labels), fontsize=9,
+               frameon=False)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
