@@ -264,3 +264,14 @@ def test_refit_needs_training_rows_before_the_first_origin(a10_model):
     result = CliRunner().invoke(cli, args + ["--refit"])
     assert result.exit_code == 65
     assert "has 204 rows, need at least 207 (--refit trains at the first origin" in result.stderr
+
+
+def test_plot_written_whatever_the_gate_says(panel_model, tmp_path):
+    args = ["evaluate", str(panel_model), str(SAMPLES / "departures_monthly_panel.csv"), "-q"]
+    doc = json.loads(CliRunner().invoke(cli, args + ["--format", "json"]).stdout)
+    for gate in ("naive", "seasonal_naive"):
+        out = tmp_path / f"{gate}.png"
+        result = CliRunner().invoke(cli, args + ["--fail-if-worse-than", gate, "--plot", str(out)])
+        worse = doc["overall"]["lstm"]["mase"] > doc["overall"][gate]["mase"]
+        assert result.exit_code == (3 if worse else 0), result.output
+        assert png_size(out.read_bytes()) == (1440, 1110)
