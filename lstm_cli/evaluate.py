@@ -120,12 +120,17 @@ def refit_request(model, source: str, threads: int | None) -> tuple[TrainRequest
     request_defaults = TrainRequest(data="", out="", targets=(), horizon=1)
     arch, spec = model.network.arch, model.spec
     recorded_threads = model.training.get("threads")
+    cell = getattr(arch, "cell", "lstm")
+    extra = {"cell": cell} if "cell" in {f.name for f in dataclasses.fields(TrainRequest)} else {}
+    if cell != "lstm" and not extra:
+        raise UsageError(f"--refit: the model is a {cell} network, which this build cannot train")
     req = TrainRequest(data=source, out="", targets=spec.targets, horizon=spec.horizon, features=spec.features,
                        time_col=spec.time_col, id_col=spec.id_col, freq=spec.freq, lookback=spec.lookback,
                        hidden=arch.hidden_size, layers=arch.num_layers, dtype=arch.dtype,
                        quantiles=spec.quantiles, val_frac=get("val_frac", request_defaults.val_frac),
                        forget_bias=get("forget_bias", request_defaults.forget_bias), scaling=spec.scaling,
-                       threads=threads or (int(recorded_threads) if recorded_threads else None), train=config)
+                       threads=threads or (int(recorded_threads) if recorded_threads else None), train=config,
+                       **extra)
     if missing:
         notes.append(f"--refit: the model file does not record {', '.join(missing)}; using the defaults")
     if params.get("warm_start_sha256"):

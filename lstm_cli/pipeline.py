@@ -420,8 +420,9 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *,
     if quantiles is not None:
         y_train, y_val = np.repeat(y_train, nq, axis=1), np.repeat(y_val, nq, axis=1)
         quantiles = np.tile(quantiles, horizon * n_targets)
+    cell = {"cell": req.cell} if hasattr(req, "cell") else {}  # builds where the cell is a training option
     arch = Architecture(input_size=len(series.columns), hidden_size=req.hidden, num_layers=req.layers,
-                        output_size=horizon * n_targets * nq, dtype=req.dtype)
+                        output_size=horizon * n_targets * nq, dtype=req.dtype, **cell)
     threads = req.threads or default_threads()
     network = Network(arch, seed=req.train.seed, forget_bias=req.forget_bias, threads=threads)
     result = fit(network, w["x_train"], y_train, w["x_val"], y_val, req.train, quantiles=quantiles,
@@ -435,7 +436,7 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *,
                     scaling=req.scaling)
     params = {k: getattr(req.train, k) for k in req.train.__dataclass_fields__}
     params.update(hidden=req.hidden, layers=req.layers, val_frac=req.val_frac, forget_bias=req.forget_bias,
-                  dtype=req.dtype, warm_start_sha256=None)
+                  dtype=req.dtype, warm_start_sha256=None, **cell)
     training = {"seed": req.train.seed, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                 "threads": threads, "params": params,
                 "history": {"train_loss": [float(x) for x in result.train_loss],
