@@ -1,13 +1,13 @@
 """Engine benchmark: lstm's Numba kernels next to PyTorch, same data, same threads, same run.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_engine.py [--quick] [--json results.json]
+    PYTHONPATH=. .venv/bin/python bench/bench_engine.py [--quick] [--cell lstm|gru|both] [--json results.json]
 
-For every configuration (D input features, H hidden, L layers, T window length; float32, one
-output) it measures, for lstm and torch at 1 and 2 threads, interleaved (one lstm repeat, one torch
+For every cell (LSTM next to torch's nn.LSTM, GRU next to nn.GRU) and configuration (D input
+features, H hidden, L layers, T window length; float32, one output) it measures, for lstm and torch at 1 and 2 threads, interleaved (one lstm repeat, one torch
 repeat, ...) and reports medians:
 
-  train   samples/s of forward + backward + Adam step at B=64 (torch: nn.LSTM(batch_first) +
-          nn.Linear on the last hidden state + MSE + torch.optim.Adam)
+  train   samples/s of forward + backward + Adam step at B=64 (torch: nn.LSTM or nn.GRU
+          (batch_first) + nn.Linear on the last hidden state + MSE + torch.optim.Adam)
   infer   samples/s of batch inference at B=1024 (torch under inference_mode)
   latency microseconds for a single window (B=1)
 
@@ -56,15 +56,16 @@ class TorchModel(torch.nn.Module):
     def __init__(self, net: Network):
         super().__init__()
         a = net.arch
-        self.lstm = torch.nn.LSTM(a.input_size, a.hidden_size, a.num_layers, batch_first=True)
+        rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[a.cell]
+        self.rnn = rnn(a.input_size, a.hidden_size, a.num_layers, batch_first=True)
         self.head = torch.nn.Linear(a.hidden_size, a.output_size)
         ours = net.tensors()
-        with torch.no_grad():  # the same weights: the names differ by the "lstm." prefix only
+        with torch.no_grad():  # the same weights: the names differ by the "rnn." prefix only
             for name, p in self.named_parameters():
-                p.copy_(torch.from_numpy(ours[name.removeprefix("lstm.")].copy()))
+                p.copy_(torch.from_numpy(ours[name.removeprefix("rnn.")].copy()))
 
     def forward(self, x):
-        out, _ = self.lstm(x)
+        out, _ = self.rnn(x)
         return self.head(out[:, -1])
 
 
@@ -174,8 +175,8 @@ def _workloads(net, model, xt, yt, xi, x1, txt, tyt, txi, tx1):
             {"lstm": lambda: net.predict(x1), "torch": lambda: torch_infer(tx1)})
 
 
-def bench_config(D, H, L, T, repeats, min_time, threads_list=THREADS):
-    arch = Architecture(D, H, L, 1, "float32")
+def bench_config(cell, D, H, L, T, repeats, min_time, threads_list=THREADS):
+    arch = Architecture(D, H, L, 1, "float32", cell)
     rng = np.random.default_rng(0)
     xt = rng.normal(size=(B_TRAIN, T, D)).astype(np.float32)
     yt = rng.normal(size=(B_TRAIN, 1)).astype(np.float32)
@@ -200,18 +201,18 @@ def bench_config(D, H, L, T, repeats, min_time, threads_list=THREADS):
         infer_sps = {k: B_INFER / v for k, v in res.items()}
         res = interleaved(one, repeats, min_time)
         latency = {k: v * 1e6 for k, v in res.items()}
-        rows.append(dict(D=D, H=H, L=L, T=T, threads=threads, train=train_sps, infer=infer_sps,
+        rows.append(dict(cell=cell, D=D, H=H, L=L, T=T, threads=threads, train=train_sps, infer=infer_sps,
                          latency_us=latency))
     return rows
 
 
-HEADER = ("   D    H  L    T thr | train lstm  torch  ratio | infer lstm   torch  ratio |"
+HEADER = ("cell    D    H  L    T thr | train lstm  torch  ratio | infer lstm   torch  ratio |"
           " latency lstm  torch ratio | 2t/1t lstm: train infer, torch: train infer")
 
 
 def fmt_row(r, one=None) -> str:
     tr, inf, lat = r["train"], r["infer"], r["latency_us"]
-    s = (f"{r['D']:4d} {r['H']:4d} {r['L']:2d} {r['T']:4d} {r['threads']:3d} |"
+    s = (f"{r['cell']:4s} {r['D']:4d} {r['H']:4d} {r['L']:2d} {r['T']:4d} {r['threads']:3d} |"
          f" {tr['lstm']:10.0f} {tr['torch']:6.0f} {tr['lstm'] / tr['torch']:6.2f} |"
          f" {inf['lstm']:10.0f} {inf['torch']:7.0f} {inf['lstm'] / inf['torch']:6.2f} |"
          f" {lat['lstm']:9.0f}us {lat['torch']:6.0f} {lat['torch'] / lat['lstm']:5.2f} |")
@@ -228,6 +229,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="a small subset, under 2 minutes")
     ap.add_argument("--repeats", type=int, default=None, help="repeats per measurement")
     ap.add_argument("--json", help="also write the raw results to this file")
+    ap.add_argument("--cell", choices=("lstm", "gru", "both"), default="both",
+                    help="which cell to measure (each next to its torch twin)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: CPU time of the calling thread, 1 thread only (both lstm and torch"
                          " then run in the calling thread); insensitive to other processes")
@@ -252,8 +255,9 @@ def main(argv=None) -> int:
               f" interleaved repeats; {args.clock} clock; ratio = lstm speed / torch speed")
         print(HEADER, flush=True)
         results = []
-        for D, H, L, T in configs:
-            rows = bench_config(D, H, L, T, repeats, min_time, threads)
+        cells = ("lstm", "gru") if args.cell == "both" else (args.cell,)
+        for cell, (D, H, L, T) in itertools.product(cells, configs):
+            rows = bench_config(cell, D, H, L, T, repeats, min_time, threads)
             for r in rows:
                 print(fmt_row(r, rows[0] if r["threads"] != rows[0]["threads"] else None), flush=True)
             results.extend(rows)

@@ -1,5 +1,6 @@
 """Export a model file to formats other tools read: ONNX (a runnable graph), JSON and NPZ (the
-weights under PyTorch's nn.LSTM / nn.Linear state_dict names, the scaler and the metadata).
+weights under PyTorch's nn.LSTM or nn.GRU / nn.Linear state_dict names, the scaler and the
+metadata).
 
 Pure functions build the bytes or text from (header, arrays) as modelfile.load returns them;
 `export_model` loads, builds and writes atomically. Nothing here imports numba or torch; onnx is
@@ -11,13 +12,15 @@ The forecast every format describes (model.Forecaster.forecast, trained horizon 
                                                   columns = targets then features
     level = xs[-1] if scaling == "level" else 0   "level" models see the window relative to
                                                   its last row and forecast changes from it
-    h  = LSTM stack over xs - level, last layer's final hidden state   (H,)
+    h  = LSTM (or GRU) stack over xs - level, last layer's final hidden state   (H,)
     y  = head.weight @ h + head.bias + level[:K]  (O,) = [step][target][quantile]
     y  = sort(y over quantiles)                   quantile models only: quantiles never cross
     forecast = y * scale[s, :K] + loc[s, :K]      K targets, original units
 
-Gate order: the model (like torch) stacks the four gates as i, f, g, o; ONNX's LSTM operator
-wants i, o, f, c, so the ONNX export reorders the 4H rows; JSON and NPZ keep torch's order.
+Gate order: the model (like torch) stacks the LSTM's four gates as i, f, g, o; ONNX's LSTM
+operator wants i, o, f, c, so the ONNX export reorders the 4H rows. A GRU stacks r, z, n; ONNX's
+GRU operator wants z, r, h, with linear_before_reset=1 (torch's placement of the reset gate).
+JSON and NPZ keep torch's order and names.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import json
 
 import numpy as np
 
-from lstm_cli import __version__, atomic, modelfile
+from lstm_cli import __version__, atomic, cells, modelfile
 from lstm_cli.errors import MissingDependencyError, ModelFileError, UsageError
 
 FORMATS = ("onnx", "json", "npz")
@@ -38,19 +41,24 @@ ONNX_OPSET = 17  # LSTM-14, Squeeze/Unsqueeze with axes as input (13), TopK-11: 
 ONNX_IR_VERSION = 8  # the IR version that goes with opset 17: older runtimes can load the file too
 MAX_IDS_IN_ONNX_METADATA = 10_000
 ONNX_MAX_BYTES = 2**31 - 2**24  # a protobuf message is at most 2 GiB; keep room for the graph
-# torch's gate blocks i, f, g, o -> ONNX's i, o, f, c
-ONNX_GATE_ORDER = (0, 3, 1, 2)
+# torch's gate blocks -> ONNX's: LSTM i, f, g, o -> i, o, f, c; GRU r, z, n -> z, r, h
+ONNX_GATE_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2)}
+ONNX_OP = {"lstm": "LSTM", "gru": "GRU"}
 
 
 def lstm_names(num_layers: int) -> list[str]:
-    """The model file's LSTM array names in torch's state_dict order (without the 'lstm.' prefix)."""
+    """The model file's recurrent array names in torch's state_dict order (without the module
+    prefix); the same for both cells."""
     return [f"{kind}_l{k}" for k in range(num_layers)
             for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
 
 
 def state_dict_arrays(header: dict, arrays) -> dict[str, np.ndarray]:
-    """{torch state_dict name: array}: 'lstm.weight_ih_l0', ..., 'head.weight', 'head.bias'."""
-    out = {f"lstm.{name}": np.asarray(arrays[name]) for name in lstm_names(header["arch"]["num_layers"])}
+    """{torch state_dict name: array}: 'lstm.weight_ih_l0' (or 'gru.weight_ih_l0'), ...,
+    'head.weight', 'head.bias': a module with the cell as attribute `lstm` or `gru` and the head
+    as `head` loads it with load_state_dict."""
+    prefix = header["arch"]["cell"]
+    out = {f"{prefix}.{name}": np.asarray(arrays[name]) for name in lstm_names(header["arch"]["num_layers"])}
     out["head.weight"] = np.asarray(arrays["head.weight"])
     out["head.bias"] = np.asarray(arrays["head.bias"])
     return out
@@ -77,6 +85,7 @@ def metadata(header: dict) -> dict:
         "scaling": d["scaling"],
         "ids": list(s["ids"]),
         "last_time": list(s["last_time"]),
+        "cell": a["cell"],
         "num_layers": a["num_layers"],
         "hidden_size": a["hidden_size"],
         "input_size": a["input_size"],
@@ -138,8 +147,9 @@ def onnx_doc(header: dict) -> str:
     d, a = header["data"], header["arch"]
     K, nq, L = len(d["targets"]), len(d["quantiles"]), d["lookback"]
     cols = list(d["targets"]) + list(d["features"])
+    cell = ONNX_OP[a["cell"]]
     lines = [
-        f"LSTM forecaster exported by lstm-cli {__version__}: {a['num_layers']} x LSTM({a['hidden_size']}) "
+        f"{cell} forecaster exported by lstm-cli {__version__}: {a['num_layers']} x {cell}({a['hidden_size']}) "
         f"+ dense head, scaling inside the graph.",
         f"Input x: float32 [batch, {L}, {len(cols)}], the last {L} raw rows (oldest first) of each "
         f"series, columns {cols} (targets, then features), in original units.",
@@ -157,7 +167,7 @@ def onnx_doc(header: dict) -> str:
           "recursively and are not part of this graph.")
     if a["dtype"] == "float64":
         lines.append("The model was trained in float64; its weights are cast to float32 here because "
-                     "onnxruntime's LSTM operator has no double kernel.")
+                     f"onnxruntime's {cell} operator has no double kernel.")
     if d["scaling"] == "level":
         lines.append("The network sees each scaled window minus its last row and forecasts changes "
                      "from that row; the graph subtracts and adds it back.")
@@ -225,21 +235,25 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
     xs = node("Cast", [xs], "x_scaled", to=TensorProto.FLOAT)
     seq = node("Transpose", [xs], "x_time_major", perm=[1, 0, 2])  # (T, B, D): layout 0
 
-    # --- the LSTM stack: one ONNX LSTM node per layer -----------------------------------------
-    gates = np.array(ONNX_GATE_ORDER)
+    # --- the recurrent stack: one ONNX LSTM (or GRU) node per layer ----------------------------
+    cell = a["cell"]
+    gates = np.array(ONNX_GATE_ORDER[cell])
+    n_gates = cells.GATES[cell]
+    op = ONNX_OP[cell]
+    extra = {"linear_before_reset": 1} if cell == "gru" else {}
     for k in range(n_layers):
 
-        def reorder(v, k=k):  # (4H, ...) torch i,f,g,o -> onnx i,o,f,c, as float32
+        def reorder(v, k=k):  # (G*H, ...) torch's gate blocks -> onnx's, as float32
             v = np.asarray(arrays[v + f"_l{k}"], dtype=np.float32)
-            return v.reshape(4, H, *v.shape[1:])[gates].reshape(v.shape)
+            return v.reshape(n_gates, H, *v.shape[1:])[gates].reshape(v.shape)
 
-        W = const(f"W_l{k}", reorder("weight_ih")[None])  # (1, 4H, D_k)
-        R = const(f"R_l{k}", reorder("weight_hh")[None])  # (1, 4H, H)
-        B = const(f"B_l{k}", np.concatenate([reorder("bias_ih"), reorder("bias_hh")])[None])  # (1, 8H)
+        W = const(f"W_l{k}", reorder("weight_ih")[None])  # (1, GH, D_k)
+        R = const(f"R_l{k}", reorder("weight_hh")[None])  # (1, GH, H)
+        B = const(f"B_l{k}", np.concatenate([reorder("bias_ih"), reorder("bias_hh")])[None])  # (1, 2GH)
         top = k == n_layers - 1
         outputs = ["", f"lstm{k}_Y_h"] if top else [f"lstm{k}_Y"]
-        nodes.append(helper.make_node("LSTM", [seq, W, R, B], outputs, name=f"LSTM_l{k}", hidden_size=H,
-                                      direction="forward", layout=0))
+        nodes.append(helper.make_node(op, [seq, W, R, B], outputs, name=f"{op}_l{k}", hidden_size=H,
+                                      direction="forward", layout=0, **extra))
         if not top:  # Y (T, 1, B, H) -> the next layer's input (T, B, H)
             seq = node("Squeeze", [f"lstm{k}_Y", axes(1)], f"lstm{k}_out")
     h = node("Squeeze", [f"lstm{n_layers - 1}_Y_h", axes(0)], "h_last")
@@ -283,7 +297,7 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
 def onnx_metadata_props(meta: dict) -> dict[str, str]:
     """metadata_props from metadata(header): strings; numbers, lists and null as JSON; ids and
     last_time only for at most 10000 series."""
-    props = {key: meta[key] for key in ("targets", "features", "time_col", "id_col", "freq", "step",
+    props = {key: meta[key] for key in ("cell", "targets", "features", "time_col", "id_col", "freq", "step",
                                          "time_kind", "lookback", "horizon", "quantiles", "scaling", "dtype",
                                          "output_layout", "created", "lstm_version")}
     props["n_series"] = len(meta["ids"])
@@ -291,7 +305,7 @@ def onnx_metadata_props(meta: dict) -> dict[str, str]:
         props["ids"], props["last_time"] = meta["ids"], meta["last_time"]
     props["inputs"] = ["x", "series_index"] if meta["id_col"] is not None else ["x"]
     if meta["dtype"] == "float64":
-        props["note"] = "weights cast from float64 to float32 (onnxruntime's LSTM has no double kernel)"
+        props["note"] = "weights cast from float64 to float32 (onnxruntime's recurrent operators have no double kernel)"
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in props.items()}
 
 

@@ -50,6 +50,8 @@ KERNEL = dict(cache=True, nogil=True, error_model="numpy", fastmath=FASTMATH)
 
 LOSS_MSE = 0
 LOSS_PINBALL = 1
+CELL_LSTM = 0  # lstm_cli.cells.KERNEL_CODE
+CELL_GRU = 1
 
 # --- activations -------------------------------------------------------------------------
 
@@ -186,13 +188,14 @@ else:
 
 
 @njit(**KERNEL)
-def _layer_views(params, offsets, k, D, H):
+def _layer_views(params, offsets, k, D, H, G):
+    """Layer k's weight_ih (G, D_k), weight_hh (G, H), bias_ih, bias_hh (G,); G = gates x H."""
     d_in = D if k == 0 else H
     o = offsets[4 * k : 4 * k + 4]
-    w_ih = params[o[0] : o[0] + 4 * H * d_in].reshape((4 * H, d_in))
-    w_hh = params[o[1] : o[1] + 4 * H * H].reshape((4 * H, H))
-    b_ih = params[o[2] : o[2] + 4 * H]
-    b_hh = params[o[3] : o[3] + 4 * H]
+    w_ih = params[o[0] : o[0] + G * d_in].reshape((G, d_in))
+    w_hh = params[o[1] : o[1] + G * H].reshape((G, H))
+    b_ih = params[o[2] : o[2] + G]
+    b_hh = params[o[3] : o[3] + G]
     return w_ih, w_hh, b_ih, b_hh
 
 
@@ -476,21 +479,158 @@ def _loss_and_grad_out(y_hat, y, quantiles, loss_kind, n_total, d_out):
     return total
 
 
+# --- the GRU cell ------------------------------------------------------------------------
+# torch's nn.GRU, gates stacked r, z, n; the reset gate scales the recurrent projection of the
+# candidate (torch's formulation, ONNX's linear_before_reset=1):
+#     r_t = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
+#     z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
+#     n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn))
+#     h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+# The products are split as for the LSTM: the input part for all steps (or fused for narrow
+# inputs), the recurrent part h_{t-1} . W_hh^T one GEMM per step.
+
+
 @njit(**KERNEL)
-def forward_backward(params, offsets, D, H, L, O, x, y, masks, use_masks, quantiles, loss_kind,  # noqa: E741
-                     n_total, grad, gates, cells, tanh_cells, hidden, layer_in, rec, y_hat, d_out,
-                     d_gates, d_a, d_b, dh_rec, dc_next):
+def _gru_cell_forward(z, rec, b_hh, h_prev, hn, h):
+    """z (B, 3H) the input part W_ih.x_t + b_ih, overwritten by the gates r, z, n; rec (B, 3H)
+    W_hh.h_{t-1} without its bias; writes hn = W_hn.h_{t-1} + b_hn (kept for backward) and h_t."""
+    B, H = h.shape
+    for b in range(B):
+        for j in range(2 * H):
+            z[b, j] = sigmoid_(z[b, j] + rec[b, j] + b_hh[j])  # r, z
+        for j in range(H):
+            hn[b, j] = rec[b, 2 * H + j] + b_hh[2 * H + j]
+        for j in range(H):
+            z[b, 2 * H + j] = tanh_(z[b, 2 * H + j] + z[b, j] * hn[b, j])  # n
+        for j in range(H):
+            h[b, j] = z[b, 2 * H + j] + z[b, H + j] * (h_prev[b, j] - z[b, 2 * H + j])
+
+
+@njit(**KERNEL)
+def _gru_cell_backward(g, hn, h_prev, d_above, dh, carry, d_gi, d_gh, gb_ih, gb_hh):
+    """One step of GRU BPTT for a block. g (B, 3H) the gates r, z, n; hn (B, H); dh (B, H) in:
+    dL/dh_t through the next step's recurrent product, out: the total dL/dh_t; carry (B, H) in:
+    dL/dh_{t+1} z_{t+1} (the direct path), out: dL/dh_t z_t. Writes d_gi (B, 3H) dL/d(input part
+    of r, z, n) and d_gh (B, 3H) dL/d(recurrent part), and adds their sums over the block to gb_ih
+    and gb_hh (float64)."""
+    B, H = h_prev.shape
+    one = g.dtype.type(1.0)
+    part_ih = np.zeros(3 * H, dtype=d_gi.dtype)
+    part_hh = np.zeros(3 * H, dtype=d_gi.dtype)
+    for b in range(B):
+        for j in range(H):
+            dh[b, j] += d_above[b, j] + carry[b, j]
+        for j in range(H):  # dL/d(pre-activation of n)
+            d_gi[b, 2 * H + j] = dh[b, j] * (one - g[b, H + j]) * (one - g[b, 2 * H + j] * g[b, 2 * H + j])
+        for j in range(H):  # ... through r_t * (W_hn h + b_hn)
+            d_gh[b, 2 * H + j] = d_gi[b, 2 * H + j] * g[b, j]
+        for j in range(H):  # r
+            d_gi[b, j] = d_gi[b, 2 * H + j] * hn[b, j] * g[b, j] * (one - g[b, j])
+        for j in range(H):  # z
+            d_gi[b, H + j] = dh[b, j] * (h_prev[b, j] - g[b, 2 * H + j]) * g[b, H + j] * (one - g[b, H + j])
+        for j in range(2 * H):
+            d_gh[b, j] = d_gi[b, j]
+        for j in range(H):
+            carry[b, j] = dh[b, j] * g[b, H + j]
+        for q in range(3 * H):
+            part_ih[q] += d_gi[b, q]
+        for q in range(3 * H):
+            part_hh[q] += d_gh[b, q]
+    for q in range(3 * H):
+        gb_ih[q] += part_ih[q]
+        gb_hh[q] += part_hh[q]
+
+
+@njit(**KERNEL)
+def _input_part(x, w_ih_t, b_ih, out):
+    """out (B, G) = x (B, Din) . w_ih_t (Din, G) + b_ih, as loops: for a few input features the
+    product is cheaper than a BLAS call."""
+    B, d_in = x.shape
+    G = out.shape[1]
+    for b in range(B):
+        for q in range(G):
+            out[b, q] = b_ih[q]
+        for d in range(d_in):
+            v = x[b, d]
+            for q in range(G):
+                out[b, q] += v * w_ih_t[d, q]
+
+
+@njit(**KERNEL)
+def _gru_layer_forward(x, w_ih, w_hh, b_ih, b_hh, gates, hn, hidden, rec):
+    """One GRU layer over a whole window, keeping what backward needs: gates (T, B, 3H) r, z, n;
+    hn, hidden (T, B, H); rec (B, 3H) scratch."""
+    T, B, d_in = x.shape
+    H = w_hh.shape[1]
+    G = 3 * H
+    zeros = np.zeros((B, H), dtype=gates.dtype)  # h_0
+    w_ih_t = np.ascontiguousarray(w_ih.T)
+    w_hh_t = np.ascontiguousarray(w_hh.T)
+    fused = d_in < SMALL_D
+    if not fused:
+        flat = gates.reshape((T * B, G))
+        _matmul(x.reshape((T * B, d_in)), w_ih_t, flat)
+        for r in range(T * B):
+            for q in range(G):
+                flat[r, q] += b_ih[q]
+    rec[:, :] = 0.0
+    for t in range(T):
+        if t > 0:
+            _matmul(hidden[t - 1], w_hh_t, rec)
+        if fused:
+            _input_part(x[t], w_ih_t, b_ih, gates[t])
+        _gru_cell_forward(gates[t], rec, b_hh, hidden[t - 1] if t > 0 else zeros, hn[t], hidden[t])
+
+
+@njit(**KERNEL)
+def _gru_layer_backward(w_ih, w_hh, gates, hn, d_hidden, inp, hidden, d_gi, d_gh, dh_rec, carry,
+                        gb_ih, gb_hh, gw_ih, gw_hh, d_low, want_low):
+    """BPTT through one GRU layer. d_hidden (T, B, H) dL/dh_t from above; writes d_gi, d_gh
+    (T, B, 3H) for every step, the bias sums into gb_ih, gb_hh (3H,) float64, then the weight
+    gradients gw_ih = sum_t d_gi_t^T x_t, gw_hh = sum_t d_gh_t^T h_{t-1} and, if want_low,
+    d_low (T, B, Din) = d_gi W_ih as GEMMs over all steps."""
+    T, B, H = d_hidden.shape
+    d_in = inp.shape[2]
+    G = 3 * H
+    zeros = np.zeros((B, H), dtype=gates.dtype)
+    carry[:, :] = 0.0
+    dh_rec[:, :] = 0.0
+    gb_ih[:] = 0.0
+    gb_hh[:] = 0.0
+    for t in range(T - 1, -1, -1):
+        if t < T - 1:
+            _matmul(d_gh[t + 1], w_hh, dh_rec)  # (B, 3H) x (3H, H)
+        _gru_cell_backward(gates[t], hn[t], hidden[t - 1] if t > 0 else zeros, d_hidden[t], dh_rec,
+                           carry, d_gi[t], d_gh[t], gb_ih, gb_hh)
+    n = T * B
+    np.dot(d_gi.reshape((n, G)).T, inp.reshape((n, d_in)), gw_ih)
+    if T > 1:
+        m = (T - 1) * B
+        np.dot(d_gh[1:].reshape((m, G)).T, hidden[: T - 1].reshape((m, H)), gw_hh)
+    else:
+        gw_hh[:, :] = 0.0
+    if want_low:
+        _matmul(d_gi.reshape((n, G)), w_ih, d_low.reshape((n, d_in)))
+
+
+@njit(**KERNEL)
+def forward_backward(params, offsets, cell, D, H, L, O, x, y, masks, use_masks, quantiles,  # noqa: E741
+                     loss_kind, n_total, grad, gates, cells, tanh_cells, hidden, layer_in, rec, y_hat,
+                     d_out, d_gates, d_rec, d_a, d_b, dh_rec, dc_next):
     """Loss (summed over this shard) and its gradient wrt every parameter, written into grad.
 
+    cell: CELL_LSTM or CELL_GRU; G below is 4H for the LSTM, 3H for the GRU.
     x (T, B, D); y (B, O); masks (max(L-1,1), T, B, H) dropout masks already scaled by 1/(1-p);
-    gates (L, T, B, 4H); cells, tanh_cells, hidden (L, T, B, H); layer_in (max(L-1,1), T, B, H)
-    the dropped-out inputs of layers 1..L-1; rec (B, 4H); y_hat, d_out (B, O);
-    d_gates (T, B, 4H); d_a, d_b (T, B, H); dh_rec, dc_next (B, H).
+    gates (L, T, B, G); cells, hidden (L, T, B, H) (the GRU keeps W_hn.h + b_hn in cells);
+    tanh_cells (L, T, B, H) tanh(C_t) (LSTM only); layer_in (max(L-1,1), T, B, H) the dropped-out
+    inputs of layers 1..L-1; rec (B, G); y_hat, d_out (B, O); d_gates (T, B, G);
+    d_rec (T, B, G) (GRU only); d_a, d_b (T, B, H); dh_rec, dc_next (B, H).
     """
     old_fp = _flush_denormals()
     T, B, _ = x.shape
+    G = (4 if cell == CELL_LSTM else 3) * H
     for k in range(L):
-        w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H)
+        w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H, G)
         if k == 0:
             inp = x
         else:
@@ -502,7 +642,11 @@ def forward_backward(params, offsets, D, H, L, O, x, y, masks, use_masks, quanti
                             inp[t, b, j] = hidden[k - 1, t, b, j] * masks[k - 1, t, b, j]
             else:
                 inp[:, :, :] = hidden[k - 1]
-        _layer_forward(inp, w_ih, w_hh, b_ih, b_hh, gates[k], cells[k], tanh_cells[k], hidden[k], rec)
+        if cell == CELL_LSTM:
+            _layer_forward(inp, w_ih, w_hh, b_ih, b_hh, gates[k], cells[k], tanh_cells[k], hidden[k],
+                           rec)
+        else:
+            _gru_layer_forward(inp, w_ih, w_hh, b_ih, b_hh, gates[k], cells[k], hidden[k], rec)
 
     w_out, b_out = _head_views(params, offsets, L, H, O)
     h_last = hidden[L - 1, T - 1]  # (B, H)
@@ -526,18 +670,25 @@ def forward_backward(params, offsets, D, H, L, O, x, y, masks, use_masks, quanti
 
     d_cur = d_a
     d_low = d_b
-    g_bias = np.empty(4 * H, dtype=np.float64)  # bias gradient summed in float64
+    g_bias = np.empty(G, dtype=np.float64)  # bias gradients summed in float64
+    g_bias_hh = np.empty(G, dtype=np.float64)
     for k in range(L - 1, -1, -1):
-        w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H)
-        gw_ih, gw_hh, gb_ih, gb_hh = _layer_views(grad, offsets, k, D, H)
+        w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H, G)
+        gw_ih, gw_hh, gb_ih, gb_hh = _layer_views(grad, offsets, k, D, H, G)
         inp = x if k == 0 else layer_in[k - 1]
         # For k > 0 also dL/d(input of layer k) into d_low, then back through the dropout mask
         # to layer k-1's outputs.
-        _layer_backward(w_ih, w_hh, gates[k], cells[k], tanh_cells[k], d_cur, inp, hidden[k],
-                        d_gates, dh_rec, dc_next, g_bias, gw_ih, gw_hh, d_low, k > 0)
-        for j in range(4 * H):
+        if cell == CELL_LSTM:
+            _layer_backward(w_ih, w_hh, gates[k], cells[k], tanh_cells[k], d_cur, inp, hidden[k],
+                            d_gates, dh_rec, dc_next, g_bias, gw_ih, gw_hh, d_low, k > 0)
+            g_bias_hh[:] = g_bias  # b_ih and b_hh enter the LSTM's gates as one sum
+        else:
+            _gru_layer_backward(w_ih, w_hh, gates[k], cells[k], d_cur, inp, hidden[k], d_gates,
+                                d_rec, dh_rec, dc_next, g_bias, g_bias_hh, gw_ih, gw_hh, d_low,
+                                k > 0)
+        for j in range(G):
             gb_ih[j] = g_bias[j]
-            gb_hh[j] = g_bias[j]
+            gb_hh[j] = g_bias_hh[j]
         if k > 0:
             if use_masks:
                 for t in range(T):
@@ -557,10 +708,12 @@ AXPY_MAX_H = 64  # above, BLAS's matrix-vector product is faster than _infer_axp
 
 
 @njit(**KERNEL)
-def forward_infer(params, offsets, D, H, L, O, x, out):  # noqa: E741
+def forward_infer(params, offsets, cell, D, H, L, O, x, out):  # noqa: E741
     """Head outputs out (B, O) for windows x (T, B, D) without training caches: memory
     O(L*B*(D+H)), not O(T*B*H). Few windows (the latency path) avoid GEMM."""
-    if x.shape[1] > GEMV_MAX_B:
+    if cell == CELL_GRU:
+        _gru_infer(params, offsets, D, H, L, O, x, out)
+    elif x.shape[1] > GEMV_MAX_B:
         _infer_gemm(params, offsets, D, H, L, O, x, out)
     elif H <= AXPY_MAX_H:
         _infer_axpy(params, offsets, D, H, L, O, x, out)
@@ -578,7 +731,7 @@ def _infer_gemv(params, offsets, D, H, L, O, x, out):  # noqa: E741
     dt = params.dtype
     bias = np.empty((L, G), dtype=dt)
     for k in range(L):
-        w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H)
+        w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H, 4 * H)
         for q in range(G):
             bias[k, q] = b_ih[q] + b_hh[q]
     h = np.zeros((L, B, H), dtype=dt)
@@ -587,7 +740,7 @@ def _infer_gemv(params, offsets, D, H, L, O, x, out):  # noqa: E741
     rec = np.empty((B, G), dtype=dt)
     for t in range(T):
         for k in range(L):
-            w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H)
+            w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H, 4 * H)
             for b in range(B):
                 np.dot(w_ih, x[t, b] if k == 0 else h[k - 1, b], z[b])  # (4H, Din) . (Din,)
                 np.dot(w_hh, h[k, b], rec[b])  # (4H, H) . (H,)
@@ -619,7 +772,7 @@ def _infer_axpy(params, offsets, D, H, L, O, x, out):  # noqa: E741
     bias = np.empty((L, G), dtype=dt)
     for k in range(L):
         d_in = D if k == 0 else H
-        w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H)
+        w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H, 4 * H)
         for j in range(d_in):
             for q in range(G):
                 wt[k, j, q] = w_ih[q, j]
@@ -694,7 +847,7 @@ def _infer_gemm(params, offsets, D, H, L, O, x, out):  # noqa: E741
     xh_all = np.zeros(xh_off[L], dtype=dt)  # h_0 = 0
     for k in range(L):
         d_in = D if k == 0 else H
-        w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H)
+        w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H, 4 * H)
         w_cat = w_all[w_off[k] : w_off[k + 1]].reshape((d_in + H + 1, G))  # transposed
         for j in range(d_in):
             for q in range(G):
@@ -732,6 +885,79 @@ def _infer_gemm(params, offsets, D, H, L, O, x, out):  # noqa: E741
                         up[b, j] = h[b, j]  # the input of the layer above
     w_out, b_out = _head_views(params, offsets, L, H, O)
     np.dot(h, w_out.T, out)
+    for b in range(B):
+        for j in range(O):
+            out[b, j] += b_out[j]
+    _restore_fp(old_fp)
+
+
+@njit(**KERNEL)
+def _rows_product(a, wt, out):
+    """out (B, N) = a (B, K) . wt (K, N) as a sum of rows of wt (axpy): for single windows and
+    narrow inputs, where a BLAS call costs more than the product."""
+    B, K = a.shape
+    N = wt.shape[1]
+    for b in range(B):
+        for q in range(N):
+            out[b, q] = 0.0
+        for j in range(K):
+            v = a[b, j]
+            for q in range(N):
+                out[b, q] += v * wt[j, q]
+
+
+@njit(**KERNEL)
+def _gru_infer(params, offsets, D, H, L, O, x, out):  # noqa: E741
+    """The GRU stack in lockstep over layers, keeping only each layer's h: per step and layer
+    the input part (B, Din) . W_ih^T and the recurrent part (B, H) . W_hh^T, as GEMMs for many
+    windows and as row sums for a few (or for narrow inputs)."""
+    old_fp = _flush_denormals()
+    T, B, _ = x.shape
+    G = 3 * H
+    dt = params.dtype
+    gemm = B > GEMV_MAX_B
+    # transposed weights, per layer, in flat buffers (np.dot needs contiguous operands)
+    w_off = np.zeros(L + 1, dtype=np.int64)
+    for k in range(L):
+        w_off[k + 1] = w_off[k] + G * ((D if k == 0 else H) + H)
+    w_all = np.empty(w_off[L], dtype=dt)
+    for k in range(L):
+        d_in = D if k == 0 else H
+        w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H, G)
+        base = w_off[k]
+        w_all[base : base + d_in * G].reshape((d_in, G))[:, :] = w_ih.T
+        w_all[base + d_in * G : w_off[k + 1]].reshape((H, G))[:, :] = w_hh.T
+    h = np.zeros((L, B, H), dtype=dt)  # h_0 = 0
+    gi = np.empty((B, G), dtype=dt)
+    gh = np.empty((B, G), dtype=dt)
+    for t in range(T):
+        for k in range(L):
+            d_in = D if k == 0 else H
+            w_ih, w_hh, b_ih, b_hh = _layer_views(params, offsets, k, D, H, G)
+            base = w_off[k]
+            w_ih_t = w_all[base : base + d_in * G].reshape((d_in, G))
+            w_hh_t = w_all[base + d_in * G : w_off[k + 1]].reshape((H, G))
+            inp = x[t] if k == 0 else h[k - 1]
+            if gemm and d_in >= SMALL_D:
+                _matmul(inp, w_ih_t, gi)
+                for b in range(B):
+                    for q in range(G):
+                        gi[b, q] += b_ih[q]
+            else:
+                _input_part(inp, w_ih_t, b_ih, gi)
+            if gemm:
+                _matmul(h[k], w_hh_t, gh)
+            else:
+                _rows_product(h[k], w_hh_t, gh)
+            hk = h[k]
+            for b in range(B):
+                for j in range(H):
+                    r = sigmoid_(gi[b, j] + gh[b, j] + b_hh[j])
+                    u = sigmoid_(gi[b, H + j] + gh[b, H + j] + b_hh[H + j])
+                    n = tanh_(gi[b, 2 * H + j] + r * (gh[b, 2 * H + j] + b_hh[2 * H + j]))
+                    hk[b, j] = n + u * (hk[b, j] - n)
+    w_out, b_out = _head_views(params, offsets, L, H, O)
+    np.dot(h[L - 1], w_out.T, out)
     for b in range(B):
         for j in range(O):
             out[b, j] += b_out[j]

@@ -86,7 +86,7 @@ class Forecaster:
             "lstm_version": __version__,
             "numpy_version": np.__version__,
             "numba_version": numba.__version__,
-            "arch": {"cell": "lstm", "input_size": arch.input_size, "hidden_size": arch.hidden_size,
+            "arch": {"cell": arch.cell, "input_size": arch.input_size, "hidden_size": arch.hidden_size,
                      "num_layers": arch.num_layers, "output_size": arch.output_size, "dtype": arch.dtype},
             "data": self.spec.to_header(),
             "series": {"ids": list(self.ids), "last_time": [int(t) for t in self.last_time]},
@@ -100,7 +100,8 @@ class Forecaster:
     @classmethod
     def from_file_parts(cls, header: dict, arrays: dict[str, np.ndarray], threads: int | None = None) -> Forecaster:
         a = header["arch"]
-        arch = Architecture(a["input_size"], a["hidden_size"], a["num_layers"], a["output_size"], a["dtype"])
+        arch = Architecture(a["input_size"], a["hidden_size"], a["num_layers"], a["output_size"], a["dtype"],
+                            a["cell"])
         net = Network(arch, ParamLayout(arch).flatten(arrays, arch.np_dtype), threads=threads)
         return cls(network=net, spec=DataSpec.from_header(header["data"]), ids=tuple(header["series"]["ids"]),
                    last_time=np.asarray(header["series"]["last_time"], dtype=np.int64),

@@ -44,6 +44,7 @@ from datetime import datetime
 import numpy as np
 
 from lstm_cli.atomic import atomic_output
+from lstm_cli.cells import GATES
 from lstm_cli.errors import InputMissingError, ModelFileError
 
 MAGIC = b"LSTMCLI\x00"
@@ -600,12 +601,13 @@ def expected_arrays(arch: dict, n_series: int) -> dict[str, tuple[str, tuple[int
     """name -> (dtype code, shape) of every array a model with `arch` (validated) must hold."""
     D, H, L, O = arch["input_size"], arch["hidden_size"], arch["num_layers"], arch["output_size"]  # noqa: E741
     dt = _ARCH_DTYPES[arch["dtype"]]
+    G = GATES[arch["cell"]] * H
     out = {}
     for k in range(L):
-        out[f"weight_ih_l{k}"] = (dt, (4 * H, D if k == 0 else H))
-        out[f"weight_hh_l{k}"] = (dt, (4 * H, H))
-        out[f"bias_ih_l{k}"] = (dt, (4 * H,))
-        out[f"bias_hh_l{k}"] = (dt, (4 * H,))
+        out[f"weight_ih_l{k}"] = (dt, (G, D if k == 0 else H))
+        out[f"weight_hh_l{k}"] = (dt, (G, H))
+        out[f"bias_ih_l{k}"] = (dt, (G,))
+        out[f"bias_hh_l{k}"] = (dt, (G,))
     out["head.weight"] = (dt, (O, H))
     out["head.bias"] = (dt, (O,))
     out["scaler.loc"] = ("<f8", (n_series, D))
@@ -643,7 +645,7 @@ def validate_header(header: dict) -> None:
         _str(header[key], key)
 
     arch = _section(header, "arch", _ARCH_KEYS, "arch")
-    _choice(arch["cell"], "arch.cell", {"lstm"})
+    _choice(arch["cell"], "arch.cell", set(GATES))
     _int(arch["input_size"], "arch.input_size", 1, 4096)
     _int(arch["hidden_size"], "arch.hidden_size", 1, 4096)
     _int(arch["num_layers"], "arch.num_layers", 1, 16)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lstm_cli import kernels
+from lstm_cli import cells, kernels
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 MIN_SHARD = 8  # windows; below this a shard costs more in overhead than it saves
@@ -35,6 +35,7 @@ class Architecture:
     num_layers: int  # L
     output_size: int  # O: horizon x targets (x quantiles)
     dtype: str = "float32"
+    cell: str = "lstm"  # a key of cells.GATES
 
     def __post_init__(self):
         for name in ("input_size", "hidden_size", "num_layers", "output_size"):
@@ -43,10 +44,17 @@ class Architecture:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.cell not in cells.GATES:
+            raise ValueError(f"cell must be one of {sorted(cells.GATES)}, got {self.cell!r}")
 
     @property
     def np_dtype(self):
         return DTYPES[self.dtype]
+
+    @property
+    def gate_rows(self) -> int:
+        """G: rows of weight_ih/weight_hh, the gates stacked (4H for the LSTM, 3H for the GRU)."""
+        return cells.GATES[self.cell] * self.hidden_size
 
 
 class ParamLayout:
@@ -54,13 +62,14 @@ class ParamLayout:
 
     def __init__(self, arch: Architecture):
         D, H, L, O = arch.input_size, arch.hidden_size, arch.num_layers, arch.output_size  # noqa: E741
+        G = arch.gate_rows
         self.shapes: dict[str, tuple[int, ...]] = {}
         for k in range(L):
             d_in = D if k == 0 else H
-            self.shapes[f"weight_ih_l{k}"] = (4 * H, d_in)
-            self.shapes[f"weight_hh_l{k}"] = (4 * H, H)
-            self.shapes[f"bias_ih_l{k}"] = (4 * H,)
-            self.shapes[f"bias_hh_l{k}"] = (4 * H,)
+            self.shapes[f"weight_ih_l{k}"] = (G, d_in)
+            self.shapes[f"weight_hh_l{k}"] = (G, H)
+            self.shapes[f"bias_ih_l{k}"] = (G,)
+            self.shapes[f"bias_hh_l{k}"] = (G,)
         self.shapes["head.weight"] = (O, H)
         self.shapes["head.bias"] = (O,)
         offsets, pos = [], 0
@@ -88,10 +97,12 @@ class ParamLayout:
 
 
 def init_params(arch: Architecture, seed: int, forget_bias: float = 0.0) -> np.ndarray:
-    """torch's initialisation: every tensor uniform in +-1/sqrt(H) (nn.LSTM and nn.Linear alike).
+    """torch's initialisation: every tensor uniform in +-1/sqrt(H) (nn.LSTM, nn.GRU and
+    nn.Linear alike).
 
-    forget_bias is added to the forget gate's b_ih: a larger value makes the cell remember by
-    default, which helps long windows train.
+    forget_bias is added to b_ih of the gate that keeps the state, rows H..2H in both cells: the
+    LSTM's forget gate f, the GRU's update gate z (h_t = (1 - z) n + z h_{t-1}). A larger value
+    makes the cell remember by default, which helps long windows train.
     """
     layout = ParamLayout(arch)
     rng = np.random.default_rng(seed)
@@ -139,17 +150,20 @@ class _TrainBuffers:
 
     def __init__(self, arch: Architecture, T: int, B: int):
         H, L, O, dt = arch.hidden_size, arch.num_layers, arch.output_size, arch.np_dtype  # noqa: E741
+        G = arch.gate_rows
+        gru = arch.cell == "gru"
         lm = max(L - 1, 1)
         self.grad = np.zeros(ParamLayout(arch).size, dtype=dt)
-        self.gates = np.empty((L, T, B, 4 * H), dtype=dt)
-        self.cells = np.empty((L, T, B, H), dtype=dt)
-        self.tanh_cells = np.empty((L, T, B, H), dtype=dt)
+        self.gates = np.empty((L, T, B, G), dtype=dt)
+        self.cells = np.empty((L, T, B, H), dtype=dt)  # C_t (LSTM), W_hn.h + b_hn (GRU)
+        self.tanh_cells = np.empty((L, 1, 1, 1) if gru else (L, T, B, H), dtype=dt)
         self.hidden = np.empty((L, T, B, H), dtype=dt)
         self.layer_in = np.empty((lm, T, B, H), dtype=dt)
-        self.rec = np.empty((B, 4 * H), dtype=dt)
+        self.rec = np.empty((B, G), dtype=dt)
         self.y_hat = np.empty((B, O), dtype=dt)
         self.d_out = np.empty((B, O), dtype=dt)
-        self.d_gates = np.empty((T, B, 4 * H), dtype=dt)
+        self.d_gates = np.empty((T, B, G), dtype=dt)
+        self.d_rec = np.empty((T, B, G) if gru else (1, 1, 1), dtype=dt)
         self.d_a = np.empty((T, B, H), dtype=dt)
         self.d_b = np.empty((T, B, H), dtype=dt)
         self.dh_rec = np.empty((B, H), dtype=dt)
@@ -158,7 +172,7 @@ class _TrainBuffers:
 
 
 class Network:
-    """An LSTM stack with a dense head; parameters are one flat vector (ParamLayout)."""
+    """An LSTM or GRU stack with a dense head; parameters are one flat vector (ParamLayout)."""
 
     def __init__(self, arch: Architecture, params: np.ndarray | None = None, *, seed: int = 0,
                  forget_bias: float = 0.0, threads: int | None = None):
@@ -222,10 +236,11 @@ class Network:
             ys = np.ascontiguousarray(y[lo:hi], dtype=dt)
             m = masks[s] if use_masks else buf.no_masks
             return kernels.forward_backward(
-                self.params, self.layout.offsets, arch.input_size, arch.hidden_size,
-                arch.num_layers, O, xs, ys, m, use_masks, q, loss_kind, float(B * O), buf.grad,
-                buf.gates, buf.cells, buf.tanh_cells, buf.hidden, buf.layer_in, buf.rec,
-                buf.y_hat, buf.d_out, buf.d_gates, buf.d_a, buf.d_b, buf.dh_rec, buf.dc_next)
+                self.params, self.layout.offsets, cells.KERNEL_CODE[arch.cell], arch.input_size,
+                arch.hidden_size, arch.num_layers, O, xs, ys, m, use_masks, q, loss_kind,
+                float(B * O), buf.grad, buf.gates, buf.cells, buf.tanh_cells, buf.hidden,
+                buf.layer_in, buf.rec, buf.y_hat, buf.d_out, buf.d_gates, buf.d_rec, buf.d_a,
+                buf.d_b, buf.dh_rec, buf.dc_next)
 
         losses = _run_shards(run, shards, self.threads)
         grad = grad_out if grad_out is not None else np.empty_like(self.params)
@@ -260,8 +275,8 @@ class Network:
         def run(s: int) -> None:
             lo, hi = bounds[s]
             xs = np.ascontiguousarray(x[lo:hi].transpose(1, 0, 2), dtype=dt)
-            kernels.forward_infer(self.params, self.layout.offsets, arch.input_size,
-                                  arch.hidden_size, arch.num_layers, arch.output_size, xs,
+            kernels.forward_infer(self.params, self.layout.offsets, cells.KERNEL_CODE[arch.cell],
+                                  arch.input_size, arch.hidden_size, arch.num_layers, arch.output_size, xs,
                                   out[lo:hi])
 
         _run_shards(run, parts, self.threads)

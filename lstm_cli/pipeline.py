@@ -34,6 +34,7 @@ class TrainRequest:
     lookback: int | None = None
     hidden: int = 64
     layers: int = 1
+    cell: str = "lstm"
     dtype: str = "float32"
     quantiles: tuple[float, ...] = ()
     val_frac: float = 0.1
@@ -162,8 +163,8 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
         old, _ = load_model(req.warm_start, req.threads)
         warm_notes = check_warm_start(old, series, req)
         req = replace(req, hidden=old.network.arch.hidden_size, layers=old.network.arch.num_layers,
-                      dtype=old.network.arch.dtype, quantiles=old.spec.quantiles, scaling=old.spec.scaling,
-                      lookback=old.spec.lookback)
+                      cell=old.network.arch.cell, dtype=old.network.arch.dtype, quantiles=old.spec.quantiles,
+                      scaling=old.spec.scaling, lookback=old.spec.lookback)
     lengths = np.diff(series.starts)
     horizon = req.horizon
     shortest = int(lengths.min())
@@ -194,7 +195,7 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
         y_train, y_val = np.repeat(y_train, nq, axis=1), np.repeat(y_val, nq, axis=1)
         quantiles = np.tile(quantiles, horizon * n_targets)
     arch = Architecture(input_size=len(series.columns), hidden_size=req.hidden, num_layers=req.layers,
-                        output_size=horizon * n_targets * nq, dtype=req.dtype)
+                        output_size=horizon * n_targets * nq, dtype=req.dtype, cell=req.cell)
     threads = req.threads or default_threads()
     if old is not None:
         network = Network(arch, old.network.params.copy(), threads=threads)
@@ -224,8 +225,8 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
                     freq=series.freq, lookback=lookback, horizon=horizon, quantiles=tuple(req.quantiles),
                     scaling=req.scaling)
     params = {k: getattr(req.train, k) for k in req.train.__dataclass_fields__}
-    params.update(hidden=req.hidden, layers=req.layers, val_frac=req.val_frac, forget_bias=req.forget_bias,
-                  dtype=req.dtype, warm_start_sha256=warm_sha)
+    params.update(hidden=req.hidden, layers=req.layers, cell=req.cell, val_frac=req.val_frac,
+                  forget_bias=req.forget_bias, dtype=req.dtype, warm_start_sha256=warm_sha)
     training = {"seed": req.train.seed, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                 "threads": threads, "params": params,
                 "history": {"train_loss": [float(x) for x in result.train_loss],

@@ -92,7 +92,7 @@ def test_masks_really_drop(small_net, windows, dtype, tol):
     dt = net.arch.np_dtype
     masks = np.zeros((1, T, B, H), dtype=dt)
     grad = np.zeros(a.size, dtype=dt)
-    kernels.forward_backward(net.params, a.offsets, D, H, L, n_out,
+    kernels.forward_backward(net.params, a.offsets, kernels.CELL_LSTM, D, H, L, n_out,
                              np.ascontiguousarray(x.transpose(1, 0, 2), dtype=dt),
                              y.astype(dt), masks, True, np.zeros(n_out), kernels.LOSS_MSE,
                              float(B * n_out), grad, *buf_args)
@@ -110,7 +110,8 @@ def _kernel_buffers(arch, T, B):
     return (np.empty((L, T, B, 4 * H), dt), np.empty((L, T, B, H), dt),
             np.empty((L, T, B, H), dt), np.empty((L, T, B, H), dt), np.empty((lm, T, B, H), dt),
             np.empty((B, 4 * H), dt), np.empty((B, n_out), dt), np.empty((B, n_out), dt),
-            np.empty((T, B, 4 * H), dt), np.empty((T, B, H), dt), np.empty((T, B, H), dt),
+            np.empty((T, B, 4 * H), dt), np.empty((1, 1, 1), dt), np.empty((T, B, H), dt),
+            np.empty((T, B, H), dt),
             np.empty((B, H), dt), np.empty((B, H), dt))
 
 

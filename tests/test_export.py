@@ -43,6 +43,12 @@ MODELS = {  # name: (csv, train options)
         "--quantiles", "0.1,0.5,0.9"]),
     "a10_float64": ("a10_monthly.csv", [
         "--target", "cost_million_aud", "--horizon", "6", "--layers", "2", "--dtype", "float64"]),
+    "gru_macro_2layer_features": ("us_macro_quarterly.csv", [
+        "--cell", "gru", "--target", "real_gdp", "--features", "real_investment,cpi", "--horizon", "4",
+        "--layers", "2"]),
+    "gru_panel_quantiles": ("departures_monthly_panel.csv", [
+        "--cell", "gru", "--id-col", "series_id", "--target", "departures_thousands", "--horizon", "4",
+        "--quantiles", "0.1,0.5,0.9"]),
 }
 
 
@@ -129,7 +135,8 @@ def test_onnx_matches_predict(models, name, tmp_path):
     out = export_to(path, "onnx", tmp_path / "m.onnx")
     model = onnx.load(str(out))
     onnx.checker.check_model(model, full_check=True)
-    assert [n.op_type for n in model.graph.node].count("LSTM") == header["arch"]["num_layers"]
+    op = {"lstm": "LSTM", "gru": "GRU"}[header["arch"]["cell"]]
+    assert [n.op_type for n in model.graph.node].count(op) == header["arch"]["num_layers"]
 
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = raw_windows(data, header).astype(np.float32)
@@ -147,6 +154,7 @@ def test_onnx_matches_predict(models, name, tmp_path):
     assert int(meta["lookback"]) == d["lookback"] and int(meta["horizon"]) == d["horizon"]
     assert meta["time_col"] == d["time_col"] and meta["freq"] == (d["freq"] if d["freq"] is not None else "null")
     assert json.loads(meta["ids"]) == header["series"]["ids"]
+    assert meta["cell"] == header["arch"]["cell"]
     if header["arch"]["dtype"] == "float64":
         assert "cast to float32" in model.doc_string
 
@@ -196,7 +204,7 @@ def test_onnx_and_torch_snippet_follow_each_scaling_mode(models, scaling, tmp_pa
     from lstm_cli.model import Forecaster
 
     monkeypatch.chdir(tmp_path)
-    for name in ("macro_quantiles_2targets", "panel_2layer"):
+    for name in ("macro_quantiles_2targets", "panel_2layer", "gru_panel_quantiles"):
         path, data, header, _ = models[name]
         header = copy.deepcopy(header)
         header["data"]["scaling"] = scaling
@@ -269,7 +277,7 @@ def test_missing_onnx_exits_69_and_writes_nothing(models, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("name", ["a10", "macro_2layer_features", "panel_2layer", "macro_quantiles_2targets",
-                                  "a10_float64"])
+                                  "a10_float64", "gru_macro_2layer_features", "gru_panel_quantiles"])
 def test_json_loaded_by_the_docs_torch_snippet_gives_predict(models, name, tmp_path, monkeypatch):
     pytest.importorskip("torch")
     path, data, header, want = models[name]
@@ -282,8 +290,9 @@ def test_json_loaded_by_the_docs_torch_snippet_gives_predict(models, name, tmp_p
     assert rel_diff(got, want) <= RTOL
 
 
-def test_json_holds_the_exact_weights_and_metadata(models, tmp_path):
-    path, _, header, _ = models["panel_quantiles"]
+@pytest.mark.parametrize("name", ["panel_quantiles", "gru_panel_quantiles"])
+def test_json_holds_the_exact_weights_and_metadata(models, tmp_path, name):
+    path, _, header, _ = models[name]
     doc = json.loads(export_to(path, "json", tmp_path / "m.json").read_text())
     _, arrays = modelfile.load(path)
     assert doc["format"] == "lstm-export-json" and doc["version"] == 1
@@ -292,12 +301,13 @@ def test_json_holds_the_exact_weights_and_metadata(models, tmp_path):
                 "horizon", "quantiles", "strategy"):
         assert meta[key] == d[key], key
     assert meta["ids"] == header["series"]["ids"] and meta["last_time"] == header["series"]["last_time"]
-    for key in ("num_layers", "hidden_size", "input_size", "output_size"):
+    for key in ("cell", "num_layers", "hidden_size", "input_size", "output_size"):
         assert meta[key] == header["arch"][key]
-    assert list(doc["state_dict"]) == ["lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm.bias_ih_l0",
-                                       "lstm.bias_hh_l0", "head.weight", "head.bias"]
+    cell = header["arch"]["cell"]
+    assert list(doc["state_dict"]) == [f"{cell}.weight_ih_l0", f"{cell}.weight_hh_l0", f"{cell}.bias_ih_l0",
+                                       f"{cell}.bias_hh_l0", "head.weight", "head.bias"]
     for name, value in doc["state_dict"].items():
-        ref = arrays[name.removeprefix("lstm.")]
+        ref = arrays[name.removeprefix(f"{cell}.")]
         assert np.array_equal(np.asarray(value, dtype=ref.dtype), ref), name  # bit-exact
     assert np.array_equal(doc["scaler"]["loc"], arrays["scaler.loc"])
     assert np.array_equal(doc["scaler"]["scale"], arrays["scaler.scale"])
@@ -306,18 +316,19 @@ def test_json_holds_the_exact_weights_and_metadata(models, tmp_path):
 # --- NPZ ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["macro_2layer_features", "a10_float64"])
+@pytest.mark.parametrize("name", ["macro_2layer_features", "a10_float64", "gru_macro_2layer_features"])
 def test_npz_loads_without_pickle_and_equals_the_model_arrays(models, name, tmp_path):
     path, _, header, _ = models[name]
     out = export_to(path, "npz", tmp_path / "m.npz")
     _, arrays = modelfile.load(path)
+    cell = header["arch"]["cell"]
     with np.load(out, allow_pickle=False) as npz:
         names = set(npz.files)
-        expected = {f"lstm.{n}" for n in arrays if n.startswith(("weight_", "bias_"))}
+        expected = {f"{cell}.{n}" for n in arrays if n.startswith(("weight_", "bias_"))}
         expected |= {"head.weight", "head.bias", "scaler.loc", "scaler.scale", "metadata_json"}
         assert names == expected
         for key in names - {"metadata_json"}:
-            ref = arrays[key.removeprefix("lstm.")]
+            ref = arrays[key.removeprefix(f"{cell}.")]
             assert npz[key].dtype == ref.dtype and np.array_equal(npz[key], ref), key
         assert npz["metadata_json"].shape == () and npz["metadata_json"].dtype.kind == "U"
         meta = json.loads(npz["metadata_json"].item())

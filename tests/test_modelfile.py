@@ -572,7 +572,7 @@ SCHEMA_CASES = [
     ("numba_version", None, "numba_version"),
     ("surprise", 1, "unknown keys"),
     ("arch", [], "arch"),
-    ("arch.cell", "gru", "arch.cell"),
+    ("arch.cell", "rnn", "arch.cell"),
     ("arch.input_size", 0, "arch.input_size"),
     ("arch.input_size", 4097, "arch.input_size"),
     ("arch.input_size", 3.0, "arch.input_size"),

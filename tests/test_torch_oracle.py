@@ -1,5 +1,5 @@
-"""PyTorch as the oracle: the same weights (moved by renaming only) in nn.LSTM(batch_first=True)
-plus nn.Linear on the last hidden state must give the same outputs, gradients and optimizer
+"""PyTorch as the oracle: the same weights (moved by renaming only) in nn.LSTM or nn.GRU
+(batch_first=True) plus nn.Linear on the last hidden state must give the same outputs, gradients and optimizer
 trajectories. Torch is a test dependency only; lstm_cli never imports it.
 """
 
@@ -26,8 +26,8 @@ class TorchTwin(torch.nn.Module):
     def __init__(self, arch: Architecture, tensors: dict[str, np.ndarray]):
         super().__init__()
         dt = TORCH_DTYPES[arch.dtype]
-        self.lstm = torch.nn.LSTM(arch.input_size, arch.hidden_size, arch.num_layers,
-                                  batch_first=True, dtype=dt)
+        rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[arch.cell]
+        self.rnn = rnn(arch.input_size, arch.hidden_size, arch.num_layers, batch_first=True, dtype=dt)
         self.head = torch.nn.Linear(arch.hidden_size, arch.output_size, dtype=dt)
         with torch.no_grad():
             for name, p in self.named_parameters():
@@ -35,10 +35,10 @@ class TorchTwin(torch.nn.Module):
 
     @staticmethod
     def our_name(torch_name: str) -> str:
-        return torch_name.removeprefix("lstm.")  # head.weight / head.bias keep their names
+        return torch_name.removeprefix("rnn.")  # head.weight / head.bias keep their names
 
     def forward(self, x):
-        out, _ = self.lstm(x)
+        out, _ = self.rnn(x)
         return self.head(out[:, -1])
 
     def grads(self) -> dict[str, np.ndarray]:
@@ -58,10 +58,14 @@ def _data(seed, B, T, D, n_out):
     return rng.normal(size=(B, T, D)), rng.normal(size=(B, n_out))
 
 
+CELLS = ["lstm", "gru"]
+
+
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
 @pytest.mark.parametrize("L", [1, 3])
-def test_outputs_match_torch(dtype, tol, L):
-    arch = Architecture(3, 5, L, 2, dtype)
+@pytest.mark.parametrize("cell", CELLS)
+def test_outputs_match_torch(dtype, tol, L, cell):
+    arch = Architecture(3, 5, L, 2, dtype, cell)
     net = Network(arch, seed=1, threads=2)
     ref = TorchTwin(arch, net.tensors())
     x, _ = _data(0, 37, 9, 3, 2)  # 37 windows: two shards, and chunks of 8 below
@@ -74,8 +78,9 @@ def test_outputs_match_torch(dtype, tol, L):
 
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
 @pytest.mark.parametrize("loss_kind", ["mse", "pinball"])
-def test_gradients_match_torch(dtype, tol, loss_kind):
-    arch = Architecture(2, 4, 2, 3, dtype)
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_match_torch(dtype, tol, loss_kind, cell):
+    arch = Architecture(2, 4, 2, 3, dtype, cell)
     net = Network(arch, seed=2, forget_bias=1.0, threads=2)
     ref = TorchTwin(arch, net.tensors())
     x, y = _data(1, 20, 7, 2, 3)
@@ -94,8 +99,8 @@ def test_gradients_match_torch(dtype, tol, loss_kind):
     assert max(errs.values()) <= tol, errs
 
 
-def _train_both(make_opt, make_torch_opt, steps=6, max_norm=0.5):
-    arch = Architecture(2, 4, 2, 2, "float64")
+def _train_both(make_opt, make_torch_opt, steps=6, max_norm=0.5, cell="lstm"):
+    arch = Architecture(2, 4, 2, 2, "float64", cell)
     net = Network(arch, seed=3, threads=2)
     ref = TorchTwin(arch, net.tensors())
     opt, topt = make_opt(net.params), make_torch_opt(ref.parameters())
@@ -120,10 +125,12 @@ def _train_both(make_opt, make_torch_opt, steps=6, max_norm=0.5):
     return errs, moved
 
 
-def test_adam_steps_match_torch():
+@pytest.mark.parametrize("cell", CELLS)
+def test_adam_steps_match_torch(cell):
     errs, moved = _train_both(
         lambda p: Adam(p, lr=1e-2, betas=(0.8, 0.95), eps=1e-7, weight_decay=1e-2),
-        lambda p: torch.optim.Adam(p, lr=1e-2, betas=(0.8, 0.95), eps=1e-7, weight_decay=1e-2))
+        lambda p: torch.optim.Adam(p, lr=1e-2, betas=(0.8, 0.95), eps=1e-7, weight_decay=1e-2),
+        cell=cell)
     assert min(moved.values()) > 1e-3  # every tensor moved well beyond the tolerance
     assert max(errs.values()) <= 1e-9, errs
 
