@@ -63,6 +63,7 @@ def render_png(ev, title: str) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     panels = ev.panels
     rows, cols = grid(len(panels))
@@ -107,14 +108,17 @@ def render_png(ev, title: str) -> bytes:
             locator = AutoDateLocator(minticks=4, maxticks=9)
             ax.xaxis.set_major_locator(locator)
             ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=9, integer=True))
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
     if ev.origins > 1:
-        title += f"; MASE in the titles: mean over the {ev.origins} origins"
+        title += f"\nMASE in the panel titles: mean over the {ev.origins} origins"
     fig.suptitle(title, fontsize=11)
     order = ["history", "actual (held out)", "lstm forecast", "lstm forecast (each origin)", q_label, "seasonal naive"]
     labels = [k for k in order if k in handles]
-    fig.legend([handles[k] for k in labels], labels, loc="outside lower center", ncols=len(labels), fontsize=9,
+    fig.legend([handles[k] for k in labels], labels, loc="outside lower center", ncols=len(labels) if cols > 1 else 3,
+               fontsize=9,
                frameon=False)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
