@@ -238,16 +238,24 @@ def test_refit_uses_only_rows_before_each_origin(a10_model, tmp_path):
     assert not np.array_equal(runs[True, "original"][0], runs[False, "original"][0])
 
 
-def test_refit_retrains_with_the_options_the_model_file_records(a10_model):
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_refit_retrains_with_the_options_the_model_file_records(a10_model, cell, tmp_path):
     """On all rows, train_on_series with refit_request's options gives the very weights `lstm train`
     wrote (same data, options, seed and threads)."""
     from lstm_cli import frame
     from lstm_cli.evaluate import refit_request
     from lstm_cli.pipeline import load_model, train_on_series
 
-    model, _ = load_model(str(a10_model))
+    path = a10_model
+    if cell != "lstm":
+        path = tmp_path / f"{cell}.lstm"
+        result = CliRunner().invoke(cli, ["train", str(A10), "--target", "cost_million_aud", "--horizon", "6",
+                                          "--out", str(path), "--epochs", "15", "--hidden", "8", "--threads", "2",
+                                          "--cell", cell, "-q"])
+        assert result.exit_code == 0, result.output
+    model, _ = load_model(str(path))
     req, notes = refit_request(model, str(A10), None)
-    assert notes == [] and req.hidden == 8 and req.train.epochs == 15 and req.threads == 2
+    assert notes == [] and req.hidden == 8 and req.train.epochs == 15 and req.threads == 2 and req.cell == cell
     series = frame.read_series(str(A10), targets=req.targets, features=req.features, time_col=req.time_col,
                                id_col=req.id_col, freq=req.freq)
     again, result = train_on_series(series, req)
