@@ -76,11 +76,12 @@ import sys
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 
 from lstm_cli.errors import DataError, InputMissingError, UsageError
 
@@ -823,6 +824,31 @@ def read_series(path: str, *, targets: Sequence[str], features: Sequence[str] = 
 
 def _read_stream(raw, source: str, gz_name: bool, targets, features, time_col, id_col, sep, freq, missing,
                  max_bytes) -> SeriesSet:
+    """The fast path (_read_fast) when it takes the input; else the careful path (_read_careful)
+    from the first byte again: a regular file is rewound, stdin is replayed from what the fast
+    path read. Only the careful path raises errors about the input, so every message is its own."""
+    args = (targets, features, time_col, id_col, sep, freq, missing, max_bytes)
+    seekable = raw.seekable() if hasattr(raw, "seekable") else False
+    tape = None if seekable else _Tape(raw)
+    try:
+        start = raw.tell() if seekable else 0
+    except OSError:
+        seekable, tape = False, _Tape(raw)
+    try:
+        fast = _read_fast(raw if tape is None else tape, source, gz_name, *args)
+    except _FAST_GIVES_UP:
+        fast = None
+    if fast is not None:
+        return fast
+    if tape is None:
+        raw.seek(start)
+    else:
+        raw = _Prefixed(tape.replay(), raw)
+    return _read_careful(raw, source, gz_name, *args)
+
+
+def _read_careful(raw, source: str, gz_name: bool, targets, features, time_col, id_col, sep, freq, missing,
+                  max_bytes) -> SeriesSet:
     limit = csv.field_size_limit()
     csv.field_size_limit(2**31 - 1)  # quoted fields of any length (the default stops at 131,072)
     try:
@@ -832,33 +858,48 @@ def _read_stream(raw, source: str, gz_name: bool, targets, features, time_col, i
         csv.field_size_limit(limit)
 
 
-def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, id_col, sep, freq, missing,
-                  max_bytes) -> SeriesSet:
-    where = _Where(source, id_col)
-    text, gz = _text_stream(raw, source, gz_name, max_bytes)
-    records = _Records(text, where, sep, gz)
-    header_raw = records.read_header()
+@dataclass(frozen=True)
+class _Plan:
+    """What the header says: the columns to read, and how the time column was found."""
+
+    header: list[str]
+    index: dict[str, int]
+    time_col: str
+    columns: list[str]  # targets, then features
+    auto_time: bool  # no --time-col was given
+    by_content: bool  # ... and no column had a time name: the first column holding dates was taken
+
+    @property
+    def chosen(self) -> str:
+        return f"; {self.time_col!r} was taken as the time column, choose another with --time-col"
+
+    @property
+    def hint(self) -> str:
+        return self.chosen if self.by_content else ""
+
+
+def _plan(header_raw: list[str], header_line: int, where: _Where, sep: str, targets, features, time_col, id_col,
+          sample: Callable[[], list[list[str]]]) -> _Plan:
+    """Header checks and the choice of the time column; `sample` gives the first SAMPLE_ROWS
+    records (all fields) when the time column must be found by its content."""
     first = header_raw[0].lstrip()
     if first.startswith("<"):
-        raise DataError(f"{where.file}: an HTML/XML page, not a CSV file (line {records.header_line} starts "
+        raise DataError(f"{where.file}: an HTML/XML page, not a CSV file (line {header_line} starts "
                         f"with {_q(first, 30)}); download or export the data itself as CSV")
     if first.startswith("{") or re.match(r"\[\s*([\[{\"0-9-]|$)", first):
-        raise DataError(f"{where.file}: JSON, not a CSV file (line {records.header_line} starts with "
+        raise DataError(f"{where.file}: JSON, not a CSV file (line {header_line} starts with "
                         f"{_q(first, 30)}); convert it to CSV, e.g. pandas.read_json(...).to_csv(...)")
     header = [h.strip() for h in header_raw]
     dups = [h for h, n in Counter(header).items() if n > 1 and h]  # unnamed columns cannot be asked for
     if dups:
         raise DataError(f"{where.file}: duplicate column name{'s' if len(dups) > 1 else ''} "
-                        f"{', '.join(_q(d) for d in dups)} in the header (line {records.header_line}); "
+                        f"{', '.join(_q(d) for d in dups)} in the header (line {header_line}); "
                         "rename them so that every column has its own name")
     index = {h: i for i, h in enumerate(header)}
     wanted = list(targets) + list(features) + [c for c in (time_col, id_col) if c is not None]
     absent = [c for c in wanted if c not in index]
     if absent:
         raise _missing_columns_error(where, header, absent, sep)
-
-    sample_lines: list[int] = []
-    sample: list[list[str]] = []
     auto_time = time_col is None
     by_content = False
     if auto_time:
@@ -868,24 +909,40 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
             by_lower.setdefault(h.lower(), h)
         time_col = next((by_lower[n] for n in TIME_NAMES if n in by_lower and by_lower[n] not in taken), None)
         if time_col is None:
-            records.read(list, sample_lines, sample, limit=SAMPLE_ROWS)
+            rows = sample()
             time_col = next((h for h in header if h not in taken
-                             and _looks_like_dates([r[index[h]] for r in sample])), None)
+                             and _looks_like_dates([r[index[h]] for r in rows])), None)
             by_content = True
             if time_col is None:
                 rest = [h for h in header if h not in taken]
                 raise DataError(f"{where.file}: no time column found (none is named "
                                 f"{'/'.join(TIME_NAMES)} and none of {', '.join(_q(h) for h in rest) or 'no other column'} "
                                 "holds dates); name it with --time-col")
-    chosen = f"; {time_col!r} was taken as the time column, choose another with --time-col"
-    hint = chosen if by_content else ""
+    return _Plan(header, index, time_col, list(targets) + list(features), auto_time, by_content)
 
-    columns = list(targets) + list(features)
-    need = [index[time_col]] + ([index[id_col]] if id_col is not None else []) + [index[c] for c in columns]
+
+def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, id_col, sep, freq, missing,
+                  max_bytes) -> SeriesSet:
+    """The careful path: Python's csv module, one record at a time, every value checked as text."""
+    where = _Where(source, id_col)
+    text, gz = _text_stream(raw, source, gz_name, max_bytes)
+    records = _Records(text, where, sep, gz)
+    header_raw = records.read_header()
+    sample_lines: list[int] = []
+    sample: list[list[str]] = []
+
+    def read_sample() -> list[list[str]]:
+        records.read(list, sample_lines, sample, limit=SAMPLE_ROWS)
+        return sample
+
+    plan = _plan(header_raw, records.header_line, where, sep, targets, features, time_col, id_col, read_sample)
+    time_col, columns = plan.time_col, plan.columns
+    need = [plan.index[time_col]] + ([plan.index[id_col]] if id_col is not None else [])
+    need += [plan.index[c] for c in columns]
     pick = operator.itemgetter(*need)
     lines_list = sample_lines
     picked = [pick(row) for row in sample]
-    del sample
+    sample.clear()
     records.read(pick, lines_list, picked)
     if not picked:
         raise DataError(f"{where.file}: a header (line {records.header_line}) but no data rows; "
@@ -895,7 +952,7 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
     lines = np.asarray(lines_list, dtype=np.int64)
     del lines_list
 
-    times, kind = _parse_times(fields[0], lines, time_col, where, hint)
+    times, kind = _parse_times(fields[0], lines, time_col, where, plan.hint)
     if freq is not None and kind == "integer":
         raise UsageError(f"--freq {freq!r} does not apply: the time column {time_col!r} holds integers "
                          "(steps or years); leave --freq out")
@@ -920,7 +977,16 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
     for j, col in enumerate(columns):
         values[:, j] = _parse_numbers(fields[first_value + j], lines, col, where, semicolon_hint)
     del fields
+    return _assemble(source, where, plan, id_col, len(targets), ids, codes, times, kind, values, lines, freq,
+                     missing)
 
+
+def _assemble(source: str, where: _Where, plan: _Plan, id_col: str | None, n_targets: int, ids: tuple[str, ...],
+              codes: np.ndarray, times: np.ndarray, kind: str, values: np.ndarray, lines: np.ndarray,
+              freq: str | None, missing: str) -> SeriesSet:
+    """Both paths end here with the parsed rows in file order: the missing-value policy, sorting,
+    duplicate times, frequency and gaps, interpolation."""
+    time_col, columns = plan.time_col, plan.columns
     if missing == "refuse":
         nan_rows, nan_cols = np.nonzero(np.isnan(values))
         if len(nan_rows):
@@ -930,36 +996,325 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
             raise DataError(f"{where.at(int(lines[i]), columns[j])}: missing value{where.series(sid)} at "
                             f"{_fmt_time(times[i], kind)}; fill it in, or use --missing interpolate")
 
-    order = np.lexsort((times, codes))
-    times, codes, lines, values = times[order], codes[order], lines[order], values[order]
-    same = (np.diff(times) == 0) & (np.diff(codes) == 0)
+    dc, dt = np.diff(codes), np.diff(times)
+    if not ((dc > 0) | ((dc == 0) & (dt >= 0))).all():  # already in (id, time) order: lexsort is the identity
+        order = np.lexsort((times, codes))
+        times, codes, lines, values = times[order], codes[order], lines[order], values[order]
+        del order
+        dc, dt = np.diff(codes), np.diff(times)
+    same = (dt == 0) & (dc == 0)
     if same.any():
         k = int(np.flatnonzero(same)[0])
         sid = ids[codes[k]]
         a, b = sorted((int(lines[k]), int(lines[k + 1])))
         raise DataError(f"{where.at(b, time_col)}: time {_fmt_time(times[k], kind)}{where.series(sid)} "
                         f"also appears on line {a}; keep one row per time"
-                        f"{' and series' if id_col is not None else ''}{chosen if auto_time else ''}")
-    starts = np.concatenate([[0], np.flatnonzero(np.diff(codes)) + 1, [len(times)]]).astype(np.int64)
+                        f"{' and series' if id_col is not None else ''}{plan.chosen if plan.auto_time else ''}")
+    starts = np.concatenate([[0], np.flatnonzero(dc) + 1, [len(times)]]).astype(np.int64)
+    del dc, dt, same, codes
 
     notes: list[str] = []
     step, out_freq = _frequency(times, starts, ids, kind, freq, lines, time_col, where, notes)
     _fill_missing(values, times, starts, ids, columns, lines, kind, where, notes)
     values = np.ascontiguousarray(values)
     return SeriesSet(source=source, time_col=time_col,
-                     id_col=id_col, columns=tuple(columns), n_targets=len(targets), ids=ids, starts=starts,
+                     id_col=id_col, columns=tuple(columns), n_targets=n_targets, ids=ids, starts=starts,
                      values=values, times=np.ascontiguousarray(times), time_kind=kind, step=int(step),
                      freq=out_freq, warnings=tuple(notes))
 
 
+# ----------------------------------------------------------------------------------------------
+# the fast path: plain CSV read in blocks of lines, split, checked and converted with array
+# operations. It takes only what it can read exactly as the careful path does and raises
+# _Unusual for anything else (quotes, ragged or odd lines, a bad value, any error at all), and
+# the careful path then reads the input from the start. So both give identical SeriesSets and
+# every error message comes from the careful path.
+
+FAST_BLOCK = 1 << 23  # bytes of text read and converted at a time
+FAST_MAX_FIELD = 64  # bytes; a longer field in a column we read goes to the careful path
+FAST_MAX_LINE = 1 << 26  # bytes; a longer line goes to the careful path
+_SPACE = (9, 10, 11, 12, 13, 32)  # what `\s` matches under re.ASCII
+
+
+class _Unusual(Exception):
+    """The fast path declines the input; the careful path reads it."""
+
+
+_FAST_GIVES_UP = (_Unusual, DataError, UsageError, UnicodeDecodeError, EOFError, zlib.error, OSError)
+
+
+class _Tape(io.RawIOBase):
+    """Passes stdin through and keeps every byte, so the careful path can replay it."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self._kept: list[bytes] = []
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self._inner.read(len(b))
+        if not data:
+            return 0
+        self._kept.append(bytes(data))
+        b[: len(data)] = data
+        return len(data)
+
+    def replay(self) -> bytes:
+        return b"".join(self._kept)
+
+
+def _number_automaton() -> tuple[np.ndarray, np.ndarray]:
+    """The DFA of _NUMBER over bytes: table (states x 256) and the accepting states. Byte 0 is
+    the padding of a fixed-width field and keeps the state (the text holds no NUL bytes)."""
+    START, SIGN, INT, FRAC, POINT, E, ESIGN, EXP, TRAIL, DEAD = range(10)
+    table = np.full((10, 256), DEAD, dtype=np.uint8)
+    table[:, 0] = np.arange(10)
+    digits = np.arange(ord("0"), ord("9") + 1)
+    for state, byte, to in ((START, _SPACE, START), (START, b"+-", SIGN), (START, digits, INT),
+                            (START, b".", POINT), (SIGN, digits, INT), (SIGN, b".", POINT),
+                            (INT, digits, INT), (INT, b".", FRAC), (INT, b"eE", E), (INT, _SPACE, TRAIL),
+                            (FRAC, digits, FRAC), (FRAC, b"eE", E), (FRAC, _SPACE, TRAIL),
+                            (POINT, digits, FRAC), (E, b"+-", ESIGN), (E, digits, EXP), (ESIGN, digits, EXP),
+                            (EXP, digits, EXP), (EXP, _SPACE, TRAIL), (TRAIL, _SPACE, TRAIL)):
+        table[state, np.asarray(list(byte), dtype=np.intp)] = to
+    accept = np.zeros(10, dtype=bool)
+    accept[[INT, FRAC, EXP, TRAIL]] = True
+    return table, accept
+
+
+_NUMBER_TABLE, _NUMBER_ACCEPT = _number_automaton()
+
+
+def _blocks(stream, max_bytes: int):
+    """Blocks of whole lines (each ending in b'\\n'; one is added after a last line without it),
+    the first one after a UTF-8 BOM."""
+    carry = b""
+    total = 0
+    first = True
+    while True:
+        chunk = stream.read(FAST_BLOCK)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > max_bytes:
+            raise _Unusual("over the size limit")
+        data = carry + chunk if carry else chunk
+        if first:
+            if len(data) < 16 and total < 16:
+                carry = data
+                continue
+            for magic, _, _ in _MAGIC:
+                if data.startswith(magic):
+                    raise _Unusual("not text")
+            if data.startswith(codecs.BOM_UTF8):
+                data = data[3:]
+            first = False
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            if len(data) > FAST_MAX_LINE:
+                raise _Unusual("a very long line")
+            carry = data
+            continue
+        carry = data[cut + 1 :]
+        yield data[: cut + 1]
+    if first and carry:  # a file shorter than 16 bytes
+        for magic, _, _ in _MAGIC:
+            if carry.startswith(magic):
+                raise _Unusual("not text")
+        if carry.startswith(codecs.BOM_UTF8):
+            carry = carry[3:]
+    if carry:
+        yield carry + b"\n"
+
+
+def _fixed_width(arr: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """The fields arr[start:start + length] as rows of a (n, W) uint8 array padded with NUL bytes,
+    W a multiple of 8 (so rows view as uint64 words)."""
+    longest = int(length.max()) if len(length) else 0
+    if longest > FAST_MAX_FIELD:
+        raise _Unusual("a long field")
+    width = max(8, -(-longest // 8) * 8)
+    out = sliding_window_view(arr, width)[start]  # whole rows at a time (arr ends in padding)
+    out[np.arange(width) >= length[:, None]] = 0
+    return out
+
+
+def _factorize_rows(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, first): codes number the distinct rows of mat in order of first appearance;
+    first[u] is the first row with code u."""
+    words = mat.view(np.uint64)
+    codes, _ = pd.factorize(words[:, 0])
+    for w in range(1, words.shape[1]):
+        more, uniques = pd.factorize(words[:, w])
+        codes, _ = pd.factorize(codes * len(uniques) + more)  # exact: both factors are below 2**31
+    top = np.maximum.accumulate(codes)
+    first = np.flatnonzero(np.diff(top, prepend=-1))
+    return codes, first
+
+
+class _Distinct:
+    """Distinct field strings of one column over all blocks, numbered in order of first appearance."""
+
+    def __init__(self):
+        self.table: dict[str, int] = {}
+
+    def codes(self, mat: np.ndarray, length: np.ndarray) -> np.ndarray:
+        local, first = _factorize_rows(mat)
+        table = self.table
+        glob = np.array([table.setdefault(bytes(mat[i, : length[i]]).decode("utf-8"), len(table))
+                         for i in first.tolist()], dtype=np.int32)
+        return glob[local]
+
+
+def _fast_numbers(mat: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """float64 values of fixed-width fields: what _parse_numbers gives (NaN for missing tokens),
+    or _Unusual for anything else (not a number, too large for a float64)."""
+    table, state = _NUMBER_TABLE, np.zeros(len(mat), dtype=np.uint8)
+    for k in range(int(length.max()) if len(length) else 0):
+        state = table[state, mat[:, k]]
+    ok = _NUMBER_ACCEPT[state]
+    out = np.empty(len(mat), dtype=np.float64)
+    width = mat.shape[1]
+    if ok.all():
+        out[:] = mat.view(f"S{width}").ravel().astype(np.float64)
+    else:
+        for i in np.flatnonzero(~ok).tolist():
+            if bytes(mat[i, : length[i]]).decode("utf-8").strip() not in MISSING_TOKENS:
+                raise _Unusual("not a number")
+        out[~ok] = np.nan
+        out[ok] = mat[ok].view(f"S{width}").ravel().astype(np.float64)
+    if np.isinf(out).any():
+        raise _Unusual("too large")
+    return out
+
+
+def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_col, sep, freq, missing,
+               max_bytes) -> SeriesSet:
+    """The fast path (see above): plain or gzip UTF-8 text without quotes in the data, LF or CRLF
+    line ends, the header on line 1, every other line either blank or with as many fields as the
+    header, fields up to FAST_MAX_FIELD bytes in the columns read."""
+    sep_byte = sep.encode("utf-8")
+    if len(sep_byte) != 1:
+        raise _Unusual("a multi-byte separator")
+    sep_code = sep_byte[0]
+    where = _Where(source, id_col)
+    head = _read_up_to(raw, 2)
+    stream = _Prefixed(head, raw)
+    if head == b"\x1f\x8b":
+        stream = gzip.GzipFile(fileobj=stream, mode="rb")
+    elif gz_name:
+        raise _Unusual("named .gz")
+    blocks = _blocks(stream, max_bytes)
+    block = next(blocks, b"")
+    nl = block.find(b"\n")
+    header_text = block[:nl].decode("utf-8").removesuffix("\r")
+    if not header_text.strip() or '"' in header_text or "\r" in header_text or "\x00" in header_text:
+        raise _Unusual("header")
+    header_raw = header_text.split(sep)
+
+    def sample() -> list[list[str]]:
+        rows = []
+        for line in block[nl + 1 :].decode("utf-8").split("\n"):
+            line = line.removesuffix("\r")
+            fields = line.split(sep)
+            if len(fields) == len(header_raw) and '"' not in line:
+                rows.append(fields)
+            elif line.strip() or "\r" in line:
+                raise _Unusual("sample")
+            if len(rows) == SAMPLE_ROWS:
+                return rows
+        if next(blocks, None) is not None:
+            raise _Unusual("a short first block")  # never: a block holds far more than SAMPLE_ROWS lines
+        return rows
+
+    plan = _plan(header_raw, 1, where, sep, targets, features, time_col, id_col, sample)
+    n_fields = len(plan.header)
+    need = [plan.index[plan.time_col]] + ([plan.index[id_col]] if id_col is not None else [])
+    need += [plan.index[c] for c in plan.columns]
+    time_codes, id_codes, value_parts, line_parts = [], [], [], []
+    time_text, id_text = _Distinct(), _Distinct()
+    block = block[nl + 1 :]
+    line_base = 2  # the line number of the block's first line
+    line_dtype = np.int32 if max_bytes < 2**31 - 2 else np.int64  # a line takes at least one byte
+    while block is not None:
+        if b'"' in block or b"\x00" in block:
+            raise _Unusual("quotes or NUL bytes")
+        if not block.isascii():
+            block.decode("utf-8")
+        arr = np.frombuffer(block + bytes(FAST_MAX_FIELD + 8), dtype=np.uint8)
+        ends = np.flatnonzero(arr == 10)
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        n_cr = block.count(b"\r")
+        if n_cr:
+            if n_cr != block.count(b"\r\n"):
+                raise _Unusual("a lone CR")
+            ends = ends - (arr[np.maximum(ends - 1, 0)] == 13)
+        seps = np.flatnonzero(arr == sep_code)
+        per_line = np.diff(np.searchsorted(seps, np.concatenate([[0], ends])))
+        good = per_line == n_fields - 1
+        if not good.all():
+            for k in np.flatnonzero(~good).tolist():  # blank lines are skipped; others are ragged
+                if per_line[k] or block[starts[k] : ends[k]].decode("utf-8").strip():
+                    raise _Unusual("a ragged line")
+            starts, ends = starts[good], ends[good]
+        if len(starts):
+            seps = seps.reshape(len(starts), n_fields - 1)
+            cols = []
+            for j in need:
+                a = starts if j == 0 else seps[:, j - 1] + 1
+                b = ends if j == n_fields - 1 else seps[:, j]
+                length = b - a
+                cols.append((_fixed_width(arr, a, length), length))
+            time_codes.append(time_text.codes(*cols[0]))
+            if id_col is not None:
+                id_codes.append(id_text.codes(*cols[1]))
+            value_parts.append(np.column_stack([_fast_numbers(*c) for c in cols[len(need) - len(plan.columns):]]))
+            line_parts.append((line_base + np.flatnonzero(good)).astype(line_dtype))
+            del cols
+        line_base += len(good)
+        del arr, seps, starts, ends, good, per_line
+        block = next(blocks, None)
+    if not line_parts:
+        raise _Unusual("no data rows")
+    lines = np.concatenate(line_parts)
+    del line_parts
+    stamps, kind = _parse_times(list(time_text.table), np.zeros(len(time_text.table), np.int64), plan.time_col,
+                                where, plan.hint)
+    if freq is not None and kind == "integer":
+        raise _Unusual("--freq with integer times")
+    times = stamps[np.concatenate(time_codes)]
+    del time_codes
+    if id_col is not None:
+        stripped = [s.strip() for s in id_text.table]
+        if not all(stripped):
+            raise _Unusual("an empty id")
+        ids = tuple(sorted(set(stripped)))
+        rank = {s: k for k, s in enumerate(ids)}
+        codes = np.array([rank[s] for s in stripped], dtype=np.int32)[np.concatenate(id_codes)]
+        del id_codes
+    else:
+        ids = ("",)
+        codes = np.zeros(len(times), dtype=np.int32)
+    values = np.concatenate(value_parts) if len(value_parts) > 1 else value_parts[0]
+    del value_parts
+    return _assemble(source, where, plan, id_col, len(targets), ids, codes, times, kind, values, lines, freq,
+                     missing)
+
+
 def _frequency(times, starts, ids, kind, freq, lines, time_col, where: _Where, notes: list[str]):
     """(step, freq) per the module rules; appends the gap warnings to notes."""
-    n_series = len(ids)
-    spans = [times[starts[s] : starts[s + 1]] for s in range(n_series)]
+    spans = _Spans(times, starts)
     d = np.diff(times)
     inner = np.ones(len(d), dtype=bool)  # pairs (i, i + 1) within one series
     inner[starts[1:-1] - 1] = False
-    pooled = _mode(d[inner]) if inner.any() else 0
+    constant = None  # the one difference within every series, when there is only one
+    if inner.any():
+        first = d[int(np.argmax(inner))]
+        if ((d == first) | ~inner).all():
+            constant = int(first)
+    pooled = constant if constant is not None else _mode(d[inner]) if inner.any() else 0
 
     if freq is None:
         if kind == "datetime":
@@ -973,7 +1328,8 @@ def _frequency(times, starts, ids, kind, freq, lines, time_col, where: _Where, n
                     per_freq.append((s, memo[key]))
             freq = _agree(per_freq, spans, ids, where)
         if freq is None:
-            per_step = [(s, _mode(np.diff(t))) for s, t in enumerate(spans) if len(t) > 1]
+            per_step = [] if constant is not None else [(s, _mode(np.diff(t))) for s, t in enumerate(spans)
+                                                         if len(t) > 1]  # one step everywhere: they agree
             for s, st in per_step[1:]:
                 if st != per_step[0][1]:
                     s0, st0 = per_step[0]
@@ -981,14 +1337,17 @@ def _frequency(times, starts, ids, kind, freq, lines, time_col, where: _Where, n
                                     f"series {ids[s]!r} by {_fmt_duration(st, kind)}; give every series the "
                                     "same step, or split the file")
             step = pooled if inner.any() else (1 if kind == "integer" else 0)
-            _gap_notes(times, d > step, d < step, inner, starts, step, None, ids, kind, where, notes)
+            _gap_notes(times, d > step, d < step, inner, starts, step, None, ids, kind, where, notes, d)
             return step, None
 
     offset = _offset(freq)
     fixed = _fixed_ns(offset)
     if fixed:
-        first = np.repeat(times[starts[:-1]], np.diff(starts))
-        bad = np.flatnonzero((times - first) % fixed)
+        rel = np.repeat(times[starts[:-1]], np.diff(starts))  # each row's series start, then its offset
+        np.subtract(times, rel, out=rel)
+        np.remainder(rel, fixed, out=rel)
+        bad = np.flatnonzero(rel)
+        del rel
         if len(bad):
             i = int(bad[0])
             s = int(np.searchsorted(starts, i, side="right") - 1)
@@ -1013,8 +1372,24 @@ def _frequency(times, starts, ids, kind, freq, lines, time_col, where: _Where, n
             t0 = pd.Timestamp(int(times[0]))
             step = int((t0 + offset).value - t0.value)
         gap, short = odd, np.zeros(len(d), dtype=bool)
-    _gap_notes(times, gap, short, inner, starts, step, freq, ids, kind, where, notes)
+    _gap_notes(times, gap, short, inner, starts, step, freq, ids, kind, where, notes, d)
     return step, freq
+
+
+class _Spans:
+    """The times of each series, as views made when asked for."""
+
+    def __init__(self, times: np.ndarray, starts: np.ndarray):
+        self.times, self.starts = times, starts
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __getitem__(self, s: int) -> np.ndarray:
+        return self.times[self.starts[s] : self.starts[s + 1]]
+
+    def __iter__(self):
+        return (self[s] for s in range(len(self)))
 
 
 def _agree(per_freq, spans, ids, where: _Where) -> str | None:
@@ -1048,8 +1423,9 @@ def _off_grid(i, times, t, s, lines, time_col, freq, ids, kind, where: _Where):
                     "fix the time or pass the right --freq")
 
 
-def _gap_notes(times, gap, short, inner, starts, step, freq, ids, kind, where: _Where, notes: list[str]) -> None:
-    d = np.diff(times)
+def _gap_notes(times, gap, short, inner, starts, step, freq, ids, kind, where: _Where, notes: list[str],
+               d: np.ndarray | None = None) -> None:
+    d = np.diff(times) if d is None else d
     gap = gap & inner
     n_gaps, n_short = int(gap.sum()), int((short & inner).sum())
     if n_gaps:
@@ -1191,6 +1567,19 @@ def write_csv_text(rows: dict[str, list], columns: list[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
-    for values in zip(*(rows[c] for c in columns), strict=True):
-        writer.writerow([_cell(v) for v in values])
+    writer.writerows(zip(*(_cells(rows[c]) for c in columns), strict=True))
     return out.getvalue()
+
+
+def _cells(values) -> list[str]:
+    """[_cell(v) for v in values], a whole column at a time when it holds only str, only int or
+    only float values."""
+    kinds = set(map(type, values))
+    if kinds <= {str}:
+        return list(values)
+    if kinds == {float}:
+        out = list(map(float.__repr__, values))
+        return [("NaN" if c == "nan" else c) for c in out] if "nan" in out else out
+    if kinds == {int}:
+        return list(map(int.__repr__, values))
+    return [_cell(v) for v in values]
