@@ -120,17 +120,24 @@ def refit_request(model, source: str, threads: int | None) -> tuple[TrainRequest
     request_defaults = TrainRequest(data="", out="", targets=(), horizon=1)
     arch, spec = model.network.arch, model.spec
     recorded_threads = model.training.get("threads")
+    # the network and the data contract come from the architecture and the spec; every other option
+    # of TrainRequest (val_frac, forget_bias, and any added later) from training.params
+    fixed = {"data": source, "out": "", "targets": spec.targets, "horizon": spec.horizon,
+             "features": spec.features, "time_col": spec.time_col, "id_col": spec.id_col, "freq": spec.freq,
+             "lookback": spec.lookback, "hidden": arch.hidden_size, "layers": arch.num_layers,
+             "dtype": arch.dtype, "quantiles": spec.quantiles, "scaling": spec.scaling,
+             "threads": threads or (int(recorded_threads) if recorded_threads else None), "train": config}
+    request_fields = {f.name for f in dataclasses.fields(TrainRequest)}
     cell = getattr(arch, "cell", "lstm")
-    extra = {"cell": cell} if "cell" in {f.name for f in dataclasses.fields(TrainRequest)} else {}
-    if cell != "lstm" and not extra:
+    if "cell" in request_fields:
+        fixed["cell"] = cell
+    elif cell != "lstm":
         raise UsageError(f"--refit: the model is a {cell} network, which this build cannot train")
-    req = TrainRequest(data=source, out="", targets=spec.targets, horizon=spec.horizon, features=spec.features,
-                       time_col=spec.time_col, id_col=spec.id_col, freq=spec.freq, lookback=spec.lookback,
-                       hidden=arch.hidden_size, layers=arch.num_layers, dtype=arch.dtype,
-                       quantiles=spec.quantiles, val_frac=get("val_frac", request_defaults.val_frac),
-                       forget_bias=get("forget_bias", request_defaults.forget_bias), scaling=spec.scaling,
-                       threads=threads or (int(recorded_threads) if recorded_threads else None), train=config,
-                       **extra)
+    skip = {"sep", "missing", "warm_start"}  # parsing options (the data is already read); a refit starts afresh
+    recorded = {name: get(name, getattr(request_defaults, name))
+                for name in sorted(request_fields - set(fixed) - skip)
+                if name in params or name in ("val_frac", "forget_bias")}
+    req = TrainRequest(**fixed, **recorded)
     if missing:
         notes.append(f"--refit: the model file does not record {', '.join(missing)}; using the defaults")
     if params.get("warm_start_sha256"):
