@@ -1239,6 +1239,9 @@ def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_
     line_base = 2  # the line number of the block's first line
     line_dtype = np.int32 if max_bytes < 2**31 - 2 else np.int64  # a line takes at least one byte
     while block is not None:
+        if not block:  # the first block held only the header
+            block = next(blocks, None)
+            continue
         if b'"' in block or b"\x00" in block:
             raise _Unusual("quotes or NUL bytes")
         if not block.isascii():

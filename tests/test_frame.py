@@ -5,6 +5,7 @@ The oracle for the happy paths is an independent plain pandas read of the same f
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import os
@@ -13,12 +14,13 @@ import shutil
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from lstm_cli import frame
@@ -420,7 +422,6 @@ def generated_panels(draw):
 @given(panel=generated_panels(), seed=st.integers(0, 2**32 - 1), bom=st.booleans(), crlf=st.booleans(),
        gz=st.booleans(), quote_all=st.booleans())
 def test_generated_panels_read_back_exactly(tmp_path, panel, seed, bom, crlf, gz, quote_all):
-    import csv
 
     rows, header, kwargs, freq, expect = panel
     rng = random.Random(seed)
@@ -668,3 +669,252 @@ def test_unnamed_columns_from_trailing_separators_are_ignored(tmp_path):
     text = "date,sales,,\n2021-01-01,1,,\n2021-01-02,2,,\n2021-01-03,3,,\n"
     s = read_series(write(tmp_path / "t.csv", text), targets=["sales"])
     assert s.values[:, 0].tolist() == [1, 2, 3] and s.freq == "D"
+
+
+# ----------------------------------------------------------------------------------------------
+# the fast path (plain CSV, array operations) against the careful path (csv module, value by value)
+
+
+def _careful_only(mp: pytest.MonkeyPatch) -> None:
+    def decline(*args, **kwargs):
+        raise frame._Unusual("the test reads with the careful path")
+
+    mp.setattr(frame, "_read_fast", decline)
+
+
+def _fast_only(mp: pytest.MonkeyPatch) -> None:
+    def fail(*args, **kwargs):
+        raise AssertionError("the fast path declined an input it should take")
+
+    mp.setattr(frame, "_read_careful", fail)
+
+
+def _outcome(read):
+    try:
+        return "ok", read()
+    except (DataError, UsageError, InputMissingError) as e:
+        return type(e).__name__, str(e)
+
+
+def assert_identical(a: frame.SeriesSet, b: frame.SeriesSet) -> None:
+    """Field by field, dtypes and bytes included."""
+    for field in frame.SeriesSet.__dataclass_fields__:
+        x, y = getattr(a, field), getattr(b, field)
+        if isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype and x.shape == y.shape and x.flags.c_contiguous == y.flags.c_contiguous, field
+            assert x.tobytes() == y.tobytes(), field
+        else:
+            assert x == y, field
+
+
+def assert_paths_agree(read) -> str:
+    """read() through read_series (fast path first) and with the careful path alone give the same
+    SeriesSet or the same error. Returns 'ok' or the error class name."""
+    auto = _outcome(read)
+    with pytest.MonkeyPatch.context() as mp:
+        _careful_only(mp)
+        careful = _outcome(read)
+    assert auto[0] == careful[0], (auto, careful)
+    if auto[0] == "ok":
+        assert_identical(auto[1], careful[1])
+    else:
+        assert auto[1] == careful[1]
+    return auto[0]
+
+
+class _Pipe(io.RawIOBase):
+    """A stdin that cannot seek: the fast path must replay what it read for the careful path."""
+
+    def __init__(self, data: bytes):
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        chunk = self._data.read(min(len(b), 7))  # short reads, as from a pipe
+        b[: len(chunk)] = chunk
+        return len(chunk)
+
+
+TIME_STYLES = {  # k -> the text of the k-th step
+    "date": lambda k: (pd.Timestamp("2021-01-01") + pd.Timedelta(days=k)).strftime("%Y-%m-%d"),
+    "datetime": lambda k: (pd.Timestamp("2021-01-01 06:00") + pd.Timedelta(hours=k)).strftime("%Y-%m-%d %H:%M:%S"),
+    "integer": lambda k: str(1900 + k),
+    "yyyymmdd": lambda k: (pd.Timestamp("2021-01-28") + pd.Timedelta(days=k)).strftime("%Y%m%d"),
+    "quarter": lambda k: f"{2000 + k // 4}Q{k % 4 + 1}",
+    "month": lambda k: (pd.Timestamp("2021-01-01") + pd.DateOffset(months=k)).strftime("%b %Y"),
+    "day_first": lambda k: (pd.Timestamp("2021-01-01") + pd.DateOffset(months=k)).strftime("%d/%m/%Y"),
+    "offset": lambda k: (pd.Timestamp("2021-03-27 22:00", tz="Europe/Berlin") + pd.Timedelta(hours=k)).isoformat(),
+    "business": lambda k: (pd.Timestamp("2021-03-29") + pd.offsets.BDay(k)).strftime("%Y-%m-%d"),
+}
+NUMBERS = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.floats(allow_nan=False, allow_infinity=False, width=32).map(lambda v: f"{v:.6g}"),
+    st.integers(-10**25, 10**25).map(str),
+    st.sampled_from(["1.", ".5", "+5", "-0", "5.e3", "1E+05", "0012", " 12 ", "\t7", "3 ", "1e-400", "1e300",
+                     "-.5e-3", "12.50000000000000000001", "123456789012345678901234567890"]),
+)
+ODD_VALUES = st.sampled_from(["", "NA", "N/A", "NaN", "nan", "null", "NULL", " NA ", "\xa0NA", "\x1cnan", " ",
+                              "n/a", "-", "1,5", "1,234", "inf", "-Infinity", "1e400", "12 kWh", "\u2014", "NAN",
+                              "1_000", "\u0663", "0x10", "1e", ".", "e5", "+-1", "1.2.3", '"', "x" * 70])
+IDS = st.sampled_from(["a", "b", " a", "a ", "01", "1", "M\u00fcnchen", "s 1", "\xa0a", "", "c" * 70, "d,e"])
+
+
+@st.composite
+def varied_files(draw):
+    """(bytes, read_series kwargs, stdin kind) for long-format files that are mostly plain and
+    sometimes odd in one or more ways: every rule of the module docstring is in play."""
+    rng = draw(st.randoms(use_true_random=True))
+
+    def rare(n: int) -> bool:  # one time in n (hypothesis's own integers favour their bounds)
+        return rng.random() * n < 1
+
+    style = draw(st.sampled_from(sorted(TIME_STYLES) + ["date", "datetime"]))
+    odd = rng.choice([0, 0, 0, 0.02, 0.1, 0.3])  # the share of odd values
+    ids = draw(st.lists(IDS if rare(4) else st.sampled_from(["a", "b", "01", "s 1"]),
+                        min_size=1, max_size=4, unique=True))
+    rows = []
+    for sid in ids:
+        n = draw(st.integers(1, 14))
+        steps = sorted(draw(st.sets(st.integers(0, n + draw(st.integers(0, 3))), min_size=n, max_size=n)))
+        for k in steps:
+            value = draw(ODD_VALUES) if rng.random() < odd else draw(NUMBERS)
+            rows.append([TIME_STYLES[style](k), sid, value, "1,2" if rare(100) else rng.choice(["x", "", "y z"])])
+    if draw(st.booleans()):
+        rows = draw(st.permutations(rows))
+    if rows and rare(10):  # a duplicate time
+        rows.append(list(rows[draw(st.integers(0, len(rows) - 1))]))
+    if rows and rare(10):  # a bad time
+        rows[draw(st.integers(0, len(rows) - 1))][0] = draw(st.sampled_from(["", "NA", "2021-02-30", "soon",
+                                                                              "2021-01-01T00:00:00Z", "1e3"]))
+    header = ["date" if style not in ("integer", "quarter") else "period", "id", "value", "note"]
+    order = draw(st.permutations(range(4)))
+    if rare(5) and style not in ("integer", "day_first"):
+        header[0] = "when"  # no time name: the column is found by its content
+    sep = draw(st.sampled_from([",", ",", ";", "\t"]))
+    term = draw(st.sampled_from(["\n", "\r\n"]))
+    lines = []
+    quoted = rng.randrange(len(rows) + 1) if rare(4) else -1  # a line with every field quoted
+    for k, r in enumerate([header] + rows):
+        out = io.StringIO()
+        quoting = csv.QUOTE_ALL if k == quoted else csv.QUOTE_MINIMAL
+        csv.writer(out, delimiter=sep, lineterminator=term, quoting=quoting).writerow([r[i] for i in order])
+        lines.append(out.getvalue())
+    for _ in range(draw(st.integers(0, 2))):  # blank and whitespace-only lines
+        lines.insert(draw(st.integers(1, len(lines))), draw(st.sampled_from(["\n", "  \n", " \r\n", "\r\n"])))
+    if rare(16) and len(lines) > 1:  # a ragged line
+        k = draw(st.integers(1, len(lines) - 1))
+        lines[k] = lines[k].replace(sep, "", 1)
+    text = "".join(lines)
+    if draw(st.booleans()):
+        text = text.rstrip("\r\n")  # no final line end
+    data = (("\ufeff" if rare(5) else "") + text).encode()
+    if rare(5):
+        data = gzip.compress(data)
+    kwargs = {"targets": ["value"], "id_col": "id", "sep": sep,
+              "missing": draw(st.sampled_from(["interpolate", "interpolate", "refuse"]))}
+    if header[0] != "when" and draw(st.booleans()):
+        kwargs["time_col"] = header[0]
+    if style in ("date", "business") and rare(4):
+        kwargs["freq"] = draw(st.sampled_from(["D", "B", "MS", "2D"]))
+    return data, kwargs, draw(st.sampled_from(["file", "file", "stdin", "pipe"]))
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(case=varied_files(), block=st.sampled_from([64, 1000, frame.FAST_BLOCK]))
+def test_fast_and_careful_paths_agree_on_varied_files(tmp_path, case, block):
+    data, kwargs, how = case
+    path = write(tmp_path / "v.csv", data)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(frame, "FAST_BLOCK", block)  # lines cut across blocks, and the carried rest
+        if how == "file":
+            read = lambda: read_series(path, **kwargs)  # noqa: E731
+        else:
+            stream = io.BytesIO if how == "stdin" else _Pipe
+            read = lambda: read_series("-", stdin=stream(data), **kwargs)  # noqa: E731
+        outcome = assert_paths_agree(read)
+        _fast_only(mp)
+        try:
+            read()
+            event("fast path took it")
+        except AssertionError:
+            event(f"fast path declined ({outcome})")
+        except (DataError, UsageError):
+            raise AssertionError("the careful path took no part and there was an error") from None
+
+
+@st.composite
+def plain_files(draw):
+    """Files the fast path must take: no quotes, LF or CRLF, blank lines, missing tokens, spaces
+    around numbers, odd but valid ids."""
+    style = draw(st.sampled_from(["date", "datetime", "integer", "yyyymmdd", "quarter", "month", "offset"]))
+    ids = draw(st.lists(st.sampled_from(["a", "b", " a", "01", "1", "M\u00fcnchen", "s 1"]), min_size=1,
+                        max_size=4, unique_by=str.strip))
+    lines = []
+    for sid in ids:
+        n = draw(st.integers(3, 14))
+        gap = n // 2 if n >= 10 and draw(st.integers(0, 2)) == 0 else -1  # at most 10% missing
+        for k in range(n):
+            missing = k == gap
+            value = draw(st.sampled_from(sorted(MISSING_TOKENS))) if missing else draw(NUMBERS)
+            lines.append(f"{TIME_STYLES[style](k)};{sid};{value}")
+    lines = draw(st.permutations(lines)) if draw(st.booleans()) else lines
+    for _ in range(draw(st.integers(0, 2))):
+        lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(["", "  "])))
+    end = draw(st.sampled_from(["\n", "\r\n"]))
+    text = end.join(["t;id;value"] + lines) + (end if draw(st.booleans()) else "")
+    data = (("\ufeff" if draw(st.booleans()) else "") + text).encode()
+    return gzip.compress(data) if draw(st.booleans()) else data
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=plain_files(), block=st.sampled_from([64, 1000, frame.FAST_BLOCK]))
+def test_fast_path_takes_plain_files_and_equals_the_careful_path(tmp_path, data, block):
+    path = write(tmp_path / "p.csv", data)
+    kwargs = {"targets": ["value"], "id_col": "id", "time_col": "t", "sep": ";"}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(frame, "FAST_BLOCK", block)
+        _fast_only(mp)
+        fast = read_series(path, **kwargs)
+        piped = read_series("-", stdin=_Pipe(data), **kwargs)
+    with pytest.MonkeyPatch.context() as mp:
+        _careful_only(mp)
+        careful = read_series(path, **kwargs)
+    assert_identical(fast, careful)
+    assert_identical(piped, replace(careful, source="<stdin>",
+                                    warnings=tuple(w.replace(path, "<stdin>") for w in careful.warnings)))
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_fast_path_takes_the_real_data_sets(name):
+    kwargs = REAL[name][0]
+    with pytest.MonkeyPatch.context() as mp:
+        _fast_only(mp)
+        fast = read_series(str(DATA / name), **kwargs)
+    with pytest.MonkeyPatch.context() as mp:
+        _careful_only(mp)
+        careful = read_series(str(DATA / name), **kwargs)
+    assert_identical(fast, careful)
+
+
+@pytest.mark.parametrize("fixture,kwargs,exc,phrases", BAD_CASES,
+                         ids=[f"{c[0]}-{'-'.join(c[1])}" if c[1] else c[0] for c in BAD_CASES])
+def test_bad_fixtures_same_error_on_both_paths(fixture, kwargs, exc, phrases):
+    assert assert_paths_agree(lambda: read_series(str(BAD / fixture), **{"targets": ["sales"], **kwargs})) != "ok"
+
+
+def test_number_automaton_is_the_number_regex():
+    """Every string of up to 4 characters over the bytes that matter (and one that does not)."""
+    import itertools
+
+    alphabet = " \t\x0b\x0c+-.eE09x"
+    table, accept = frame._NUMBER_TABLE, frame._NUMBER_ACCEPT
+    for n in range(5):
+        for chars in itertools.product(alphabet, repeat=n):
+            s = "".join(chars)
+            state = 0
+            for byte in s.encode():
+                state = table[state, byte]
+            assert bool(accept[state]) == bool(frame._NUMBER.fullmatch(s)), repr(s)
