@@ -155,6 +155,10 @@ def main() -> None:
     ap.add_argument("--only", action="append")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--origins", type=int, default=1,
+                    help="forecast origins per data set: the last horizon, then origins-1 earlier ones "
+                         "ceil(horizon/2) steps apart, each trained on the rows before it; scores are "
+                         "averaged over origins (baselines too; AutoETS/AutoARIMA at the last origin only)")
     ap.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+seeds-1")
     ap.add_argument("--skip-slow", action="store_true", help=f"leave out {', '.join(SLOW)}")
     ap.add_argument("--no-stats", action="store_true", help="leave out the AutoETS/AutoARIMA columns")
@@ -169,7 +173,7 @@ def main() -> None:
         use_lookback_rule(args.lookback_rule)
     overrides = dict(kv.split("=", 1) for kv in args.set)
     print(f"{'data':12} {'lstm':>7} {'median':>7} {'naive':>7} {'snaive':>7} {'ets':>7} {'arima':>7} "
-          f"{'lstm s':>7} {'stats s':>7}   seeds {args.seeds}, options {overrides}"
+          f"{'lstm s':>7} {'stats s':>7}   seeds {args.seeds}, origins {args.origins}, options {overrides}"
           + (f", lookback rule {args.lookback_rule}" if args.lookback_rule else ""), flush=True)
     wins = {"seasonal_naive": 0, "ets": 0, "arima": 0}
     ratios, n_data = [], 0
@@ -185,19 +189,28 @@ def main() -> None:
             scores = []
             t0 = time.perf_counter()
             for seed in range(args.first_seed, args.first_seed + (0 if args.no_lstm else args.seeds)):
-                req = TrainRequest(data=train_csv, out=os.path.join(tmp, f"m{seed}.lstm"), targets=(target,),
-                                   horizon=horizon, features=features, id_col=id_col)
-                req = parse_overrides(args.set, req)
-                req = replace(req, train=replace(req.train, seed=seed))
-                train_from_csv(req)
-                ev = evaluate_from_csv(req.out, path)
-                scores.append(ev.overall())
+                per_origin = []
+                for origin in range(args.origins):
+                    eval_csv, fit_csv = path, train_csv
+                    if origin:  # the data as it was `origin` steps earlier
+                        eval_csv = os.path.join(tmp, f"eval{origin}.csv")
+                        fit_csv = os.path.join(tmp, f"train{origin}.csv")
+                        cut_tail(path, id_col, origin * -(-horizon // 2), eval_csv)
+                        cut_tail(eval_csv, id_col, horizon, fit_csv)
+                    req = TrainRequest(data=fit_csv, out=os.path.join(tmp, f"m{seed}_{origin}.lstm"),
+                                       targets=(target,), horizon=horizon, features=features, id_col=id_col)
+                    req = parse_overrides(args.set, req)
+                    req = replace(req, train=replace(req.train, seed=seed))
+                    train_from_csv(req)
+                    per_origin.append(evaluate_from_csv(req.out, eval_csv).overall())
+                scores.append({m: {"mase": float(np.mean([o[m]["mase"] for o in per_origin]))}
+                               for m in per_origin[0]})
                 if args.log:
                     with open(args.log, "a") as fh:
                         fh.write(json.dumps({"data": name, "seed": seed, "options": overrides, "rule": args.lookback_rule,
                                              "mase": {m: s["mase"] for m, s in scores[-1].items()}}) + "\n")
             seconds = (time.perf_counter() - t0) / args.seeds
-            ens = ensemble_mase([os.path.join(tmp, f"m{seed}.lstm")
+            ens = ensemble_mase([os.path.join(tmp, f"m{seed}_0.lstm")
                                  for seed in range(args.first_seed, args.first_seed + args.seeds)], path) \
                 if args.ensemble and scores else None
         per_seed = [s["lstm"]["mase"] for s in scores] or [float("nan")]

@@ -262,8 +262,10 @@ def data_options(f):
 @click.option("--quantiles", type=QuantilesType(), help="Train for these quantiles, e.g. 0.1,0.5,0.9 (pinball loss).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
-@click.option("--scaling", type=click.Choice(["level", "series"]), default="level", show_default=True,
-              help="level: windows relative to their last row (follows trends); series: per-series scaling only.")
+@click.option("--scaling", type=click.Choice(["auto", "level", "seasonal", "series"]), default="level", show_default=True,
+              help="level: forecast changes from the window's last row (follows trends); seasonal: forecast "
+                   "departures from the values one season back (seasonal naive); auto: seasonal where seasonal "
+                   "naive beats naive on the training rows, else level; series: per-series scaling only.")
 @click.option("--forget-bias", type=click.FloatRange(-10.0, 10.0), default=1.0, show_default=True,
               help="Initial bias of the gate that keeps the state (LSTM forget gate, GRU update gate): "
                    "higher remembers longer at the start of training.")

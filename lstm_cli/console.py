@@ -83,7 +83,8 @@ class TrainProgress:
             for w in payload["warnings"]:
                 c.note(w)
             c.line(f"lstm: {payload['series']} series, {payload['rows']} rows, freq {payload['freq'] or '?'}, "
-                   f"lookback {payload['lookback']}, horizon {payload['horizon']}; "
+                   f"lookback {payload['lookback']}, horizon {payload['horizon']}, scaling {payload['scaling']}"
+                   f"{' (auto)' if payload['scaling_option'] == 'auto' else ''}; "
                    f"{payload['train_windows']} training / {payload['val_windows']} validation windows, "
                    f"{payload['parameters']} parameters")
         elif kind == "epoch":

@@ -125,14 +125,9 @@ def refit_request(model, source: str, threads: int | None) -> tuple[TrainRequest
     fixed = {"data": source, "out": "", "targets": spec.targets, "horizon": spec.horizon,
              "features": spec.features, "time_col": spec.time_col, "id_col": spec.id_col, "freq": spec.freq,
              "lookback": spec.lookback, "hidden": arch.hidden_size, "layers": arch.num_layers,
-             "dtype": arch.dtype, "quantiles": spec.quantiles, "scaling": spec.scaling,
+             "dtype": arch.dtype, "cell": arch.cell, "quantiles": spec.quantiles, "scaling": spec.scaling,
              "threads": threads or (int(recorded_threads) if recorded_threads else None), "train": config}
     request_fields = {f.name for f in dataclasses.fields(TrainRequest)}
-    cell = getattr(arch, "cell", "lstm")
-    if "cell" in request_fields:
-        fixed["cell"] = cell
-    elif cell != "lstm":
-        raise UsageError(f"--refit: the model is a {cell} network, which this build cannot train")
     skip = {"sep", "missing", "warm_start"}  # parsing options (the data is already read); a refit starts afresh
     recorded = {name: get(name, getattr(request_defaults, name))
                 for name in sorted(request_fields - set(fixed) - skip)

@@ -10,10 +10,14 @@ The forecast every format describes (model.Forecaster.forecast, trained horizon 
 
     xs = (x - loc[s]) / scale[s]                  x: the last `lookback` raw rows of series s,
                                                   columns = targets then features
-    level = xs[-1] if scaling == "level" else 0   "level" models see the window relative to
-                                                  its last row and forecast changes from it
-    h  = LSTM (or GRU) stack over xs - level, last layer's final hidden state   (H,)
-    y  = head.weight @ h + head.bias + level[:K]  (O,) = [step][target][quantile]
+    inputs = xs - xs[-1]  (xs for "series")       "level"/"seasonal" models see the window
+                                                  relative to its last row
+    base[step] = xs[row[step], :K]                the anchor, 0 for "series": row = the last
+                                                  row ("level"), or the row one season before
+                                                  the step ("seasonal": lookback - season +
+                                                  step % season, steps from 0)
+    h  = LSTM (or GRU) stack over inputs, last layer's final hidden state   (H,)
+    y  = head.weight @ h + head.bias + base       (O,) = [step][target][quantile]
     y  = sort(y over quantiles)                   quantile models only: quantiles never cross
     forecast = y * scale[s, :K] + loc[s, :K]      K targets, original units
 
@@ -30,11 +34,11 @@ import json
 
 import numpy as np
 
-from lstm_cli import __version__, atomic, cells, modelfile
+from lstm_cli import __version__, atomic, cells, modelfile, windows
 from lstm_cli.errors import MissingDependencyError, ModelFileError, UsageError
 
 FORMATS = ("onnx", "json", "npz")
-SCALINGS = ("series", "level")  # data.scaling values whose forecast this module reproduces
+SCALINGS = ("series", "level", "seasonal")  # data.scaling values whose forecast this module reproduces
 JSON_FORMAT = "lstm-export-json"
 JSON_VERSION = 1
 ONNX_OPSET = 17  # LSTM-14, Squeeze/Unsqueeze with axes as input (13), TopK-11: onnxruntime >= 1.11
@@ -83,6 +87,7 @@ def metadata(header: dict) -> dict:
         "quantiles": list(d["quantiles"]),
         "strategy": d["strategy"],
         "scaling": d["scaling"],
+        "season": d.get("season", 1),
         "ids": list(s["ids"]),
         "last_time": list(s["last_time"]),
         "cell": a["cell"],
@@ -171,6 +176,10 @@ def onnx_doc(header: dict) -> str:
     if d["scaling"] == "level":
         lines.append("The network sees each scaled window minus its last row and forecasts changes "
                      "from that row; the graph subtracts and adds it back.")
+    elif d["scaling"] == "seasonal":
+        lines.append(f"The network sees each scaled window minus its last row and forecasts departures "
+                     f"from the values one season ({d.get('season', 1)} steps) before each step (seasonal "
+                     f"naive); the graph subtracts the last row and adds those values back.")
     lines.append("Scaling and un-scaling run in float64 with the model's exact loc/scale.")
     return "\n".join(lines)
 
@@ -226,8 +235,11 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
         out_loc = const("loc_out", loc[0, :K, None])  # (K, 1)
         out_scale = const("scale_out", scale[0, :K, None])
     xs = node("Div", [node("Sub", [x64, in_loc], "x_centered"), in_scale], "x_scaled_f64")
-    level = d["scaling"] == "level"
-    if level:  # the window relative to its last row: xs - xs[:, -1:]
+    rows = windows.anchor_rows(lookback, horizon, d["scaling"], d.get("season", 1))
+    if rows is not None:  # the anchor of each step's targets, then the window relative to its last row
+        anchor = node("Gather", [xs, const("anchor_rows", rows)], "x_anchor_rows", axis=1)  # (B, horizon, C)
+        anchor = node("Slice", [anchor, const("zero", np.array([0], np.int64)),
+                                const("n_targets", np.array([K], np.int64)), axes(2)], "anchor")  # (B, horizon, K)
         last_row = node("Slice", [xs, const("last_row_start", np.array([-1], np.int64)),
                               const("last_row_end", np.array([np.iinfo(np.int64).max], np.int64)), axes(1)],
                     "x_level")  # (B, 1, C)
@@ -268,10 +280,8 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
                                       largest=0, sorted=1))
         y = "y_sorted"
     y = node("Cast", [y], "y_scaled_f64", to=TensorProto.DOUBLE)
-    if level:  # add back the last row's targets (the same for every quantile: the sort holds)
-        target_level = node("Slice", [last_row, const("zero", np.array([0], np.int64)),
-                                      const("n_targets", np.array([K], np.int64)), axes(2)], "target_level")
-        y = node("Add", [y, node("Unsqueeze", [target_level, axes(3)], "target_level_4d")], "y_plus_level")
+    if rows is not None:  # add back the anchor (the same for every quantile: the sort holds)
+        y = node("Add", [y, node("Unsqueeze", [anchor, axes(3)], "anchor_4d")], "y_plus_anchor")
     y = node("Add", [node("Mul", [y, out_scale], "y_times_scale"), out_loc], "forecast_f64")
     if nq:
         node("Cast", [y], "forecast", to=TensorProto.FLOAT)
@@ -298,7 +308,7 @@ def onnx_metadata_props(meta: dict) -> dict[str, str]:
     """metadata_props from metadata(header): strings; numbers, lists and null as JSON; ids and
     last_time only for at most 10000 series."""
     props = {key: meta[key] for key in ("cell", "targets", "features", "time_col", "id_col", "freq", "step",
-                                         "time_kind", "lookback", "horizon", "quantiles", "scaling", "dtype",
+                                         "time_kind", "lookback", "horizon", "quantiles", "scaling", "season", "dtype",
                                          "output_layout", "created", "lstm_version")}
     props["n_series"] = len(meta["ids"])
     if len(meta["ids"]) <= MAX_IDS_IN_ONNX_METADATA:

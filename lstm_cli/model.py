@@ -42,6 +42,7 @@ class DataSpec:
     quantiles: tuple[float, ...] = ()
     strategy: str = "direct"
     scaling: str = "series"
+    season: int = 1  # steps per seasonal cycle; the "seasonal" scaling's anchor is one season back
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -155,12 +156,9 @@ class Forecaster:
         done = 0
         median = nq // 2
         while done < horizon:
-            if spec.scaling == "level":
-                raw = self.network.predict(windows.remove_level(window)).astype(np.float64)  # (S, O)
-                y = raw.reshape(len(series_ids), spec.horizon, K, nq) + window[:, -1, None, :K, None]
-            else:
-                raw = self.network.predict(window).astype(np.float64)  # (S, O)
-                y = raw.reshape(len(series_ids), spec.horizon, K, nq)
+            inputs, base = windows.split_anchor(window, spec.horizon, K, spec.scaling, spec.season)
+            raw = self.network.predict(inputs).astype(np.float64)  # (S, O)
+            y = raw.reshape(len(series_ids), spec.horizon, K, nq) + base[..., None]
             if nq > 1:
                 y = np.sort(y, axis=3)  # quantiles never cross in the output
             steps.append(y)

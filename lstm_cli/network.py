@@ -96,14 +96,24 @@ class ParamLayout:
         return flat
 
 
-def init_params(arch: Architecture, seed: int, forget_bias: float = 0.0) -> np.ndarray:
+HEAD_INITS = ("torch", "zero")
+
+
+def init_params(arch: Architecture, seed: int, forget_bias: float = 0.0, head_init: str = "torch") -> np.ndarray:
     """torch's initialisation: every tensor uniform in +-1/sqrt(H) (nn.LSTM, nn.GRU and
     nn.Linear alike).
 
     forget_bias is added to b_ih of the gate that keeps the state, rows H..2H in both cells: the
     LSTM's forget gate f, the GRU's update gate z (h_t = (1 - z) n + z h_{t-1}). A larger value
     makes the cell remember by default, which helps long windows train.
+
+    head_init "zero" starts the dense head at zero, so the untrained model outputs exactly 0:
+    with level or seasonal scaling that is the naive or seasonal-naive forecast, and training
+    moves away from it only as far as it pays (the recurrent weights get gradients once the head
+    is non-zero, after the first step).
     """
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
     layout = ParamLayout(arch)
     rng = np.random.default_rng(seed)
     bound = 1.0 / np.sqrt(arch.hidden_size)
@@ -113,6 +123,10 @@ def init_params(arch: Architecture, seed: int, forget_bias: float = 0.0) -> np.n
         views = layout.views(flat)
         for k in range(arch.num_layers):
             views[f"bias_ih_l{k}"][H : 2 * H] += arch.np_dtype(forget_bias)
+    if head_init == "zero":
+        views = layout.views(flat)
+        views["head.weight"][...] = 0
+        views["head.bias"][...] = 0
     return flat
 
 
@@ -175,11 +189,11 @@ class Network:
     """An LSTM or GRU stack with a dense head; parameters are one flat vector (ParamLayout)."""
 
     def __init__(self, arch: Architecture, params: np.ndarray | None = None, *, seed: int = 0,
-                 forget_bias: float = 0.0, threads: int | None = None):
+                 forget_bias: float = 0.0, head_init: str = "torch", threads: int | None = None):
         self.arch = arch
         self.layout = ParamLayout(arch)
         if params is None:
-            params = init_params(arch, seed, forget_bias)
+            params = init_params(arch, seed, forget_bias, head_init)
         params = np.ascontiguousarray(params, dtype=arch.np_dtype)
         if params.shape != (self.layout.size,):
             raise ValueError(f"expected {self.layout.size} parameters, got {params.shape}")

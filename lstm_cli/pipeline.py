@@ -39,6 +39,7 @@ class TrainRequest:
     quantiles: tuple[float, ...] = ()
     val_frac: float = 0.1
     forget_bias: float = 1.0
+    head_init: str = "torch"
     scaling: str = "level"
     threads: int | None = None
     warm_start: str | None = None
@@ -94,6 +95,14 @@ def _check_lengths(series: frame.SeriesSet, need: int, why: str) -> None:
         who = f"series {series.ids[s]!r} has" if series.id_col else "it has"
         raise DataError(f"{series.source}: {who} {lengths[s]} rows, need at least {need} ({why}); "
                         f"supply more history or lower --lookback/--horizon")
+
+
+def _check_seasonal(req: TrainRequest, season: int, lookback: int) -> None:
+    if req.scaling == "seasonal" and season > lookback:
+        cut = "" if req.lookback else " (the default, cut to fit the shortest series)"
+        raise UsageError(f"--scaling seasonal forecasts from the values one season ({season} steps) back, "
+                         f"so it needs --lookback >= {season}, got {lookback}{cut}; use --scaling level "
+                         f"or supply more history")
 
 
 def check_warm_start(old: Forecaster, series: frame.SeriesSet, req: TrainRequest) -> list[str]:
@@ -165,80 +174,13 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
         req = replace(req, hidden=old.network.arch.hidden_size, layers=old.network.arch.num_layers,
                       cell=old.network.arch.cell, dtype=old.network.arch.dtype, quantiles=old.spec.quantiles,
                       scaling=old.spec.scaling, lookback=old.spec.lookback)
-    lengths = np.diff(series.starts)
-    horizon = req.horizon
-    shortest = int(lengths.min())
-    val_rows = windows.val_rows_for(shortest, req.val_frac, horizon)
-    season = season_length(series.freq, series.step, series.time_kind, series.times[: series.starts[1]])
-    lookback = req.lookback or default_lookback(horizon, season, shortest, val_rows)
-    _check_lengths(series, lookback + horizon + val_rows + MIN_TRAIN_WINDOWS - 1,
-                   f"lookback {lookback} + horizon {horizon} + {val_rows} validation rows "
-                   f"+ {MIN_TRAIN_WINDOWS - 1} more for {MIN_TRAIN_WINDOWS} training windows")
-    n_targets = len(req.targets)
-    train_rows = np.array([n - windows.val_rows_for(n, req.val_frac, horizon) for n in lengths])
-    loc, scale = scaling.fit(series.values, series.starts, train_rows)
-    if old is not None:  # known series keep the scaler the network was trained with
-        known = {sid: n for n, sid in enumerate(old.ids)}
-        for s_new, sid in enumerate(series.ids):
-            if sid in known:
-                loc[s_new], scale[s_new] = old.loc[known[sid]], old.scale[known[sid]]
-    scaled = scaling.transform(series.values, series.starts, loc, scale)
-    w = windows.make_windows(scaled, series.starts, n_targets, lookback, horizon, req.val_frac,
-                             level=req.scaling == "level")
-    if len(w["x_train"]) == 0:
-        raise DataError(f"{series.source}: {shortest} rows leave no training window for lookback {lookback} "
-                        f"+ horizon {horizon} after the validation part; lower --val-frac or --lookback")
-    quantiles = np.asarray(req.quantiles, dtype=np.float64) if req.quantiles else None
-    nq = max(1, len(req.quantiles))
-    y_train, y_val = w["y_train"], w["y_val"]
-    if quantiles is not None:  # one output column per (step, target, quantile)
-        y_train, y_val = np.repeat(y_train, nq, axis=1), np.repeat(y_val, nq, axis=1)
-        quantiles = np.tile(quantiles, horizon * n_targets)
-    arch = Architecture(input_size=len(series.columns), hidden_size=req.hidden, num_layers=req.layers,
-                        output_size=horizon * n_targets * nq, dtype=req.dtype, cell=req.cell)
-    threads = req.threads or default_threads()
-    if old is not None:
-        network = Network(arch, old.network.params.copy(), threads=threads)
-    else:
-        network = Network(arch, seed=req.train.seed, forget_bias=req.forget_bias, threads=threads)
-    on_event("data", {"series": len(series.ids), "rows": int(lengths.sum()), "lookback": lookback,
-                      "horizon": horizon, "season": season, "freq": series.freq,
-                      "train_windows": len(w["x_train"]), "val_windows": len(w["x_val"]),
-                      "parameters": network.layout.size, "warnings": tuple(series.warnings) + tuple(warm_notes)})
-    data_sha256 = data_fingerprint(series)
-    warm_sha = modelfile.file_sha256(req.warm_start) if req.warm_start else None
-    settings = checkpoint.settings_for(req, lookback=lookback, threads=threads, time_col=series.time_col,
-                                       id_col=series.id_col, freq=series.freq, warm_start_sha256=warm_sha)
-    state, problem = None, None
-    if resume:
-        state, problem = checkpoint.resume_state(ckpt_path, settings=settings, data_sha256=data_sha256)
-        on_event("resume", {"epoch": state.epoch if state else 0, "epochs": req.train.epochs, "path": ckpt_path,
-                            "problem": problem})
-    result = fit(network, w["x_train"], y_train, w["x_val"], y_val, req.train, quantiles=quantiles,
-                 on_epoch=lambda r: on_event("epoch", r), should_stop=should_stop, resume=state,
-                 on_state=checkpoint.Writer(ckpt_path, settings=settings, data_sha256=data_sha256))
-    on_event("fitted", result)
-    if result.epochs_run == 0 or result.stopped_by == "signal":
-        return None, result
-    spec = DataSpec(time_col=series.time_col, id_col=series.id_col, targets=tuple(req.targets),
-                    features=tuple(req.features), time_kind=series.time_kind, step=int(series.step),
-                    freq=series.freq, lookback=lookback, horizon=horizon, quantiles=tuple(req.quantiles),
-                    scaling=req.scaling)
-    params = {k: getattr(req.train, k) for k in req.train.__dataclass_fields__}
-    params.update(hidden=req.hidden, layers=req.layers, cell=req.cell, val_frac=req.val_frac,
-                  forget_bias=req.forget_bias, dtype=req.dtype, warm_start_sha256=warm_sha)
-    training = {"seed": req.train.seed, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                "threads": threads, "params": params,
-                "history": {"train_loss": [float(x) for x in result.train_loss],
-                            "val_loss": [None if v is None else float(v) for v in result.val_loss]},
-                "data_sha256": data_sha256}
-    last_time = series.times[series.starts[1:] - 1]
-    model = Forecaster(network=network, spec=spec, ids=series.ids, last_time=last_time, loc=loc, scale=scale,
-                       training=training)
-    header, arrays = model.to_file_parts()
-    modelfile.save(req.out, header, arrays)
-    on_event("saved", req.out)
-    checkpoint.remove(ckpt_path)
+    model, result = train_on_series(series, req, old=old, notes=warm_notes, on_event=on_event,
+                                    should_stop=should_stop, checkpoint_path=ckpt_path, resume=resume)
+    if model is not None:
+        header, arrays = model.to_file_parts()
+        modelfile.save(req.out, header, arrays)
+        on_event("saved", req.out)
+        checkpoint.remove(ckpt_path)
     return model, result
 
 
@@ -384,65 +326,99 @@ def warm_up() -> None:
         net.predict(x)
 
 
-def train_on_series(series: frame.SeriesSet, req: TrainRequest, *,
+def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecaster | None = None,
+                    notes: list[str] | tuple[str, ...] = (),
                     on_event: Callable[[str, object], None] = lambda kind, x: None,
-                    should_stop: Callable[[], str | None] | None = None) -> tuple[Forecaster | None, TrainResult]:
-    """Train a model on series already in memory, as train_from_csv trains on a CSV: the same
-    checks, scaler fit on the training rows, windows, validation split and network, but nothing
-    is read (req.data only names the source in messages), nothing is written and there is no
-    checkpoint. For `evaluate --refit`, which trains one model per backtest origin on the rows
-    before it. req.warm_start is refused (a refit starts from scratch). on_event receives
-    ('epoch', EpochReport) and ('fitted', TrainResult); returns (None, result) when stopped by a
-    signal or before the first epoch finished."""
-    if req.warm_start:
-        raise UsageError("train_on_series trains from scratch; warm_start is not supported")
+                    should_stop: Callable[[], str | None] | None = None, checkpoint_path: str | None = None,
+                    resume: bool = False) -> tuple[Forecaster | None, TrainResult]:
+    """Train a model on series already in memory: the checks, the scaler fitted on the training
+    rows, the windows, the validation split, the network and the training loop. train_from_csv
+    reads and saves around it; `evaluate --refit` calls it once per backtest origin. Nothing is
+    written unless checkpoint_path is given (train_from_csv: a checkpoint after every epoch,
+    resumed from with `resume`). old: the model a warm start continues (req already carries its
+    architecture), whose weights and known series' scalers are kept. on_event as train_from_csv's.
+    Returns (None, result) when stopped by a signal or before the first epoch finished."""
+    from lstm_cli import checkpoint
+
+    if req.warm_start and old is None:
+        raise UsageError("train_on_series: a warm start needs the old model (old=)")
     lengths = np.diff(series.starts)
     horizon = req.horizon
     shortest = int(lengths.min())
     val_rows = windows.val_rows_for(shortest, req.val_frac, horizon)
     season = season_length(series.freq, series.step, series.time_kind, series.times[: series.starts[1]])
     lookback = req.lookback or default_lookback(horizon, season, shortest, val_rows)
+    _check_seasonal(req, season, lookback)
     _check_lengths(series, lookback + horizon + val_rows + MIN_TRAIN_WINDOWS - 1,
                    f"lookback {lookback} + horizon {horizon} + {val_rows} validation rows "
                    f"+ {MIN_TRAIN_WINDOWS - 1} more for {MIN_TRAIN_WINDOWS} training windows")
     n_targets = len(req.targets)
     train_rows = np.array([n - windows.val_rows_for(n, req.val_frac, horizon) for n in lengths])
     loc, scale = scaling.fit(series.values, series.starts, train_rows)
+    if old is not None:  # known series keep the scaler the network was trained with
+        known = {sid: n for n, sid in enumerate(old.ids)}
+        for s_new, sid in enumerate(series.ids):
+            if sid in known:
+                loc[s_new], scale[s_new] = old.loc[known[sid]], old.scale[known[sid]]
     scaled = scaling.transform(series.values, series.starts, loc, scale)
+    chosen_by = req.scaling
+    if req.scaling == "auto":
+        mode, _ = windows.choose_scaling(scaled, series.starts, train_rows, n_targets, horizon, season, lookback)
+        req = replace(req, scaling=mode)
     w = windows.make_windows(scaled, series.starts, n_targets, lookback, horizon, req.val_frac,
-                             level=req.scaling == "level")
+                             scaling=req.scaling, season=season)
     del scaled
     if len(w["x_train"]) == 0:
         raise DataError(f"{series.source}: {shortest} rows leave no training window for lookback {lookback} "
-                        f"+ horizon {horizon} after the validation part")
+                        f"+ horizon {horizon} after the validation part; lower --val-frac or --lookback")
     quantiles = np.asarray(req.quantiles, dtype=np.float64) if req.quantiles else None
     nq = max(1, len(req.quantiles))
     y_train, y_val = w["y_train"], w["y_val"]
-    if quantiles is not None:
+    if quantiles is not None:  # one output column per (step, target, quantile)
         y_train, y_val = np.repeat(y_train, nq, axis=1), np.repeat(y_val, nq, axis=1)
         quantiles = np.tile(quantiles, horizon * n_targets)
-    cell = {"cell": req.cell} if hasattr(req, "cell") else {}  # builds where the cell is a training option
     arch = Architecture(input_size=len(series.columns), hidden_size=req.hidden, num_layers=req.layers,
-                        output_size=horizon * n_targets * nq, dtype=req.dtype, **cell)
+                        output_size=horizon * n_targets * nq, dtype=req.dtype, cell=req.cell)
     threads = req.threads or default_threads()
-    network = Network(arch, seed=req.train.seed, forget_bias=req.forget_bias, threads=threads)
+    if old is not None:
+        network = Network(arch, old.network.params.copy(), threads=threads)
+    else:
+        network = Network(arch, seed=req.train.seed, forget_bias=req.forget_bias, head_init=req.head_init,
+                          threads=threads)
+    on_event("data", {"series": len(series.ids), "rows": int(lengths.sum()), "lookback": lookback,
+                      "horizon": horizon, "season": season, "freq": series.freq, "scaling": req.scaling,
+                      "scaling_option": chosen_by,
+                      "train_windows": len(w["x_train"]), "val_windows": len(w["x_val"]),
+                      "parameters": network.layout.size, "warnings": tuple(series.warnings) + tuple(notes)})
+    data_sha256 = data_fingerprint(series)
+    warm_sha = modelfile.file_sha256(req.warm_start) if req.warm_start else None
+    state, writer = None, None
+    if checkpoint_path is not None:
+        settings = checkpoint.settings_for(req, lookback=lookback, threads=threads, time_col=series.time_col,
+                                           id_col=series.id_col, freq=series.freq, warm_start_sha256=warm_sha)
+        writer = checkpoint.Writer(checkpoint_path, settings=settings, data_sha256=data_sha256)
+        if resume:
+            state, problem = checkpoint.resume_state(checkpoint_path, settings=settings, data_sha256=data_sha256)
+            on_event("resume", {"epoch": state.epoch if state else 0, "epochs": req.train.epochs,
+                                "path": checkpoint_path, "problem": problem})
     result = fit(network, w["x_train"], y_train, w["x_val"], y_val, req.train, quantiles=quantiles,
-                 on_epoch=lambda r: on_event("epoch", r), should_stop=should_stop)
+                 on_epoch=lambda r: on_event("epoch", r), should_stop=should_stop, resume=state, on_state=writer)
     on_event("fitted", result)
     if result.epochs_run == 0 or result.stopped_by == "signal":
         return None, result
     spec = DataSpec(time_col=series.time_col, id_col=series.id_col, targets=tuple(req.targets),
                     features=tuple(req.features), time_kind=series.time_kind, step=int(series.step),
                     freq=series.freq, lookback=lookback, horizon=horizon, quantiles=tuple(req.quantiles),
-                    scaling=req.scaling)
+                    scaling=req.scaling, season=season)
     params = {k: getattr(req.train, k) for k in req.train.__dataclass_fields__}
-    params.update(hidden=req.hidden, layers=req.layers, val_frac=req.val_frac, forget_bias=req.forget_bias,
-                  dtype=req.dtype, warm_start_sha256=None, **cell)
+    params.update(hidden=req.hidden, layers=req.layers, cell=req.cell, val_frac=req.val_frac,
+                  forget_bias=req.forget_bias, head_init=req.head_init, dtype=req.dtype,
+                  warm_start_sha256=warm_sha)
     training = {"seed": req.train.seed, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                 "threads": threads, "params": params,
                 "history": {"train_loss": [float(x) for x in result.train_loss],
                             "val_loss": [None if v is None else float(v) for v in result.val_loss]},
-                "data_sha256": data_fingerprint(series)}
+                "data_sha256": data_sha256}
     model = Forecaster(network=network, spec=spec, ids=series.ids, last_time=series.times[series.starts[1:] - 1],
                        loc=loc, scale=scale, training=training)
     return model, result

@@ -23,10 +23,11 @@ def count_windows(length: int, lookback: int, horizon: int) -> int:
 
 
 def make_windows(values: np.ndarray, starts: np.ndarray, n_targets: int, lookback: int, horizon: int,
-                 val_frac: float = 0.0, level: bool = False) -> dict[str, np.ndarray]:
+                 val_frac: float = 0.0, scaling: str = "series", season: int = 1) -> dict[str, np.ndarray]:
     """x_train (N, lookback, C), y_train (N, horizon*n_targets), x_val, y_val, and for each
-    window the index of its series (series_train, series_val). With level, every window is
-    taken relative to its own last input row (see remove_level)."""
+    window the index of its series (series_train, series_val). x and y are what the network
+    sees and learns: for the "level" and "seasonal" modes, inputs relative to the window's last
+    row and targets relative to its anchor (see split_anchor)."""
     parts: dict[str, list] = {k: [] for k in ("x_train", "y_train", "s_train", "x_val", "y_val", "s_val")}
     width = lookback + horizon
     for s in range(len(starts) - 1):
@@ -38,8 +39,9 @@ def make_windows(values: np.ndarray, starts: np.ndarray, n_targets: int, lookbac
         win = sliding_window_view(block, width, axis=0).transpose(0, 2, 1)  # (n_win, width, C)
         x = win[:, :lookback, :]
         y = win[:, lookback:, :n_targets]
-        if level:
-            x, y = remove_level(x, y)
+        if scaling != "series":
+            x, base = split_anchor(x, horizon, n_targets, scaling, season)
+            y = y - base
         y = y.reshape(n_win, horizon * n_targets)
         ends = np.arange(n_win) + width  # one past the last target row
         is_val = ends > n - val_rows_for(n, val_frac, horizon)
@@ -63,15 +65,31 @@ def make_windows(values: np.ndarray, starts: np.ndarray, n_targets: int, lookbac
     return out
 
 
-def remove_level(x: np.ndarray, y: np.ndarray | None = None):
-    """Windows relative to their last input row: x - x[-1] (and the target steps y minus the
-    last target values). The network then learns changes from the present, not absolute levels,
-    so a trend that leaves the training range, or a level shift, does not saturate it."""
-    last = x[:, -1:, :]
-    x = x - last
-    if y is None:
-        return x
-    return x, y - last[:, :, : y.shape[2]]
+SCALINGS = ("series", "level", "seasonal")  # what a model file records; "auto" resolves to one
+
+
+def anchor_rows(lookback: int, horizon: int, scaling: str, season: int) -> np.ndarray | None:
+    """For each forecast step, the window row whose targets the network's output is added to:
+    the last row ("level": forecast changes from the present), the same point one season
+    earlier ("seasonal": forecast the departure from seasonal naive), none ("series")."""
+    if scaling == "series":
+        return None
+    if scaling == "level" or season <= 1:
+        return np.full(horizon, lookback - 1, dtype=np.int64)
+    if season > lookback:
+        raise ValueError(f"seasonal anchor needs lookback >= season, got {lookback} < {season}")
+    return lookback - season + np.arange(horizon, dtype=np.int64) % season
+
+
+def split_anchor(x: np.ndarray, horizon: int, n_targets: int, scaling: str, season: int = 1):
+    """(network inputs, anchor) for scaled windows x (N, lookback, C). Inputs are x relative to
+    its last row, so the network sees shapes, not absolute levels (a trend that leaves the
+    training range or a level shift does not saturate it); anchor (N, horizon, n_targets) is what
+    its outputs are added to (see anchor_rows; zeros for "series")."""
+    rows = anchor_rows(x.shape[1], horizon, scaling, season)
+    if rows is None:
+        return x, np.zeros((x.shape[0], horizon, n_targets), dtype=x.dtype)
+    return x - x[:, -1:, :], x[:, rows, :n_targets]
 
 
 def last_windows(values: np.ndarray, starts: np.ndarray, lookback: int) -> np.ndarray:
@@ -79,3 +97,38 @@ def last_windows(values: np.ndarray, starts: np.ndarray, lookback: int) -> np.nd
     ends = starts[1:]
     index = ends[:, None] - lookback + np.arange(lookback)[None, :]
     return values[index]
+
+
+def anchor_error(values: np.ndarray, starts: np.ndarray, train_rows: np.ndarray, n_targets: int,
+                 horizon: int, scaling: str, season: int) -> float:
+    """Mean absolute difference between each target value and its anchor (see anchor_rows), over
+    every pair inside the first train_rows[s] rows of every series: the error of a network that
+    outputs 0, i.e. of naive ("level") or seasonal naive ("seasonal") on the training part."""
+    if scaling == "seasonal" and season > 1:
+        lags = season * (1 + np.arange(horizon) // season)
+    else:
+        lags = np.arange(1, horizon + 1)
+    series = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
+    position = np.arange(len(series)) - starts[series]
+    usable = position < np.asarray(train_rows)[series]
+    total, count = 0.0, 0
+    for lag in np.unique(lags):
+        if lag >= len(series):
+            continue
+        pair = usable[lag:] & (series[lag:] == series[:-lag])
+        diff = np.abs(values[lag:, :n_targets] - values[:-lag, :n_targets])[pair]
+        weight = int(np.count_nonzero(lags == lag))
+        total += weight * float(diff.sum())
+        count += weight * diff.size
+    return total / count if count else float("inf")
+
+
+def choose_scaling(values: np.ndarray, starts: np.ndarray, train_rows: np.ndarray, n_targets: int,
+                   horizon: int, season: int, lookback: int) -> tuple[str, dict[str, float]]:
+    """The anchor "auto" scaling trains with: "seasonal" when the series have a season that fits
+    the lookback and seasonal naive is closer to the targets than naive on the training rows,
+    else "level". Returns the choice and both errors (scaled units)."""
+    errors = {"level": anchor_error(values, starts, train_rows, n_targets, horizon, "level", season)}
+    if 1 < season <= lookback:
+        errors["seasonal"] = anchor_error(values, starts, train_rows, n_targets, horizon, "seasonal", season)
+    return min(errors, key=errors.get), errors

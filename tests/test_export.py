@@ -43,6 +43,8 @@ MODELS = {  # name: (csv, train options)
         "--quantiles", "0.1,0.5,0.9"]),
     "a10_float64": ("a10_monthly.csv", [
         "--target", "cost_million_aud", "--horizon", "6", "--layers", "2", "--dtype", "float64"]),
+    "a10_seasonal_beyond_a_season": ("a10_monthly.csv", [
+        "--target", "cost_million_aud", "--horizon", "15", "--scaling", "seasonal"]),
     "gru_macro_2layer_features": ("us_macro_quarterly.csv", [
         "--cell", "gru", "--target", "real_gdp", "--features", "real_investment,cpi", "--horizon", "4",
         "--layers", "2"]),
@@ -194,9 +196,9 @@ def test_onnx_sorts_crossing_quantiles(models):
     assert rel_diff(got, want) <= RTOL
 
 
-@pytest.mark.parametrize("scaling", ["series", "level"])
+@pytest.mark.parametrize("scaling", ["series", "level", "seasonal"])
 def test_onnx_and_torch_snippet_follow_each_scaling_mode(models, scaling, tmp_path, monkeypatch):
-    """Whatever `lstm train` defaults to, both scaling modes the model schema knows export right:
+    """Whatever `lstm train` defaults to, every scaling mode the model schema knows exports right:
     the same weights read under either mode, against the forecaster itself."""
     import copy
 
@@ -277,7 +279,8 @@ def test_missing_onnx_exits_69_and_writes_nothing(models, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("name", ["a10", "macro_2layer_features", "panel_2layer", "macro_quantiles_2targets",
-                                  "a10_float64", "gru_macro_2layer_features", "gru_panel_quantiles"])
+                                  "a10_float64", "gru_macro_2layer_features", "gru_panel_quantiles",
+                                  "a10_seasonal_beyond_a_season"])
 def test_json_loaded_by_the_docs_torch_snippet_gives_predict(models, name, tmp_path, monkeypatch):
     pytest.importorskip("torch")
     path, data, header, want = models[name]

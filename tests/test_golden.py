@@ -50,6 +50,7 @@ def test_retraining_the_golden_model_reproduces_it(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     new_header, new_arrays = modelfile.load(out)
     old_header, old_arrays = modelfile.load(GOLDEN / "tiny.lstm")
-    assert new_header["data"] == old_header["data"]
+    # "season" joined the data section later (files without it read as season 1)
+    assert {k: v for k, v in new_header["data"].items() if k != "season"} == old_header["data"]
     for name, old in old_arrays.items():
         np.testing.assert_allclose(new_arrays[name], old, rtol=1e-4, atol=1e-6, err_msg=name)

@@ -1,12 +1,21 @@
-"""The segment-wise scaler fit equals the obvious per-series one, at any magnitude."""
+"""Scaling and anchors: the segment-wise scaler fit equals the obvious per-series one at any
+magnitude; level and seasonal windows anchor where they say; auto picks the closer anchor."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lstm_cli import scaling, windows
+from lstm_cli import modelfile, scaling, windows
+from lstm_cli.cli import cli
+from lstm_cli.network import Architecture, Network
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "a10_monthly.csv"
 
 
 @settings(max_examples=60, deadline=None)
@@ -29,7 +38,78 @@ def test_fit_equals_fit_block_per_series(lengths, magnitude, seed):
 
 def test_level_windows_are_relative_to_the_last_input_row():
     values = np.arange(20, dtype=np.float64).reshape(10, 2)
-    w = windows.make_windows(values, np.array([0, 10]), 1, lookback=3, horizon=2, level=True)
+    w = windows.make_windows(values, np.array([0, 10]), 1, lookback=3, horizon=2, scaling="level")
     x, y = w["x_train"], w["y_train"]
     np.testing.assert_array_equal(x[:, -1, :], 0.0)
     np.testing.assert_array_equal(y, [[2.0, 4.0]] * len(y))  # targets rise by 2 a row
+
+
+def test_seasonal_targets_are_departures_from_seasonal_naive():
+    """Season 3, lookback 4, horizon 5: step h is anchored at the window row one season before it
+    (rows 1, 2, 3, 1, 2 of the window); a series that repeats every 3 rows gives targets 0."""
+    pattern = np.array([5.0, -1.0, 2.0])
+    values = np.tile(pattern, 6)[:, None] + np.zeros((18, 2))
+    w = windows.make_windows(values, np.array([0, 18]), 1, lookback=4, horizon=5, scaling="seasonal", season=3)
+    np.testing.assert_array_equal(w["y_train"], 0.0)
+    np.testing.assert_array_equal(w["x_train"][:, -1, :], 0.0)  # inputs: relative to the last row
+    assert windows.anchor_rows(4, 5, "seasonal", 3).tolist() == [1, 2, 3, 1, 2]
+    assert windows.anchor_rows(4, 2, "level", 3).tolist() == [3, 3]
+    assert windows.anchor_rows(4, 2, "seasonal", 1).tolist() == [3, 3]  # no season: the last row
+    trend = np.arange(18, dtype=np.float64)[:, None] * np.ones((1, 2))
+    w = windows.make_windows(trend, np.array([0, 18]), 1, lookback=4, horizon=5, scaling="seasonal", season=3)
+    # a season's worth of trend; two seasons' for steps 4-5 (seasonal naive repeats the last season)
+    np.testing.assert_array_equal(w["y_train"], [[3.0, 3.0, 3.0, 6.0, 6.0]] * len(w["y_train"]))
+
+
+def test_anchor_error_is_the_error_of_naive_and_seasonal_naive():
+    """One series 0..9 (a trend, season 3), horizon 2, training rows 8: naive misses by the lag
+    (1 and 2 steps), seasonal naive by 3 (one season back) at both steps."""
+    values = np.arange(10, dtype=np.float64)[:, None]
+    starts, rows = np.array([0, 10]), np.array([8])
+    assert windows.anchor_error(values, starts, rows, 1, 2, "level", 3) == (7 * 1 + 6 * 2) / 13
+    assert windows.anchor_error(values, starts, rows, 1, 2, "seasonal", 3) == 3.0
+    # two series: no pair may straddle them
+    two = np.concatenate([values, values + 100.0])
+    assert windows.anchor_error(two, np.array([0, 10, 20]), np.array([8, 8]), 1, 2, "seasonal", 3) == 3.0
+
+
+def test_auto_scaling_picks_the_closer_anchor():
+    rng = np.random.default_rng(0)
+    t = np.arange(120)
+    seasonal = (np.sin(2 * np.pi * t / 12) + 0.05 * rng.normal(size=t.size))[:, None]
+    walk = np.cumsum(rng.normal(size=t.size))[:, None]
+    starts, rows = np.array([0, 120]), np.array([100])
+    assert windows.choose_scaling(seasonal, starts, rows, 1, 6, 12, 24)[0] == "seasonal"
+    assert windows.choose_scaling(walk, starts, rows, 1, 6, 12, 24)[0] == "level"
+    # a season longer than the lookback cannot anchor: level
+    mode, errors = windows.choose_scaling(seasonal, starts, rows, 1, 6, 12, 8)
+    assert mode == "level" and set(errors) == {"level"}
+
+
+def test_zero_head_starts_at_the_anchor():
+    """head_init zero: the untrained network outputs 0, so a level model forecasts the last value
+    and a seasonal one the value a season back (naive and seasonal naive)."""
+    net = Network(Architecture(1, 4, 1, 3), seed=0, head_init="zero")
+    x = np.random.default_rng(1).normal(size=(5, 6, 1))
+    np.testing.assert_array_equal(net.predict(x), 0.0)
+    inputs, base = windows.split_anchor(x, 3, 1, "seasonal", 4)
+    np.testing.assert_array_equal(base[:, :, 0], x[:, [2, 3, 4], 0])
+    np.testing.assert_array_equal(inputs[:, -1], 0.0)
+
+
+def _train(*args):
+    return CliRunner().invoke(cli, ["train", str(SAMPLE), "--target", "cost_million_aud", "--epochs", "2",
+                                    "--hidden", "4", "-q", *map(str, args)])
+
+
+def test_cli_seasonal_needs_a_season_of_lookback_and_auto_records_its_choice(tmp_path):
+    result = _train("--horizon", "6", "--scaling", "seasonal", "--lookback", "8", "--out", tmp_path / "s.lstm")
+    assert result.exit_code == 2 and "--lookback >= 12" in result.output
+    assert not (tmp_path / "s.lstm").exists()
+    result = _train("--horizon", "6", "--scaling", "auto", "--out", tmp_path / "a.lstm")
+    assert result.exit_code == 0, result.output
+    header, _ = modelfile.load(tmp_path / "a.lstm")
+    assert header["data"]["scaling"] == "seasonal" and header["data"]["season"] == 12  # a10: strongly seasonal
+    header["data"]["lookback"] = 8  # a seasonal file whose window cannot reach a season back is refused
+    with pytest.raises(modelfile.ModelFileError, match="data.season"):
+        modelfile.validate_header(header)
