@@ -1030,7 +1030,7 @@ def _assemble(source: str, where: _Where, plan: _Plan, id_col: str | None, n_tar
 # the careful path then reads the input from the start. So both give identical SeriesSets and
 # every error message comes from the careful path.
 
-FAST_BLOCK = 1 << 23  # bytes of text read and converted at a time
+FAST_BLOCK = 1 << 22  # bytes of text read and converted at a time
 FAST_MAX_FIELD = 64  # bytes; a longer field in a column we read goes to the careful path
 FAST_MAX_LINE = 1 << 26  # bytes; a longer line goes to the careful path
 _SPACE = (9, 10, 11, 12, 13, 32)  # what `\s` matches under re.ASCII
@@ -1190,6 +1190,41 @@ def _fast_numbers(mat: np.ndarray, length: np.ndarray) -> np.ndarray:
     return out
 
 
+class _Rows:
+    """The fast path's rows, written in place into arrays that grow when needed, rather than
+    parts joined at the end. Capacity that is never written to costs no memory."""
+
+    def __init__(self, n_values: int, line_dtype):
+        self.n = 0
+        self.time = np.empty(0, dtype=np.int32)  # codes of the time text (_Distinct)
+        self.id = np.empty(0, dtype=np.int32)  # codes of the id text, then of the sorted ids
+        self.values = np.empty((0, n_values), dtype=np.float64)
+        self.lines = np.empty(0, dtype=line_dtype)
+
+    def take(self, k: int, expect: int | None) -> slice:
+        """The slice of the next k rows; `expect`: the expected number of rows in all, if known."""
+        need = self.n + k
+        if need > len(self.lines):
+            cap = max(need, expect or 0, 2 * len(self.lines))
+            for name in ("time", "id", "values", "lines"):
+                old = getattr(self, name)
+                new = np.empty((cap, *old.shape[1:]), dtype=old.dtype)
+                new[: self.n] = old[: self.n]
+                setattr(self, name, new)
+        at = slice(self.n, need)
+        self.n = need
+        return at
+
+
+def _plain_size(raw) -> int | None:
+    """The size of a regular file behind raw, else None."""
+    try:
+        st = os.fstat(raw.fileno())
+    except (OSError, AttributeError, ValueError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
 def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_col, sep, freq, missing,
                max_bytes) -> SeriesSet:
     """The fast path (see above): plain or gzip UTF-8 text without quotes in the data, LF or CRLF
@@ -1233,11 +1268,12 @@ def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_
     n_fields = len(plan.header)
     need = [plan.index[plan.time_col]] + ([plan.index[id_col]] if id_col is not None else [])
     need += [plan.index[c] for c in plan.columns]
-    time_codes, id_codes, value_parts, line_parts = [], [], [], []
     time_text, id_text = _Distinct(), _Distinct()
+    rows = _Rows(len(plan.columns), np.int32 if max_bytes < 2**31 - 2 else np.int64)  # a line takes a byte
+    size = None if isinstance(stream, gzip.GzipFile) else _plain_size(raw)  # to size the arrays at once
+    done = len(block)  # bytes of text in the blocks read so far
     block = block[nl + 1 :]
     line_base = 2  # the line number of the block's first line
-    line_dtype = np.int32 if max_bytes < 2**31 - 2 else np.int64  # a line takes at least one byte
     while block is not None:
         if not block:  # the first block held only the header
             block = next(blocks, None)
@@ -1264,44 +1300,49 @@ def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_
             starts, ends = starts[good], ends[good]
         if len(starts):
             seps = seps.reshape(len(starts), n_fields - 1)
+            k = len(starts)
+            expect = None if size is None else rows.n + k + int(1.1 * k * max(0, size - done) / len(block)) + 1
+            at = rows.take(k, expect)
             cols = []
             for j in need:
                 a = starts if j == 0 else seps[:, j - 1] + 1
                 b = ends if j == n_fields - 1 else seps[:, j]
                 length = b - a
                 cols.append((_fixed_width(arr, a, length), length))
-            time_codes.append(time_text.codes(*cols[0]))
+            rows.time[at] = time_text.codes(*cols[0])
             if id_col is not None:
-                id_codes.append(id_text.codes(*cols[1]))
-            value_parts.append(np.column_stack([_fast_numbers(*c) for c in cols[len(need) - len(plan.columns):]]))
-            line_parts.append((line_base + np.flatnonzero(good)).astype(line_dtype))
+                rows.id[at] = id_text.codes(*cols[1])
+            first_value = len(need) - len(plan.columns)
+            for c in range(len(plan.columns)):
+                rows.values[at, c] = _fast_numbers(*cols[first_value + c])
+            rows.lines[at] = line_base + np.flatnonzero(good)
             del cols
         line_base += len(good)
         del arr, seps, starts, ends, good, per_line
         block = next(blocks, None)
-    if not line_parts:
+        done += len(block or b"")
+    n = rows.n
+    if not n:
         raise _Unusual("no data rows")
-    lines = np.concatenate(line_parts)
-    del line_parts
     stamps, kind = _parse_times(list(time_text.table), np.zeros(len(time_text.table), np.int64), plan.time_col,
                                 where, plan.hint)
     if freq is not None and kind == "integer":
         raise _Unusual("--freq with integer times")
-    times = stamps[np.concatenate(time_codes)]
-    del time_codes
+    times = stamps[rows.time[:n]]
+    rows.time = None
     if id_col is not None:
         stripped = [s.strip() for s in id_text.table]
         if not all(stripped):
             raise _Unusual("an empty id")
         ids = tuple(sorted(set(stripped)))
         rank = {s: k for k, s in enumerate(ids)}
-        codes = np.array([rank[s] for s in stripped], dtype=np.int32)[np.concatenate(id_codes)]
-        del id_codes
+        codes = rows.id[:n]
+        np.take(np.array([rank[s] for s in stripped], dtype=np.int32), codes, out=codes)
     else:
         ids = ("",)
-        codes = np.zeros(len(times), dtype=np.int32)
-    values = np.concatenate(value_parts) if len(value_parts) > 1 else value_parts[0]
-    del value_parts
+        codes = np.zeros(n, dtype=np.int32)
+    values, lines = rows.values[:n], rows.lines[:n]
+    del rows
     return _assemble(source, where, plan, id_col, len(targets), ids, codes, times, kind, values, lines, freq,
                      missing)
 
@@ -1309,14 +1350,10 @@ def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_
 def _frequency(times, starts, ids, kind, freq, lines, time_col, where: _Where, notes: list[str]):
     """(step, freq) per the module rules; appends the gap warnings to notes."""
     spans = _Spans(times, starts)
-    d = np.diff(times)
-    inner = np.ones(len(d), dtype=bool)  # pairs (i, i + 1) within one series
+    inner = np.ones(max(0, len(times) - 1), dtype=bool)  # pairs (i, i + 1) within one series
     inner[starts[1:-1] - 1] = False
-    constant = None  # the one difference within every series, when there is only one
-    if inner.any():
-        first = d[int(np.argmax(inner))]
-        if ((d == first) | ~inner).all():
-            constant = int(first)
+    constant = _constant_step(times, inner)  # the one difference within every series, if only one
+    d = np.diff(times) if constant is None else None  # made when needed: regular data needs none
     pooled = constant if constant is not None else _mode(d[inner]) if inner.any() else 0
 
     if freq is None:
@@ -1340,32 +1377,44 @@ def _frequency(times, starts, ids, kind, freq, lines, time_col, where: _Where, n
                                     f"series {ids[s]!r} by {_fmt_duration(st, kind)}; give every series the "
                                     "same step, or split the file")
             step = pooled if inner.any() else (1 if kind == "integer" else 0)
-            _gap_notes(times, d > step, d < step, inner, starts, step, None, ids, kind, where, notes, d)
+            if constant is None:  # else every difference within a series is the step: no notes
+                _gap_notes(times, d > step, d < step, inner, starts, step, None, ids, kind, where, notes, d)
             return step, None
 
     offset = _offset(freq)
     fixed = _fixed_ns(offset)
     if fixed:
-        rel = np.repeat(times[starts[:-1]], np.diff(starts))  # each row's series start, then its offset
-        np.subtract(times, rel, out=rel)
-        np.remainder(rel, fixed, out=rel)
-        bad = np.flatnonzero(rel)
-        del rel
+        if constant is not None and constant % fixed == 0:  # every time is its series' first + k * constant
+            bad = ()
+        else:
+            rel = np.repeat(times[starts[:-1]], np.diff(starts))  # each row's series start, then its offset
+            np.subtract(times, rel, out=rel)
+            np.remainder(rel, fixed, out=rel)
+            bad = np.flatnonzero(rel)
+            del rel
         if len(bad):
             i = int(bad[0])
             s = int(np.searchsorted(starts, i, side="right") - 1)
             _off_grid(i, times, spans[s], s, lines, time_col, freq, ids, kind, where)
         step = fixed
+        if constant is not None and constant <= step:
+            return step, freq  # no gaps, and no differences shorter than the step: no notes
+        d = np.diff(times) if d is None else d
         gap, short = d > step, np.zeros(len(d), dtype=bool)
     else:
+        odd = np.zeros(len(inner), dtype=bool)  # pairs within a series that are not one step apart
+        chunk = 1 << 20  # a chunk of stamps at a time: no array of all the next stamps
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            nxt = (pd.DatetimeIndex(times[:-1]) + offset).asi8 if len(times) > 1 else np.zeros(0, np.int64)
-        odd = inner & (times[1:] != nxt)
-        for s, t in enumerate(spans):  # a fast pass: on the offset and one step apart needs no grid
-            a, b = int(starts[s]), int(starts[s + 1])
-            if offset.is_on_offset(pd.Timestamp(int(t[0]))) and not odd[a : b - 1].any():
-                continue
+            for a in range(0, len(inner), chunk):
+                b = min(a + chunk, len(inner))
+                odd[a:b] = inner[a:b] & (times[a + 1 : b + 1] != (pd.DatetimeIndex(times[a:b]) + offset).asi8)
+        # a fast pass: series that start on the offset and step one step at a time need no grid
+        first_codes, firsts = pd.factorize(times[starts[:-1]])
+        checked = ~np.array([offset.is_on_offset(pd.Timestamp(int(t))) for t in firsts], dtype=bool)[first_codes]
+        checked[np.searchsorted(starts, np.flatnonzero(odd), side="right") - 1] = True
+        for s in np.flatnonzero(checked).tolist():
+            a, t = int(starts[s]), spans[s]
             ok = _on_grid(t, freq)
             if not ok.all():
                 _off_grid(a + int(np.flatnonzero(~ok)[0]), times, t, s, lines, time_col, freq, ids, kind, where)
@@ -1374,9 +1423,23 @@ def _frequency(times, starts, ids, kind, freq, lines, time_col, where: _Where, n
         else:
             t0 = pd.Timestamp(int(times[0]))
             step = int((t0 + offset).value - t0.value)
-        gap, short = odd, np.zeros(len(d), dtype=bool)
+        gap, short = odd, np.zeros(len(inner), dtype=bool)
     _gap_notes(times, gap, short, inner, starts, step, freq, ids, kind, where, notes, d)
     return step, freq
+
+
+def _constant_step(times: np.ndarray, inner: np.ndarray, chunk: int = 1 << 20) -> int | None:
+    """The difference between consecutive times when it is the same for every pair within a
+    series (`inner`), else None; computed a chunk at a time, without an array of all differences."""
+    if not inner.any():
+        return None
+    k = int(np.argmax(inner))
+    first = times[k + 1] - times[k]
+    for a in range(0, len(inner), chunk):
+        b = min(a + chunk, len(inner))
+        if not ((times[a + 1 : b + 1] - times[a:b] == first) | ~inner[a:b]).all():
+            return None
+    return int(first)
 
 
 class _Spans:
@@ -1428,10 +1491,10 @@ def _off_grid(i, times, t, s, lines, time_col, freq, ids, kind, where: _Where):
 
 def _gap_notes(times, gap, short, inner, starts, step, freq, ids, kind, where: _Where, notes: list[str],
                d: np.ndarray | None = None) -> None:
-    d = np.diff(times) if d is None else d
     gap = gap & inner
     n_gaps, n_short = int(gap.sum()), int((short & inner).sum())
     if n_gaps:
+        d = np.diff(times) if d is None else d
         pos = np.flatnonzero(gap)
         k = int(pos[np.argmax(d[pos])])
         s = int(np.searchsorted(starts, k, side="right") - 1)

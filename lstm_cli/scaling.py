@@ -29,15 +29,25 @@ def fit(values: np.ndarray, starts: np.ndarray, train_rows: np.ndarray) -> tuple
     values = np.asarray(values, dtype=np.float64)
     lengths = np.diff(starts)
     rows = np.clip(np.asarray(train_rows, dtype=np.int64), 1, lengths)
-    # the training rows of every series, packed: series s owns [offsets[s], offsets[s+1])
-    index = np.repeat(starts[:-1] - np.concatenate([[0], np.cumsum(rows)[:-1]]), rows) + np.arange(rows.sum())
-    block = values[index]
     offsets = np.concatenate([[0], np.cumsum(rows)[:-1]])
-    magnitude = np.maximum.reduceat(np.abs(block), offsets, axis=0)
+    if starts[0] == 0 and starts[-1] == len(values) and (rows == lengths).all():
+        block = values  # all rows train (the predict path): no packed copy
+    else:  # the training rows of every series, packed: series s owns [offsets[s], offsets[s+1])
+        block = values[np.repeat(starts[:-1] - offsets, rows) + np.arange(rows.sum())]
+    # max |x| without an |x| copy; the temporaries below are reused in place (same values as
+    # unit = block / magnitude; ((unit - mean) ** 2) summed)
+    magnitude = np.maximum(np.maximum.reduceat(block, offsets, axis=0), -np.minimum.reduceat(block, offsets, axis=0))
     magnitude = np.where(magnitude > 0, magnitude, 1.0)
-    unit = block / np.repeat(magnitude, rows, axis=0)
+    unit = np.repeat(magnitude, rows, axis=0)
+    np.divide(block, unit, out=unit)
+    del block
     mean = np.add.reduceat(unit, offsets, axis=0) / rows[:, None]
-    spread = np.sqrt(np.add.reduceat((unit - np.repeat(mean, rows, axis=0)) ** 2, offsets, axis=0) / rows[:, None])
+    dev = np.repeat(mean, rows, axis=0)
+    np.subtract(unit, dev, out=dev)
+    del unit
+    np.square(dev, out=dev)
+    spread = np.sqrt(np.add.reduceat(dev, offsets, axis=0) / rows[:, None])
+    del dev
     spread = np.where(spread > 1e-12, spread, 1.0)
     return mean * magnitude, spread * magnitude
 
@@ -45,4 +55,7 @@ def fit(values: np.ndarray, starts: np.ndarray, train_rows: np.ndarray) -> tuple
 def transform(values: np.ndarray, starts: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Scaled copy of values: each series with its own row of loc/scale."""
     counts = np.diff(starts)
-    return (values - np.repeat(loc, counts, axis=0)) / np.repeat(scale, counts, axis=0)
+    out = np.repeat(loc, counts, axis=0)
+    np.subtract(values, out, out=out)
+    np.divide(out, np.repeat(scale, counts, axis=0), out=out)
+    return out
