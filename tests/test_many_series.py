@@ -313,3 +313,41 @@ def test_dask_ragged_row_in_a_later_block_is_a_data_error(cluster, trained, tmp_
         engine_dask.predict_dask(str(model_path), str(data), str(tmp_path / "f.csv"),
                                  scheduler=cluster.scheduler_address, blocksize=2000)
     assert sorted(os.listdir(tmp_path)) == ["ragged.csv"]
+
+
+def test_scaler_fit_on_all_rows_equals_the_packed_fit_and_fit_block():
+    """scaling.fit skips its packed copy when every row trains (the predict path): the same loc
+    and scale bit for bit as the packed path, and fit_block's per series."""
+    from lstm_cli import scaling
+
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(1, 30, size=200)
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    values = rng.normal(size=(starts[-1], 2)) * rng.choice([1e-300, 1.0, 1e300], size=(starts[-1], 1))
+    values[starts[3] : starts[4]] = 7.0  # constant
+    values[starts[5] : starts[6]] = 0.0  # zeros
+    values[starts[7] : starts[8]] = -np.abs(values[starts[7] : starts[8]])  # negative only
+    loc, scale = scaling.fit(values, starts, lengths)
+    padded = np.vstack([values, np.full((1, 2), 1e9)])  # one row more than the series: the packed path
+    loc2, scale2 = scaling.fit(padded, starts, lengths)
+    assert loc.tobytes() == loc2.tobytes() and scale.tobytes() == scale2.tobytes()
+    for s in range(len(lengths)):
+        want_loc, want_scale = scaling.fit_block(values[starts[s] : starts[s + 1]])
+        np.testing.assert_allclose(loc[s], want_loc, rtol=1e-12)
+        np.testing.assert_allclose(scale[s], want_scale, rtol=1e-12)
+    scaled = scaling.transform(values, starts, loc, scale)
+    counts = np.diff(starts)
+    assert scaled.tobytes() == ((values - np.repeat(loc, counts, axis=0)) / np.repeat(scale, counts, axis=0)).tobytes()
+
+
+def test_predict_reads_the_file_once_on_the_fast_path(trained, monkeypatch):
+    """A plain long-format file never goes through the csv-module path on the predict path."""
+    d, model_path = trained
+    want = local_frame(model_path, d / "train.csv")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the careful path read a plain file")
+
+    monkeypatch.setattr(frame, "_read_careful", fail)
+    got = local_frame(model_path, d / "train.csv")
+    pd.testing.assert_frame_equal(got, want)
