@@ -1137,7 +1137,7 @@ def _fixed_width(arr: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.n
         raise _Unusual("a long field")
     width = max(8, -(-longest // 8) * 8)
     out = sliding_window_view(arr, width)[start]  # whole rows at a time (arr ends in padding)
-    out[np.arange(width) >= length[:, None]] = 0
+    out *= np.arange(width) < length[:, None]  # NUL after each field
     return out
 
 
