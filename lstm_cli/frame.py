@@ -1633,7 +1633,9 @@ def write_csv_text(rows: dict[str, list], columns: list[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
-    writer.writerows(zip(*(_cells(rows[c]) for c in columns), strict=True))
+    n = lengths.pop() if lengths else 0
+    for a in range(0, n, 1 << 16):  # cells as text a chunk of rows at a time
+        writer.writerows(zip(*(_cells(rows[c][a : a + (1 << 16)]) for c in columns), strict=True))
     return out.getvalue()
 
 
