@@ -266,6 +266,10 @@ def data_options(f):
               help="level: forecast changes from the window's last row (follows trends); seasonal: forecast "
                    "departures from the values one season back (seasonal naive); auto: seasonal where seasonal "
                    "naive beats naive on the training rows, else level; series: per-series scaling only.")
+@click.option("--strategy", type=click.Choice(["direct", "recursive"]), default="direct", show_default=True,
+              help="Multi-step forecasts: direct: the network outputs all --horizon steps at once; recursive: it "
+                   "forecasts one step and is fed its own forecast as the newest row, --horizon times "
+                   "(not with --features).")
 @click.option("--forget-bias", type=click.FloatRange(-10.0, 10.0), default=1.0, show_default=True,
               help="Initial bias of the gate that keeps the state (LSTM forget gate, GRU update gate): "
                    "higher remembers longer at the start of training.")
@@ -285,7 +289,7 @@ def data_options(f):
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def train(data, targets, horizon, out, features, time_col, id_col, sep, missing, freq, lookback, cell, hidden, layers,
           dropout, epochs, batch_size, lr, optimizer, momentum, weight_decay, clip, val_frac, patience, quantiles,
-          seed, dtype, scaling, forget_bias, warm_start, threads, time_limit, resume, wait, max_input_bytes, quiet):
+          seed, dtype, scaling, strategy, forget_bias, warm_start, threads, time_limit, resume, wait, max_input_bytes, quiet):
     """Train a model on DATA (a .csv or .csv.gz file, or - for stdin) and write it to --out.
 
     The model is one file with everything predict needs. Progress goes to stderr; nothing is
@@ -322,7 +326,7 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
                            features=_split_names(features), time_col=time_col, id_col=id_col, sep=sep, freq=freq,
                            missing=missing, lookback=lookback, cell=cell, hidden=hidden, layers=layers, dtype=dtype,
                            quantiles=quantiles or (), val_frac=val_frac, threads=threads, train=config,
-                       scaling=scaling, forget_bias=forget_bias, warm_start=warm_start)
+                       scaling=scaling, strategy=strategy, forget_bias=forget_bias, warm_start=warm_start)
 
         with TrainProgress(console) as progress:
             def on_event(kind, payload):

@@ -21,6 +21,11 @@ The forecast every format describes (model.Forecaster.forecast, trained horizon 
     y  = sort(y over quantiles)                   quantile models only: quantiles never cross
     forecast = y * scale[s, :K] + loc[s, :K]      K targets, original units
 
+A recursive model (data.strategy "recursive") forecasts one step per call (O = targets x
+quantiles): the above with horizon 1, `horizon` times, each step's scaled y (its median quantile)
+appended to xs as the newest row and the oldest dropped. The ONNX graph unrolls that loop, every
+step's recurrent and head nodes reading the same initializers.
+
 Gate order: the model (like torch) stacks the LSTM's four gates as i, f, g, o; ONNX's LSTM
 operator wants i, o, f, c, so the ONNX export reorders the 4H rows. A GRU stacks r, z, n; ONNX's
 GRU operator wants z, r, h, with linear_before_reset=1 (torch's placement of the reset gate).
@@ -170,6 +175,11 @@ def onnx_doc(header: dict) -> str:
         + (f" at quantiles {list(d['quantiles'])} (sorted, never crossing)" if nq else "")
         + " in original units. Longer horizons (lstm predict --horizon) roll the model forward "
           "recursively and are not part of this graph.")
+    if d["strategy"] == "recursive":
+        lines.append(f"The model is recursive: its network forecasts one step. The graph unrolls the recursion "
+                     f"{d['horizon']} times with the same weights: each step's forecast"
+                     + (" (its median quantile)" if nq else "") + " is appended to the scaled window as its "
+                     "newest row, the oldest row is dropped, and the network runs again.")
     if a["dtype"] == "float64":
         lines.append("The model was trained in float64; its weights are cast to float32 here because "
                      f"onnxruntime's {cell} operator has no double kernel.")
@@ -191,6 +201,9 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
 
     meta = metadata(header)  # refuses a scaling mode this module does not know, before any work
     a, d = header["arch"], header["data"]
+    if d["strategy"] == "recursive" and d["features"]:  # lstm train refuses to make one
+        raise UsageError("this model is recursive but reads features, whose future values are unknown: "
+                         "its forecast cannot be unrolled")
     H, n_layers, D = a["hidden_size"], a["num_layers"], a["input_size"]
     lookback, horizon = d["lookback"], d["horizon"]
     K, nq = len(d["targets"]), len(d["quantiles"])
@@ -235,53 +248,79 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
         out_loc = const("loc_out", loc[0, :K, None])  # (K, 1)
         out_scale = const("scale_out", scale[0, :K, None])
     xs = node("Div", [node("Sub", [x64, in_loc], "x_centered"), in_scale], "x_scaled_f64")
-    rows = windows.anchor_rows(lookback, horizon, d["scaling"], d.get("season", 1))
-    if rows is not None:  # the anchor of each step's targets, then the window relative to its last row
-        anchor = node("Gather", [xs, const("anchor_rows", rows)], "x_anchor_rows", axis=1)  # (B, horizon, C)
-        anchor = node("Slice", [anchor, const("zero", np.array([0], np.int64)),
-                                const("n_targets", np.array([K], np.int64)), axes(2)], "anchor")  # (B, horizon, K)
-        last_row = node("Slice", [xs, const("last_row_start", np.array([-1], np.int64)),
-                              const("last_row_end", np.array([np.iinfo(np.int64).max], np.int64)), axes(1)],
-                    "x_level")  # (B, 1, C)
-        xs = node("Sub", [xs, last_row], "x_minus_level_f64")
-    xs = node("Cast", [xs], "x_scaled", to=TensorProto.FLOAT)
-    seq = node("Transpose", [xs], "x_time_major", perm=[1, 0, 2])  # (T, B, D): layout 0
 
-    # --- the recurrent stack: one ONNX LSTM (or GRU) node per layer ----------------------------
+    # --- the recurrent weights, shared by every call of the network ----------------------------
     cell = a["cell"]
     gates = np.array(ONNX_GATE_ORDER[cell])
     n_gates = cells.GATES[cell]
     op = ONNX_OP[cell]
     extra = {"linear_before_reset": 1} if cell == "gru" else {}
+    layer_weights = []
     for k in range(n_layers):
 
         def reorder(v, k=k):  # (G*H, ...) torch's gate blocks -> onnx's, as float32
             v = np.asarray(arrays[v + f"_l{k}"], dtype=np.float32)
             return v.reshape(n_gates, H, *v.shape[1:])[gates].reshape(v.shape)
 
-        W = const(f"W_l{k}", reorder("weight_ih")[None])  # (1, GH, D_k)
-        R = const(f"R_l{k}", reorder("weight_hh")[None])  # (1, GH, H)
-        B = const(f"B_l{k}", np.concatenate([reorder("bias_ih"), reorder("bias_hh")])[None])  # (1, 2GH)
-        top = k == n_layers - 1
-        outputs = ["", f"lstm{k}_Y_h"] if top else [f"lstm{k}_Y"]
-        nodes.append(helper.make_node(op, [seq, W, R, B], outputs, name=f"{op}_l{k}", hidden_size=H,
-                                      direction="forward", layout=0, **extra))
-        if not top:  # Y (T, 1, B, H) -> the next layer's input (T, B, H)
-            seq = node("Squeeze", [f"lstm{k}_Y", axes(1)], f"lstm{k}_out")
-    h = node("Squeeze", [f"lstm{n_layers - 1}_Y_h", axes(0)], "h_last")
+        layer_weights.append((const(f"W_l{k}", reorder("weight_ih")[None]),  # (1, GH, D_k)
+                              const(f"R_l{k}", reorder("weight_hh")[None]),  # (1, GH, H)
+                              const(f"B_l{k}", np.concatenate([reorder("bias_ih"), reorder("bias_hh")])[None])))
+    head_weight = const("head_weight", np.asarray(arrays["head.weight"], np.float32))
+    head_bias = const("head_bias", np.asarray(arrays["head.bias"], np.float32))
+    steps = 1 if d["strategy"] == "recursive" else horizon  # what one call of the network forecasts
+    rows = windows.anchor_rows(lookback, steps, d["scaling"], d.get("season", 1))
 
-    # --- dense head, quantile sort, un-scaling -------------------------------------------------
-    y = node("Gemm", [h, const("head_weight", np.asarray(arrays["head.weight"], np.float32)),
-                      const("head_bias", np.asarray(arrays["head.bias"], np.float32))], "head_out", transB=1)
-    y = node("Reshape", [y, const("out_shape", np.array([0, horizon, K, max(nq, 1)], np.int64))], "y_scaled")
-    if nq > 1:  # the forecaster sorts the quantiles of each (step, target): they never cross
-        nodes.append(helper.make_node("TopK", [y, const("n_quantiles", np.array([nq], np.int64))],
-                                      ["y_sorted", "y_sorted_index"], name="TopK_y_sorted", axis=-1,
-                                      largest=0, sorted=1))
-        y = "y_sorted"
-    y = node("Cast", [y], "y_scaled_f64", to=TensorProto.DOUBLE)
-    if rows is not None:  # add back the anchor (the same for every quantile: the sort holds)
-        y = node("Add", [y, node("Unsqueeze", [anchor, axes(3)], "anchor_4d")], "y_plus_anchor")
+    def call(xs: str, tag: str) -> str:
+        """One call of the network on the scaled float64 window xs (B, lookback, C): anchor,
+        inputs, the recurrent stack, the head and the quantile sort, as the forecaster does it.
+        Returns its forecast (B, steps, K, max(nq, 1)), scaled, float64, anchor added."""
+        if rows is not None:  # the anchor of each step's targets, then the window relative to its last row
+            anchor = node("Gather", [xs, const("anchor_rows", rows)], f"x_anchor_rows{tag}", axis=1)  # (B, steps, C)
+            anchor = node("Slice", [anchor, const("zero", np.array([0], np.int64)),
+                                    const("n_targets", np.array([K], np.int64)), axes(2)], f"anchor{tag}")
+            last_row = node("Slice", [xs, const("last_row_start", np.array([-1], np.int64)),
+                                      const("int64_max", np.array([np.iinfo(np.int64).max], np.int64)), axes(1)],
+                            f"x_level{tag}")  # (B, 1, C)
+            xs = node("Sub", [xs, last_row], f"x_minus_level_f64{tag}")
+        xs = node("Cast", [xs], f"x_scaled{tag}", to=TensorProto.FLOAT)
+        seq = node("Transpose", [xs], f"x_time_major{tag}", perm=[1, 0, 2])  # (T, B, D): layout 0
+        for k, (W, R, B) in enumerate(layer_weights):  # one ONNX LSTM (or GRU) node per layer
+            top = k == n_layers - 1
+            outputs = ["", f"lstm{k}_Y_h{tag}"] if top else [f"lstm{k}_Y{tag}"]
+            nodes.append(helper.make_node(op, [seq, W, R, B], outputs, name=f"{op}_l{k}{tag}", hidden_size=H,
+                                          direction="forward", layout=0, **extra))
+            if not top:  # Y (T, 1, B, H) -> the next layer's input (T, B, H)
+                seq = node("Squeeze", [f"lstm{k}_Y{tag}", axes(1)], f"lstm{k}_out{tag}")
+        h = node("Squeeze", [f"lstm{n_layers - 1}_Y_h{tag}", axes(0)], f"h_last{tag}")
+        y = node("Gemm", [h, head_weight, head_bias], f"head_out{tag}", transB=1)
+        y = node("Reshape", [y, const(f"out_shape_{steps}", np.array([0, steps, K, max(nq, 1)], np.int64))],
+                 f"y_scaled{tag}")
+        if nq > 1:  # the forecaster sorts the quantiles of each (step, target): they never cross
+            nodes.append(helper.make_node("TopK", [y, const("n_quantiles", np.array([nq], np.int64))],
+                                          [f"y_sorted{tag}", f"y_sorted_index{tag}"], name=f"TopK_y_sorted{tag}",
+                                          axis=-1, largest=0, sorted=1))
+            y = f"y_sorted{tag}"
+        y = node("Cast", [y], f"y_scaled_f64{tag}", to=TensorProto.DOUBLE)
+        if rows is not None:  # add back the anchor (the same for every quantile: the sort holds)
+            y = node("Add", [y, node("Unsqueeze", [anchor, axes(3)], f"anchor_4d{tag}")], f"y_plus_anchor{tag}")
+        return y
+
+    if steps == horizon:  # direct: one call forecasts every step
+        y = call(xs, "")
+    else:  # recursive: unrolled; each step's forecast (the median) becomes the window's newest row
+        median = const("median_index", np.array([max(nq, 1) // 2], np.int64))
+        ys = []
+        for i in range(horizon):
+            ys.append(call(xs, f"_step{i + 1}"))
+            if i < horizon - 1:
+                new_row = node("Squeeze", [node("Gather", [ys[-1], median], f"median_step{i + 1}", axis=3),
+                                           axes(3)], f"new_row_step{i + 1}")  # (B, 1, K)
+                grown = node("Concat", [xs, new_row], f"window_grown_step{i + 1}", axis=1)  # (B, lookback + 1, C)
+                xs = node("Slice", [grown, const("one", np.array([1], np.int64)), const(
+                    "int64_max", np.array([np.iinfo(np.int64).max], np.int64)), axes(1)], f"window_step{i + 2}")
+        y = node("Concat", ys, "y_steps", axis=1)  # (B, horizon, K, max(nq, 1))
+
+    # --- un-scaling ---------------------------------------------------------------------------
     y = node("Add", [node("Mul", [y, out_scale], "y_times_scale"), out_loc], "forecast_f64")
     if nq:
         node("Cast", [y], "forecast", to=TensorProto.FLOAT)
@@ -308,8 +347,8 @@ def onnx_metadata_props(meta: dict) -> dict[str, str]:
     """metadata_props from metadata(header): strings; numbers, lists and null as JSON; ids and
     last_time only for at most 10000 series."""
     props = {key: meta[key] for key in ("cell", "targets", "features", "time_col", "id_col", "freq", "step",
-                                         "time_kind", "lookback", "horizon", "quantiles", "scaling", "season", "dtype",
-                                         "output_layout", "created", "lstm_version")}
+                                         "time_kind", "lookback", "horizon", "quantiles", "strategy", "scaling",
+                                         "season", "dtype", "output_layout", "created", "lstm_version")}
     props["n_series"] = len(meta["ids"])
     if len(meta["ids"]) <= MAX_IDS_IN_ONNX_METADATA:
         props["ids"], props["last_time"] = meta["ids"], meta["last_time"]

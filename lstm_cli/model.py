@@ -15,6 +15,12 @@ from lstm_cli.network import Architecture, Network, ParamLayout
 
 FORMAT = "lstm-model"
 FORMAT_VERSION = 1
+STRATEGIES = ("direct", "recursive")  # data.strategy: all horizon steps at once, or one step fed back
+
+
+def unknown_features(features) -> str:
+    """Why a model with features cannot forecast on its own forecasts (both refusals say it)."""
+    return f"features ({', '.join(features)}) whose future values are unknown"
 
 
 def creation_time() -> str:
@@ -51,6 +57,12 @@ class DataSpec:
     @property
     def n_outputs_per_step(self) -> int:
         return len(self.targets) * max(1, len(self.quantiles))
+
+    @property
+    def network_horizon(self) -> int:
+        """Steps one call of the network forecasts: the horizon ("direct"), or 1 ("recursive":
+        the forecast is fed back as the newest row of the window, horizon times)."""
+        return 1 if self.strategy == "recursive" else self.horizon
 
     def to_header(self) -> dict:
         d = asdict(self)
@@ -132,17 +144,23 @@ class Forecaster:
 
     def forecast(self, series_ids, values: np.ndarray, starts: np.ndarray, horizon: int | None = None):
         """Forecasts (n_series, horizon, n_targets, max(1, n_quantiles)) in original units, from
-        the last `lookback` rows of each series. A horizon beyond the trained one rolls the model
-        forward on its own forecasts (median for quantile models)."""
+        the last `lookback` rows of each series. A direct model forecasts its trained horizon in
+        one call of the network; a recursive one forecasts one step per call. Either way, steps
+        beyond one call append the forecasts (the median for quantile models) to the window as its
+        newest rows, drop as many of the oldest, and call the network again; each call takes its
+        anchor (split_anchor) from the window it is given."""
         spec = self.spec
         horizon = horizon or spec.horizon
         K = len(spec.targets)
         nq = max(1, len(spec.quantiles))
+        steps_per_call = spec.network_horizon
+        if spec.features and spec.strategy == "recursive":
+            raise UsageError(f"this model is recursive (it feeds its forecasts back as inputs), but it reads "
+                             f"{unknown_features(spec.features)}; retrain it with --strategy direct")
         if horizon > spec.horizon and spec.features:
             raise UsageError(
                 f"--horizon {horizon} is beyond the trained horizon {spec.horizon}, and this model reads "
-                f"features ({', '.join(spec.features)}) whose future values are unknown; retrain with "
-                f"--horizon {horizon}")
+                f"{unknown_features(spec.features)}; retrain with --horizon {horizon}")
         lengths = np.diff(starts)
         short = np.flatnonzero(lengths < spec.lookback)
         if len(short):
@@ -156,13 +174,13 @@ class Forecaster:
         done = 0
         median = nq // 2
         while done < horizon:
-            inputs, base = windows.split_anchor(window, spec.horizon, K, spec.scaling, spec.season)
+            inputs, base = windows.split_anchor(window, steps_per_call, K, spec.scaling, spec.season)
             raw = self.network.predict(inputs).astype(np.float64)  # (S, O)
-            y = raw.reshape(len(series_ids), spec.horizon, K, nq) + base[..., None]
+            y = raw.reshape(len(series_ids), steps_per_call, K, nq) + base[..., None]
             if nq > 1:
                 y = np.sort(y, axis=3)  # quantiles never cross in the output
             steps.append(y)
-            done += spec.horizon
+            done += steps_per_call
             if done < horizon:  # roll: append the point forecasts as new target rows
                 new_rows = y[:, :, :, median]
                 window = np.concatenate([window, new_rows], axis=1)[:, -spec.lookback :, :]

@@ -690,10 +690,11 @@ def validate_header(header: dict) -> None:
     if arch["input_size"] != len(targets) + len(features):
         raise _bad("arch.input_size", f"is {arch['input_size']} but there are {len(targets)} targets "
                                       f"+ {len(features)} features")
-    outputs = horizon * len(targets) * max(1, len(quantiles))
+    steps = 1 if data["strategy"] == "recursive" else horizon  # a recursive network forecasts one step
+    outputs = steps * len(targets) * max(1, len(quantiles))
     if arch["output_size"] != outputs:
-        raise _bad("arch.output_size", f"is {arch['output_size']} but horizon x targets x quantiles "
-                                       f"= {outputs}")
+        what = "a recursive model's targets x quantiles" if steps != horizon else "horizon x targets x quantiles"
+        raise _bad("arch.output_size", f"is {arch['output_size']} but {what} = {outputs}")
 
     series = _section(header, "series", _SERIES_KEYS, "series")
     ids = _names(series["ids"], "series.ids", 1, MAX_HEADER_ITEMS, nonempty=False)

@@ -12,7 +12,7 @@ import numpy as np
 
 from lstm_cli import atomic, frame, modelfile, scaling, windows
 from lstm_cli.errors import DataError, StaleInputError, UsageError
-from lstm_cli.model import DataSpec, Forecaster
+from lstm_cli.model import STRATEGIES, DataSpec, Forecaster, unknown_features
 from lstm_cli.network import Architecture, Network, default_threads
 from lstm_cli.train import TrainConfig, TrainResult, fit
 
@@ -41,6 +41,7 @@ class TrainRequest:
     forget_bias: float = 1.0
     head_init: str = "torch"
     scaling: str = "level"
+    strategy: str = "direct"  # "recursive": a one-step network fed its own forecasts, horizon times
     threads: int | None = None
     warm_start: str | None = None
     train: TrainConfig = TrainConfig()
@@ -105,6 +106,14 @@ def _check_seasonal(req: TrainRequest, season: int, lookback: int) -> None:
                          f"or supply more history")
 
 
+def _check_strategy(req: TrainRequest) -> None:
+    if req.strategy not in STRATEGIES:
+        raise UsageError(f"unknown --strategy {req.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if req.strategy == "recursive" and req.features:
+        raise UsageError(f"--strategy recursive feeds each forecast back as the newest input row, so it would "
+                         f"need {unknown_features(req.features)}; use --strategy direct or drop --features")
+
+
 def check_warm_start(old: Forecaster, series: frame.SeriesSet, req: TrainRequest) -> list[str]:
     """A fine-tune must keep the old model's contract: same columns, time kind, frequency and
     horizon, and data that continues (not precedes) what the old model was trained on. The old
@@ -158,6 +167,8 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
     overlap = set(req.targets) & set(req.features)
     if overlap:
         raise UsageError(f"column {sorted(overlap)[0]!r} is both a --target and a --feature; name it once")
+    if not req.warm_start:  # a warm start keeps the old model's strategy (checked in train_on_series)
+        _check_strategy(req)
     ckpt_path = checkpoint.checkpoint_path_for(req.out)
     atomic.check_output_path(ckpt_path)
     checkpoint.remove_stale_temps(req.out)  # of a killed run (we hold the lock)
@@ -173,7 +184,7 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
         warm_notes = check_warm_start(old, series, req)
         req = replace(req, hidden=old.network.arch.hidden_size, layers=old.network.arch.num_layers,
                       cell=old.network.arch.cell, dtype=old.network.arch.dtype, quantiles=old.spec.quantiles,
-                      scaling=old.spec.scaling, lookback=old.spec.lookback)
+                      scaling=old.spec.scaling, lookback=old.spec.lookback, strategy=old.spec.strategy)
     model, result = train_on_series(series, req, old=old, notes=warm_notes, on_event=on_event,
                                     should_stop=should_stop, checkpoint_path=ckpt_path, resume=resume)
     if model is not None:
@@ -342,15 +353,18 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
 
     if req.warm_start and old is None:
         raise UsageError("train_on_series: a warm start needs the old model (old=)")
+    _check_strategy(req)
     lengths = np.diff(series.starts)
     horizon = req.horizon
+    steps = 1 if req.strategy == "recursive" else horizon  # what one window's targets cover
+    targets_what = "one step (recursive)" if req.strategy == "recursive" else f"horizon {horizon}"
     shortest = int(lengths.min())
     val_rows = windows.val_rows_for(shortest, req.val_frac, horizon)
     season = season_length(series.freq, series.step, series.time_kind, series.times[: series.starts[1]])
     lookback = req.lookback or default_lookback(horizon, season, shortest, val_rows)
     _check_seasonal(req, season, lookback)
-    _check_lengths(series, lookback + horizon + val_rows + MIN_TRAIN_WINDOWS - 1,
-                   f"lookback {lookback} + horizon {horizon} + {val_rows} validation rows "
+    _check_lengths(series, lookback + steps + val_rows + MIN_TRAIN_WINDOWS - 1,
+                   f"lookback {lookback} + {targets_what} + {val_rows} validation rows "
                    f"+ {MIN_TRAIN_WINDOWS - 1} more for {MIN_TRAIN_WINDOWS} training windows")
     n_targets = len(req.targets)
     train_rows = np.array([n - windows.val_rows_for(n, req.val_frac, horizon) for n in lengths])
@@ -363,22 +377,23 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
     scaled = scaling.transform(series.values, series.starts, loc, scale)
     chosen_by = req.scaling
     if req.scaling == "auto":
-        mode, _ = windows.choose_scaling(scaled, series.starts, train_rows, n_targets, horizon, season, lookback)
+        mode, _ = windows.choose_scaling(scaled, series.starts, train_rows, n_targets, steps, season, lookback)
         req = replace(req, scaling=mode)
-    w = windows.make_windows(scaled, series.starts, n_targets, lookback, horizon, req.val_frac,
-                             scaling=req.scaling, season=season)
+    # recursive: one-step windows, validated on the same last rows of each series as a direct model
+    w = windows.make_windows(scaled, series.starts, n_targets, lookback, steps, req.val_frac,
+                             scaling=req.scaling, season=season, val_horizon=horizon)
     del scaled
     if len(w["x_train"]) == 0:
         raise DataError(f"{series.source}: {shortest} rows leave no training window for lookback {lookback} "
-                        f"+ horizon {horizon} after the validation part; lower --val-frac or --lookback")
+                        f"+ {targets_what} after the validation part; lower --val-frac or --lookback")
     quantiles = np.asarray(req.quantiles, dtype=np.float64) if req.quantiles else None
     nq = max(1, len(req.quantiles))
     y_train, y_val = w["y_train"], w["y_val"]
     if quantiles is not None:  # one output column per (step, target, quantile)
         y_train, y_val = np.repeat(y_train, nq, axis=1), np.repeat(y_val, nq, axis=1)
-        quantiles = np.tile(quantiles, horizon * n_targets)
+        quantiles = np.tile(quantiles, steps * n_targets)
     arch = Architecture(input_size=len(series.columns), hidden_size=req.hidden, num_layers=req.layers,
-                        output_size=horizon * n_targets * nq, dtype=req.dtype, cell=req.cell)
+                        output_size=steps * n_targets * nq, dtype=req.dtype, cell=req.cell)
     threads = req.threads or default_threads()
     if old is not None:
         network = Network(arch, old.network.params.copy(), threads=threads)
@@ -409,7 +424,7 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
     spec = DataSpec(time_col=series.time_col, id_col=series.id_col, targets=tuple(req.targets),
                     features=tuple(req.features), time_kind=series.time_kind, step=int(series.step),
                     freq=series.freq, lookback=lookback, horizon=horizon, quantiles=tuple(req.quantiles),
-                    scaling=req.scaling, season=season)
+                    scaling=req.scaling, season=season, strategy=req.strategy)
     params = {k: getattr(req.train, k) for k in req.train.__dataclass_fields__}
     params.update(hidden=req.hidden, layers=req.layers, cell=req.cell, val_frac=req.val_frac,
                   forget_bias=req.forget_bias, head_init=req.head_init, dtype=req.dtype,

@@ -23,11 +23,14 @@ def count_windows(length: int, lookback: int, horizon: int) -> int:
 
 
 def make_windows(values: np.ndarray, starts: np.ndarray, n_targets: int, lookback: int, horizon: int,
-                 val_frac: float = 0.0, scaling: str = "series", season: int = 1) -> dict[str, np.ndarray]:
+                 val_frac: float = 0.0, scaling: str = "series", season: int = 1,
+                 val_horizon: int | None = None) -> dict[str, np.ndarray]:
     """x_train (N, lookback, C), y_train (N, horizon*n_targets), x_val, y_val, and for each
     window the index of its series (series_train, series_val). x and y are what the network
     sees and learns: for the "level" and "seasonal" modes, inputs relative to the window's last
-    row and targets relative to its anchor (see split_anchor)."""
+    row and targets relative to its anchor (see split_anchor). val_horizon (default: horizon) is
+    the horizon of the validation rows rule (val_rows_for): a recursive model trains on one-step
+    windows (horizon 1) but holds out the same rows as a direct model of the user's horizon."""
     parts: dict[str, list] = {k: [] for k in ("x_train", "y_train", "s_train", "x_val", "y_val", "s_val")}
     width = lookback + horizon
     for s in range(len(starts) - 1):
@@ -44,7 +47,7 @@ def make_windows(values: np.ndarray, starts: np.ndarray, n_targets: int, lookbac
             y = y - base
         y = y.reshape(n_win, horizon * n_targets)
         ends = np.arange(n_win) + width  # one past the last target row
-        is_val = ends > n - val_rows_for(n, val_frac, horizon)
+        is_val = ends > n - val_rows_for(n, val_frac, val_horizon or horizon)
         if is_val.all() and n_win > 1:  # a short series still trains on something
             is_val[0] = False
         for tag, mask in (("train", ~is_val), ("val", is_val)):

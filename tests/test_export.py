@@ -51,6 +51,21 @@ MODELS = {  # name: (csv, train options)
     "gru_panel_quantiles": ("departures_monthly_panel.csv", [
         "--cell", "gru", "--id-col", "series_id", "--target", "departures_thousands", "--horizon", "4",
         "--quantiles", "0.1,0.5,0.9"]),
+    # recursive: one-step networks, the recursion unrolled in the ONNX graph
+    "recursive_a10": ("a10_monthly.csv", [
+        "--strategy", "recursive", "--target", "cost_million_aud", "--horizon", "6"]),
+    "recursive_gru_a10_seasonal_beyond_a_season": ("a10_monthly.csv", [
+        "--strategy", "recursive", "--cell", "gru", "--target", "cost_million_aud", "--horizon", "15",
+        "--scaling", "seasonal"]),
+    "recursive_panel_2layer_series": ("departures_monthly_panel.csv", [
+        "--strategy", "recursive", "--id-col", "series_id", "--target", "departures_thousands", "--horizon", "5",
+        "--layers", "2", "--scaling", "series"]),
+    "recursive_panel_quantiles": ("departures_monthly_panel.csv", [
+        "--strategy", "recursive", "--id-col", "series_id", "--target", "departures_thousands", "--horizon", "4",
+        "--quantiles", "0.1,0.5,0.9"]),
+    "recursive_gru_panel_quantiles_seasonal": ("departures_monthly_panel.csv", [
+        "--strategy", "recursive", "--cell", "gru", "--id-col", "series_id", "--target", "departures_thousands",
+        "--horizon", "4", "--quantiles", "0.1,0.5,0.9", "--scaling", "seasonal"]),
 }
 
 
@@ -138,7 +153,10 @@ def test_onnx_matches_predict(models, name, tmp_path):
     model = onnx.load(str(out))
     onnx.checker.check_model(model, full_check=True)
     op = {"lstm": "LSTM", "gru": "GRU"}[header["arch"]["cell"]]
-    assert [n.op_type for n in model.graph.node].count(op) == header["arch"]["num_layers"]
+    calls = d["horizon"] if d["strategy"] == "recursive" else 1  # the recursion is unrolled
+    assert [n.op_type for n in model.graph.node].count(op) == header["arch"]["num_layers"] * calls
+    recurrent = {i for n in model.graph.node if n.op_type == op for i in n.input[1:]}
+    assert len(recurrent) == 3 * header["arch"]["num_layers"]  # W, R, B per layer, shared by every step
 
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = raw_windows(data, header).astype(np.float32)
@@ -157,6 +175,7 @@ def test_onnx_matches_predict(models, name, tmp_path):
     assert meta["time_col"] == d["time_col"] and meta["freq"] == (d["freq"] if d["freq"] is not None else "null")
     assert json.loads(meta["ids"]) == header["series"]["ids"]
     assert meta["cell"] == header["arch"]["cell"]
+    assert meta["strategy"] == d["strategy"] and ("is recursive" in model.doc_string) == (d["strategy"] == "recursive")
     if header["arch"]["dtype"] == "float64":
         assert "cast to float32" in model.doc_string
 
@@ -206,7 +225,8 @@ def test_onnx_and_torch_snippet_follow_each_scaling_mode(models, scaling, tmp_pa
     from lstm_cli.model import Forecaster
 
     monkeypatch.chdir(tmp_path)
-    for name in ("macro_quantiles_2targets", "panel_2layer", "gru_panel_quantiles"):
+    for name in ("macro_quantiles_2targets", "panel_2layer", "gru_panel_quantiles", "recursive_panel_quantiles",
+                 "recursive_gru_a10_seasonal_beyond_a_season"):
         path, data, header, _ = models[name]
         header = copy.deepcopy(header)
         header["data"]["scaling"] = scaling
@@ -280,7 +300,9 @@ def test_missing_onnx_exits_69_and_writes_nothing(models, tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("name", ["a10", "macro_2layer_features", "panel_2layer", "macro_quantiles_2targets",
                                   "a10_float64", "gru_macro_2layer_features", "gru_panel_quantiles",
-                                  "a10_seasonal_beyond_a_season"])
+                                  "a10_seasonal_beyond_a_season", "recursive_a10",
+                                  "recursive_gru_a10_seasonal_beyond_a_season", "recursive_panel_2layer_series",
+                                  "recursive_panel_quantiles", "recursive_gru_panel_quantiles_seasonal"])
 def test_json_loaded_by_the_docs_torch_snippet_gives_predict(models, name, tmp_path, monkeypatch):
     pytest.importorskip("torch")
     path, data, header, want = models[name]
@@ -293,7 +315,7 @@ def test_json_loaded_by_the_docs_torch_snippet_gives_predict(models, name, tmp_p
     assert rel_diff(got, want) <= RTOL
 
 
-@pytest.mark.parametrize("name", ["panel_quantiles", "gru_panel_quantiles"])
+@pytest.mark.parametrize("name", ["panel_quantiles", "gru_panel_quantiles", "recursive_panel_quantiles"])
 def test_json_holds_the_exact_weights_and_metadata(models, tmp_path, name):
     path, _, header, _ = models[name]
     doc = json.loads(export_to(path, "json", tmp_path / "m.json").read_text())

@@ -237,14 +237,15 @@ def models(draw):
                                 max_value=__import__("datetime").datetime(2200, 1, 1)))
     stamp = created.strftime("%Y-%m-%dT%H:%M:%S") + draw(st.sampled_from(["", f".{created.microsecond:06d}"])) \
         + draw(st.sampled_from(["Z", "+00:00"]))
+    strategy = draw(st.sampled_from(["direct", "recursive"]))  # a recursive network forecasts one step
     header, arrays = make_model(seed=draw(st.integers(0, 2**32 - 1)), targets=tuple(targets),
-                                features=tuple(features), hidden=H, layers=L, horizon=horizon,
+                                features=tuple(features), hidden=H, layers=L,
+                                horizon=1 if strategy == "recursive" else horizon,
                                 quantiles=tuple(quantiles), ids=tuple(ids), dtype=dtype, id_col=id_col)
     header["created"] = stamp
     header["data"].update(time_col=time_col, time_kind=draw(st.sampled_from(["datetime", "integer"])),
                           step=draw(st.integers(1, 2**63 - 1)), freq=draw(st.none() | names),
-                          lookback=draw(st.integers(1, 100_000)),
-                          strategy=draw(st.sampled_from(["direct", "recursive"])))
+                          lookback=draw(st.integers(1, 100_000)), horizon=horizon, strategy=strategy)
     header["series"]["last_time"] = draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=n_series,
                                                   max_size=n_series))
     header["training"].update(
