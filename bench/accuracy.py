@@ -183,6 +183,10 @@ def main() -> None:
         if args.skip_slow and name in SLOW and not args.only:
             continue
         path = os.path.join(args.data_dir, file)
+        if features and overrides.get("strategy") == "recursive":  # lstm train refuses it (exit 2)
+            print(f"{name:12} skipped: --strategy recursive cannot use its features {', '.join(features)}",
+                  flush=True)
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             train_csv = os.path.join(tmp, "train.csv")
             cut_tail(path, id_col, horizon, train_csv)
