@@ -3,6 +3,10 @@ write_csv_text). The only module that sees pandas on the input side; it never pr
 typed errors of lstm_cli.errors with one-line messages that name the file and, where it applies, the
 line (as an editor shows it, header = line 1), the column and the value, and say what to do.
 
+Plain files are read by a vectorised fast path (_read_fast); whatever it does not handle (quoted
+fields, any error, ...) is read again from the start by the csv-module path (_read_careful), so
+the rules below, the results and every message are the careful path's.
+
 Rules, in the order they apply:
 
 Input. `path` is a regular file (plain or gzip, told by its magic bytes; a `.gz` name without them
