@@ -1044,7 +1044,7 @@ class _Unusual(Exception):
     """The fast path declines the input; the careful path reads it."""
 
 
-_FAST_GIVES_UP = (_Unusual, DataError, UsageError, UnicodeDecodeError, EOFError, zlib.error, OSError)
+_FAST_GIVES_UP = (_Unusual, DataError, UsageError, UnicodeDecodeError, EOFError, zlib.error, OSError, csv.Error)
 
 
 class _Tape(io.RawIOBase):
@@ -1220,6 +1220,25 @@ class _Rows:
         return at
 
 
+def _whole_quoted_fields(arr: np.ndarray, seps: np.ndarray, sep_code: int) -> bool:
+    """True when every quote in the block opens or closes a whole field whose text holds no
+    quote, separator or line end ("text" between separators): the csv module reads such a field
+    as its text. Else _Unusual (doubled quotes, quoted separators or line ends, stray quotes)."""
+    q = np.flatnonzero(arr == 34)
+    if len(q) % 2:
+        raise _Unusual("an odd number of quotes")
+    opens, closes = q[0::2], q[1::2]
+    before = arr[np.maximum(opens - 1, 0)]
+    after = arr[closes + 1]
+    lines = np.flatnonzero(arr == 10)
+    if not (((opens == 0) | (before == sep_code) | (before == 10)).all()
+            and ((after == sep_code) | (after == 10) | (after == 13)).all()
+            and (np.searchsorted(seps, opens) == np.searchsorted(seps, closes)).all()
+            and (np.searchsorted(lines, opens) == np.searchsorted(lines, closes)).all()):
+        raise _Unusual("quotes inside fields")
+    return True
+
+
 def _plain_size(raw) -> int | None:
     """The size of a regular file behind raw, else None."""
     try:
@@ -1249,9 +1268,12 @@ def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_
     block = next(blocks, b"")
     nl = block.find(b"\n")
     header_text = block[:nl].decode("utf-8").removesuffix("\r")
-    if not header_text.strip() or '"' in header_text or "\r" in header_text or "\x00" in header_text:
+    if not header_text.strip() or "\r" in header_text or "\x00" in header_text:
         raise _Unusual("header")
-    header_raw = header_text.split(sep)
+    if '"' in header_text:  # one physical line: a quoted line end leaves a quote open (csv.Error)
+        header_raw = next(csv.reader([header_text], delimiter=sep, quotechar='"', doublequote=True, strict=True))
+    else:
+        header_raw = header_text.split(sep)
 
     def sample() -> list[list[str]]:
         rows = []
@@ -1282,8 +1304,8 @@ def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_
         if not block:  # the first block held only the header
             block = next(blocks, None)
             continue
-        if b'"' in block or b"\x00" in block:
-            raise _Unusual("quotes or NUL bytes")
+        if b"\x00" in block:
+            raise _Unusual("NUL bytes")
         if not block.isascii():
             block.decode("utf-8")
         arr = np.frombuffer(block + bytes(FAST_MAX_FIELD + 8), dtype=np.uint8)
@@ -1295,6 +1317,7 @@ def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_
                 raise _Unusual("a lone CR")
             ends = ends - (arr[np.maximum(ends - 1, 0)] == 13)
         seps = np.flatnonzero(arr == sep_code)
+        quoted = b'"' in block and _whole_quoted_fields(arr, seps, sep_code)
         per_line = np.diff(np.searchsorted(seps, np.concatenate([[0], ends])))
         good = per_line == n_fields - 1
         if not good.all():
@@ -1311,6 +1334,9 @@ def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_
             for j in need:
                 a = starts if j == 0 else seps[:, j - 1] + 1
                 b = ends if j == n_fields - 1 else seps[:, j]
+                if quoted:  # "text" -> text
+                    q = arr[a] == 34
+                    a, b = a + q, b - q
                 length = b - a
                 cols.append((_fixed_width(arr, a, length), length))
             rows.time[at] = time_text.codes(*cols[0])

@@ -803,6 +803,10 @@ def varied_files(draw):
         lines.append(out.getvalue())
     for _ in range(draw(st.integers(0, 2))):  # blank and whitespace-only lines
         lines.insert(draw(st.integers(1, len(lines))), draw(st.sampled_from(["\n", "  \n", " \r\n", "\r\n"])))
+    if rare(8) and len(lines) > 1:  # a stray quote, or a quoted field with text after it
+        k = rng.randrange(1, len(lines))
+        at = rng.randrange(len(lines[k]))
+        lines[k] = lines[k][:at] + rng.choice(['"', '""', '"x" ', 'y"']) + lines[k][at:]
     if rare(16) and len(lines) > 1:  # a ragged line
         k = draw(st.integers(1, len(lines) - 1))
         lines[k] = lines[k].replace(sep, "", 1)
@@ -847,8 +851,13 @@ def test_fast_and_careful_paths_agree_on_varied_files(tmp_path, case, block):
 
 @st.composite
 def plain_files(draw):
-    """Files the fast path must take: no quotes, LF or CRLF, blank lines, missing tokens, spaces
-    around numbers, odd but valid ids."""
+    """Files the fast path must take: LF or CRLF, blank lines, missing tokens, spaces around
+    numbers, odd but valid ids, whole fields in quotes (as R's write.csv writes them)."""
+    quote = draw(st.sampled_from(["none", "text", "all"]))  # which fields are in quotes
+
+    def q(text: str, is_text: bool = True) -> str:
+        return f'"{text}"' if quote == "all" or (quote == "text" and is_text) else text
+
     style = draw(st.sampled_from(["date", "datetime", "integer", "yyyymmdd", "quarter", "month", "offset"]))
     ids = draw(st.lists(st.sampled_from(["a", "b", " a", "01", "1", "M\u00fcnchen", "s 1"]), min_size=1,
                         max_size=4, unique_by=str.strip))
@@ -859,12 +868,12 @@ def plain_files(draw):
         for k in range(n):
             missing = k == gap
             value = draw(st.sampled_from(sorted(MISSING_TOKENS))) if missing else draw(NUMBERS)
-            lines.append(f"{TIME_STYLES[style](k)};{sid};{value}")
+            lines.append(f"{q(TIME_STYLES[style](k))};{q(sid)};{q(value, False)}")
     lines = draw(st.permutations(lines)) if draw(st.booleans()) else lines
     for _ in range(draw(st.integers(0, 2))):
         lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(["", "  "])))
     end = draw(st.sampled_from(["\n", "\r\n"]))
-    text = end.join(["t;id;value"] + lines) + (end if draw(st.booleans()) else "")
+    text = end.join([";".join(map(q, ["t", "id", "value"]))] + lines) + (end if draw(st.booleans()) else "")
     data = (("\ufeff" if draw(st.booleans()) else "") + text).encode()
     return gzip.compress(data) if draw(st.booleans()) else data
 
