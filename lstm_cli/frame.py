@@ -3,8 +3,8 @@ write_csv_text). The only module that sees pandas on the input side; it never pr
 typed errors of lstm_cli.errors with one-line messages that name the file and, where it applies, the
 line (as an editor shows it, header = line 1), the column and the value, and say what to do.
 
-Plain files are read by a vectorised fast path (_read_fast); whatever it does not handle (quoted
-fields, any error, ...) is read again from the start by the csv-module path (_read_careful), so
+Plain files are read by a vectorised fast path (_read_fast); whatever it does not handle (quotes
+inside fields, any error, ...) is read again from the start by the csv-module path (_read_careful), so
 the rules below, the results and every message are the careful path's.
 
 Rules, in the order they apply:
@@ -1030,7 +1030,7 @@ def _assemble(source: str, where: _Where, plan: _Plan, id_col: str | None, n_tar
 # ----------------------------------------------------------------------------------------------
 # the fast path: plain CSV read in blocks of lines, split, checked and converted with array
 # operations. It takes only what it can read exactly as the careful path does and raises
-# _Unusual for anything else (quotes, ragged or odd lines, a bad value, any error at all), and
+# _Unusual for anything else (quotes inside fields, ragged or odd lines, a bad value, any error), and
 # the careful path then reads the input from the start. So both give identical SeriesSets and
 # every error message comes from the careful path.
 
@@ -1250,9 +1250,9 @@ def _plain_size(raw) -> int | None:
 
 def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_col, sep, freq, missing,
                max_bytes) -> SeriesSet:
-    """The fast path (see above): plain or gzip UTF-8 text without quotes in the data, LF or CRLF
-    line ends, the header on line 1, every other line either blank or with as many fields as the
-    header, fields up to FAST_MAX_FIELD bytes in the columns read."""
+    """The fast path (see above): plain or gzip UTF-8 text whose quotes (if any) enclose whole
+    fields, LF or CRLF line ends, the header on line 1, every other line either blank or with as
+    many fields as the header, fields up to FAST_MAX_FIELD bytes in the columns read."""
     sep_byte = sep.encode("utf-8")
     if len(sep_byte) != 1:
         raise _Unusual("a multi-byte separator")
