@@ -273,6 +273,9 @@ def data_options(f):
 @click.option("--forget-bias", type=click.FloatRange(-10.0, 10.0), default=1.0, show_default=True,
               help="Initial bias of the gate that keeps the state (LSTM forget gate, GRU update gate): "
                    "higher remembers longer at the start of training.")
+@click.option("--sample-series", type=click.IntRange(1), metavar="N",
+              help="Train on a seeded random sample of N series (with --id-col; every series keeps its own "
+                   "scaler, so predict serves all of them): one global model learns from a few thousand.")
 @click.option("--warm-start", type=click.Path(dir_okay=False),
               help="Fine-tune this model on DATA instead of starting from scratch: its architecture, lookback, "
                    "scalers and weights are kept; DATA must continue its training range.")
@@ -289,7 +292,8 @@ def data_options(f):
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def train(data, targets, horizon, out, features, time_col, id_col, sep, missing, freq, lookback, cell, hidden, layers,
           dropout, epochs, batch_size, lr, optimizer, momentum, weight_decay, clip, val_frac, patience, quantiles,
-          seed, dtype, scaling, strategy, forget_bias, warm_start, threads, time_limit, resume, wait, max_input_bytes, quiet):
+          seed, dtype, scaling, strategy, forget_bias, sample_series, warm_start, threads, time_limit, resume, wait,
+          max_input_bytes, quiet):
     """Train a model on DATA (a .csv or .csv.gz file, or - for stdin) and write it to --out.
 
     The model is one file with everything predict needs. Progress goes to stderr; nothing is
@@ -326,7 +330,8 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
                            features=_split_names(features), time_col=time_col, id_col=id_col, sep=sep, freq=freq,
                            missing=missing, lookback=lookback, cell=cell, hidden=hidden, layers=layers, dtype=dtype,
                            quantiles=quantiles or (), val_frac=val_frac, threads=threads, train=config,
-                       scaling=scaling, strategy=strategy, forget_bias=forget_bias, warm_start=warm_start)
+                           scaling=scaling, strategy=strategy, forget_bias=forget_bias, sample_series=sample_series,
+                           warm_start=warm_start)
 
         with TrainProgress(console) as progress:
             def on_event(kind, payload):

@@ -82,7 +82,8 @@ class TrainProgress:
         if kind == "data":
             for w in payload["warnings"]:
                 c.note(w)
-            c.line(f"lstm: {payload['series']} series, {payload['rows']} rows, freq {payload['freq'] or '?'}, "
+            sampled = f" (training on a seeded sample of {payload['sampled']})" if payload.get("sampled") else ""
+            c.line(f"lstm: {payload['series']} series{sampled}, {payload['rows']} rows, freq {payload['freq'] or '?'}, "
                    f"lookback {payload['lookback']}, horizon {payload['horizon']}, scaling {payload['scaling']}"
                    f"{' (auto)' if payload['scaling_option'] == 'auto' else ''}; "
                    f"{payload['train_windows']} training / {payload['val_windows']} validation windows, "

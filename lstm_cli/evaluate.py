@@ -108,8 +108,10 @@ def refit_request(model, source: str, threads: int | None) -> tuple[TrainRequest
     missing = []
 
     def get(name, default):
-        if name not in params or params[name] is None:
+        if name not in params:
             missing.append(name)
+            return default
+        if params[name] is None:  # recorded as unset (e.g. sample_series): the default
             return default
         value = params[name]
         return type(default)(value) if isinstance(default, (int, float)) and not isinstance(default, bool) else value

@@ -42,6 +42,7 @@ class TrainRequest:
     head_init: str = "torch"
     scaling: str = "level"
     strategy: str = "direct"  # "recursive": a one-step network fed its own forecasts, horizon times
+    sample_series: int | None = None  # train on a seeded sample of this many series (all keep scalers)
     threads: int | None = None
     warm_start: str | None = None
     train: TrainConfig = TrainConfig()
@@ -96,6 +97,22 @@ def _check_lengths(series: frame.SeriesSet, need: int, why: str) -> None:
         who = f"series {series.ids[s]!r} has" if series.id_col else "it has"
         raise DataError(f"{series.source}: {who} {lengths[s]} rows, need at least {need} ({why}); "
                         f"supply more history or lower --lookback/--horizon")
+
+
+def sample_of_series(n_series: int, size: int | None, seed: int) -> np.ndarray | None:
+    """The sorted positions of a seeded sample of `size` series, or None to train on all: a
+    global model over 10^5+ series learns as well from a few thousand (docs/scaling.md)."""
+    if not size or n_series <= size:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_series, size, replace=False))
+
+
+def take_series(values: np.ndarray, starts: np.ndarray, picked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the picked series, packed again: (values, starts)."""
+    lengths = np.diff(starts)[picked]
+    new_starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    index = np.arange(new_starts[-1]) + np.repeat(starts[picked] - new_starts[:-1], lengths)
+    return values[index], new_starts
 
 
 def _check_seasonal(req: TrainRequest, season: int, lookback: int) -> None:
@@ -379,8 +396,13 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
     if req.scaling == "auto":
         mode, _ = windows.choose_scaling(scaled, series.starts, train_rows, n_targets, steps, season, lookback)
         req = replace(req, scaling=mode)
+    sample = sample_of_series(len(series.ids), req.sample_series, req.train.seed)
+    if sample is not None:  # every series keeps its scaler; only the sample's windows train
+        scaled, window_starts = take_series(scaled, series.starts, sample)
+    else:
+        window_starts = series.starts
     # recursive: one-step windows, validated on the same last rows of each series as a direct model
-    w = windows.make_windows(scaled, series.starts, n_targets, lookback, steps, req.val_frac,
+    w = windows.make_windows(scaled, window_starts, n_targets, lookback, steps, req.val_frac,
                              scaling=req.scaling, season=season, val_horizon=horizon)
     del scaled
     if len(w["x_train"]) == 0:
@@ -402,7 +424,7 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
                           threads=threads)
     on_event("data", {"series": len(series.ids), "rows": int(lengths.sum()), "lookback": lookback,
                       "horizon": horizon, "season": season, "freq": series.freq, "scaling": req.scaling,
-                      "scaling_option": chosen_by,
+                      "scaling_option": chosen_by, "sampled": None if sample is None else len(sample),
                       "train_windows": len(w["x_train"]), "val_windows": len(w["x_val"]),
                       "parameters": network.layout.size, "warnings": tuple(series.warnings) + tuple(notes)})
     data_sha256 = data_fingerprint(series)
@@ -428,7 +450,7 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
     params = {k: getattr(req.train, k) for k in req.train.__dataclass_fields__}
     params.update(hidden=req.hidden, layers=req.layers, cell=req.cell, val_frac=req.val_frac,
                   forget_bias=req.forget_bias, head_init=req.head_init, dtype=req.dtype,
-                  warm_start_sha256=warm_sha)
+                  sample_series=req.sample_series, warm_start_sha256=warm_sha)
     training = {"seed": req.train.seed, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                 "threads": threads, "params": params,
                 "history": {"train_loss": [float(x) for x in result.train_loss],

@@ -351,3 +351,40 @@ def test_predict_reads_the_file_once_on_the_fast_path(trained, monkeypatch):
     monkeypatch.setattr(frame, "_read_careful", fail)
     got = local_frame(model_path, d / "train.csv")
     pd.testing.assert_frame_equal(got, want)
+
+
+def test_sample_series_trains_on_a_seeded_sample_and_serves_every_series(tmp_path):
+    """--sample-series 8 of 30: the windows come from 8 series only (the same 8 for the same
+    seed), every series keeps the scaler fitted on its own training rows, predict serves all 30."""
+    from lstm_cli import frame, modelfile, pipeline, scaling, windows
+
+    data = tmp_path / "panel.csv"
+    write_panel(data, 30, [30, 24, 40])
+    events = {}
+    models = []
+    for name in ("a", "b"):
+        req = pipeline.TrainRequest(data=str(data), out=str(tmp_path / f"{name}.lstm"), targets=("value",),
+                                    horizon=H, id_col="id", lookback=14, hidden=4, sample_series=8,
+                                    threads=1, train=pipeline.TrainConfig(epochs=2))
+        models.append(pipeline.train_from_csv(req, on_event=lambda k, p: events.__setitem__(k, p))[0])
+    a, b = models
+    assert a.network.params.tobytes() == b.network.params.tobytes()  # same seed, same sample
+    assert len(a.ids) == 30 and events["data"]["sampled"] == 8
+    series = frame.read_series(str(data), targets=("value",), id_col="id")
+    picked = pipeline.sample_of_series(30, 8, 0)
+    sub_values, sub_starts = pipeline.take_series(series.values, series.starts, picked)
+    expect = windows.make_windows(sub_values, sub_starts, 1, 14, H, 0.1, scaling="level")
+    assert events["data"]["train_windows"] == len(expect["x_train"])
+    for s in picked:  # the sample really is those series' rows
+        lo = series.starts[s]
+        k = int(np.searchsorted(picked, s))
+        np.testing.assert_array_equal(sub_values[sub_starts[k]:sub_starts[k + 1]],
+                                      series.values[lo:series.starts[s + 1]])
+    rows = np.diff(series.starts)
+    loc, scale = scaling.fit(series.values, series.starts, rows - [windows.val_rows_for(n, 0.1, H) for n in rows])
+    np.testing.assert_allclose(a.loc, loc)
+    np.testing.assert_allclose(a.scale, scale)
+    header, _ = modelfile.load(tmp_path / "a.lstm")
+    assert header["training"]["params"]["sample_series"] == 8
+    assert local_frame(tmp_path / "a.lstm", data)["id"].nunique() == 30
+    assert pipeline.sample_of_series(30, 30, 0) is None and pipeline.sample_of_series(30, None, 0) is None
