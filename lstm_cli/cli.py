@@ -595,8 +595,14 @@ def info(model, fmt):
 @click.option("--sep", default=",", show_default=True, help="Field separator of DATA.")
 @click.option("--missing", type=click.Choice(["interpolate", "refuse"]), default="interpolate", show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256))
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="local: all series in this process. dask: split DATA (CSV, gzip, globs, Parquet) by series "
+                   "over a dask cluster, as predict does; the same scores. Needs lstm-cli[dask].")
+@click.option("--scheduler", help="--engine dask: address of a running scheduler (tcp://host:8786) "
+                                  "[default: a local cluster, one worker per core].")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and the data on stdout).")
-def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, sep, missing, threads, quiet):
+def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, sep, missing, threads, engine,
+             scheduler, quiet):
     """Score MODEL on the end of every series in DATA, next to the naive baselines.
 
     Holds out the last horizon of each series (or --backtest N rolling origins), forecasts it
@@ -609,10 +615,17 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
       lstm evaluate a10.lstm sample_data/a10_monthly.csv --backtest 3
       lstm evaluate a10.lstm new.csv --format json --fail-if-worse-than seasonal_naive
       lstm evaluate a10.lstm sample_data/a10_monthly.csv --backtest 3 --refit --plot a10.png
+      lstm evaluate m.lstm 'data/*.csv.gz' --engine dask --scheduler tcp://host:8786 --format json
     """
     import json
     import math
 
+    if scheduler and engine != "dask":
+        raise click.UsageError("--scheduler needs --engine dask")
+    if engine == "dask" and (refit or plot_path):
+        raise click.UsageError(f"{'--refit' if refit else '--plot'} needs --engine local ("
+                               + ("--refit trains one model on all series per origin" if refit else
+                                  "the plot draws history rows kept in this process") + ")")
     if plot_path:  # before any work: a hopeless path or a missing matplotlib fail at once
         from lstm_cli import atomic
         from lstm_cli.plot import require_matplotlib
@@ -632,9 +645,22 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
             console.line(f"lstm: origin {p['origin']}/{p['origins']} (held out from {p['cut']}): refit "
                          f"{p['epochs_run']} epochs (best {p['best_epoch']}), {p['seconds']:.1f} s")
 
-    ev = evaluate_from_csv(model, data, backtests=backtests, step=step, season=season, sep=sep, missing=missing,
-                           threads=threads, refit=refit, plot_panels=PANEL_LIMIT if plot_path else 0,
-                           on_progress=progress)
+    def partitions(done, total, series):
+        if not console.quiet:
+            end = "\n" if done == total or not console.rich else ""
+            console.stream.write(f"{chr(13) if console.rich else ''}lstm: partition {done}/{total} scored "
+                                 f"({series:,} series){end}")
+            console.stream.flush()
+
+    if engine == "dask":
+        from lstm_cli import engine_dask
+
+        ev = engine_dask.evaluate_dask(model, data, backtests=backtests, step=step, season=season, sep=sep,
+                                       missing=missing, threads=threads, scheduler=scheduler, on_progress=partitions)
+    else:
+        ev = evaluate_from_csv(model, data, backtests=backtests, step=step, season=season, sep=sep,
+                               missing=missing, threads=threads, refit=refit,
+                               plot_panels=PANEL_LIMIT if plot_path else 0, on_progress=progress)
     for n in ev.notes:
         console.note(n)
     overall = ev.overall()

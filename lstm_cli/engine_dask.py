@@ -10,6 +10,11 @@
     one file when --out ends in .csv). A failure leaves no partial output and an existing --out
     as it was.
 
+`lstm evaluate --engine dask` (evaluate_dask) reads and shuffles the same way and runs
+_evaluate_partition: frame.read_series -> evaluate.score_series (the local engine's own scoring
+of a set of series) -> the records as JSON text; the client sorts them into the local order
+and builds the same Evaluation.
+
 Each partition's rows go through frame.read_series, so both engines validate, sort and refuse
 data by the same rules (line numbers in messages then count within the partition's text).
 
@@ -27,8 +32,11 @@ installed, MissingDependencyError (exit 69) says what to install.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import io
+import json
 import logging
 import os
 import shutil
@@ -77,6 +85,18 @@ def _model_from_bytes(model_bytes: bytes, source: str, threads: int):
     return model
 
 
+def _read_partition(part, spec, missing: str, source: str) -> frame.SeriesSet:
+    """A partition's rows (a pandas DataFrame) through frame.read_series, as the local engine reads
+    a file; messages name `source` instead of <stdin>."""
+    buf = io.BytesIO(part.to_csv(index=False).encode("utf-8"))
+    try:
+        return frame.read_series("-", targets=spec.targets, features=spec.features, time_col=spec.time_col,
+                                 id_col=spec.id_col, sep=",", freq=spec.freq, missing=missing,
+                                 max_bytes=2**62, stdin=buf)
+    except DataError as e:
+        raise DataError(str(e).replace("<stdin>", source, 1)) from None
+
+
 def _forecast_partition(part, model_bytes: bytes, opts: dict, partition_info=None):
     """One partition (a pandas DataFrame of whole series) -> a one-row frame with the forecast as
     CSV text, the notes, the number of series and the newest time."""
@@ -88,21 +108,44 @@ def _forecast_partition(part, model_bytes: bytes, opts: dict, partition_info=Non
     if len(part) == 0:
         return empty
     model = _model_from_bytes(model_bytes, opts["model_source"], opts["threads"])
-    spec = model.spec
-    buf = io.BytesIO(part.to_csv(index=False).encode("utf-8"))
     source = f"{opts['source']} (partition {number})"
-    try:
-        series = frame.read_series("-", targets=spec.targets, features=spec.features, time_col=spec.time_col,
-                                   id_col=spec.id_col, sep=",", freq=spec.freq, missing=opts["missing"],
-                                   max_bytes=2**62, stdin=buf)
-    except DataError as e:
-        raise DataError(str(e).replace("<stdin>", source, 1)) from None
+    series = _read_partition(part, model.spec, opts["missing"], source)
     prov = pipeline.Provenance(*opts["provenance"]) if opts["provenance"] else None
     columns, rows, notes = pipeline.predict_series(series, model, horizon=opts["horizon"], provenance=prov)
     notes = [n.replace("<stdin>", source) for n in notes]
     newest = int(series.times[series.starts[1:] - 1].max())
     return pd.DataFrame({"number": [number], "text": [frame.write_csv_text(rows, columns)],
                          "notes": ["\n".join(notes)], "series": [len(series.ids)], "newest": [newest]})
+
+
+def _evaluate_partition(part, model_bytes: bytes, opts: dict, partition_info=None):
+    """One partition of whole series -> a one-row frame: the backtest records of its series
+    (evaluate.score_series, the local engine's own scoring) as JSON text, the notes, the number
+    of series, and the first too-short series (id and message) instead of records if any."""
+    import pandas as pd
+
+    from lstm_cli import evaluate
+
+    number = partition_info["number"] if partition_info else -1
+    out = {"number": [number], "text": ["[]"], "notes": [""], "series": [0], "short_id": [""], "short": [""]}
+    if len(part) == 0:
+        return pd.DataFrame(out)
+    model = _model_from_bytes(model_bytes, opts["model_source"], opts["threads"])
+    spec = model.spec
+    series = _read_partition(part, spec, opts["missing"], f"{opts['source']} (partition {number})")
+    series = dataclasses.replace(series, source=opts["source"])  # messages as the local engine words them
+    out["series"] = [len(series.ids)]
+    notes = [n.replace("<stdin>", opts["source"]) for n in series.warnings]
+    need, why = evaluate.fixed_need(spec, opts["backtests"], opts["step"])
+    short = evaluate.too_short(series, need, why)
+    if short is not None:  # reported by the client for the first such series of the whole input
+        out["short_id"], out["short"] = [short[0]], [short[1]]
+        return pd.DataFrame(out)
+    records, forecast_notes = evaluate.score_series(series, model, backtests=opts["backtests"], step=opts["step"],
+                                                    season=opts["season"])
+    out["text"] = [json.dumps(records)]
+    out["notes"] = ["\n".join(notes + forecast_notes)]
+    return pd.DataFrame(out)
 
 
 def _warm_plugin(distributed):
@@ -145,6 +188,75 @@ def _read_input(dd, data: str, columns: list[str], sep: str, blocksize):
         raise DataError(f"{data}: column{'s' if len(absent) > 1 else ''} {', '.join(map(repr, absent))} "
                         f"not found; the header has {', '.join(repr(str(c)) for c in ddf.columns)}")
     return ddf[columns]
+
+
+def _read_model(model_path: str):
+    """(bytes, header, Forecaster) of the model file; a bad model is refused before any work."""
+    try:
+        with open(model_path, "rb") as f:
+            model_bytes = f.read()
+    except OSError as e:
+        raise InputMissingError(f"cannot read model file {model_path}: {e.strerror or e}; check the path") from None
+    header, arrays = modelfile.loads(model_bytes, model_path)
+    from lstm_cli.model import Forecaster
+
+    return model_bytes, header, Forecaster.from_file_parts(header, arrays, threads=1)
+
+
+@contextlib.contextmanager
+def _connect(distributed, scheduler: str | None, n_workers: int | None):
+    """A client of the scheduler at `scheduler`, else of a LocalCluster of one single-threaded
+    worker process per core, with the warm-up plugin registered; closed (and the cluster) on exit."""
+    cluster = None
+    if scheduler is None:
+        cluster = distributed.LocalCluster(n_workers=n_workers or pipeline.default_threads(), threads_per_worker=1,
+                                           processes=True, dashboard_address=None,
+                                           silence_logs=logging.ERROR)
+    try:
+        client = distributed.Client(scheduler if scheduler is not None else cluster)
+    except OSError as e:
+        if cluster is not None:
+            cluster.close()
+        raise InputMissingError(f"cannot reach the dask scheduler {scheduler}: {e}; start it with "
+                                "`dask scheduler` and workers with `dask worker ADDRESS`") from None
+    try:
+        register = getattr(client, "register_plugin", None) or client.register_worker_plugin
+        register(_warm_plugin(distributed))
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _by_series(dd, data: str, spec, sep: str, blocksize, npartitions: int | None):
+    """The input's needed columns, shuffled on the id column so that every series lies whole in
+    one partition (one partition when there is no id column)."""
+    columns = [spec.time_col] + ([spec.id_col] if spec.id_col else []) + list(spec.columns)
+    ddf = _read_input(dd, data, columns, sep, blocksize)
+    if spec.id_col is None:  # one series: it must not be split
+        return ddf.repartition(npartitions=1)
+    ddf[spec.id_col] = ddf[spec.id_col].astype(str).str.strip()  # read_series strips ids too
+    return ddf.shuffle(on=spec.id_col, npartitions=npartitions or ddf.npartitions)
+
+
+def _run(client, dask, distributed, ddf, func, model_bytes: bytes, opts: dict, meta: dict, retries: int, data: str):
+    """map_partitions(func) over ddf on the cluster: yields (row, partitions) with the one-row
+    result of each partition as it completes; reader errors as DataError. Tasks still queued or
+    running are cancelled when the caller stops early (an error)."""
+    model_key = dask.delayed(model_bytes, pure=True)  # one key in the graph, not per task
+    parts = ddf.map_partitions(func, model_key, opts, meta=meta).to_delayed()
+    futures = client.compute(parts, retries=retries)
+    try:
+        for fut in distributed.as_completed(futures):
+            try:
+                row = fut.result().iloc[0]
+            except (ValueError, UnicodeDecodeError) as e:  # the reader's, on a block read later
+                raise _unreadable(data, e) from None
+            fut.release()
+            yield row, len(futures)
+    finally:
+        client.cancel(futures)
 
 
 def _unreadable(data: str, e: BaseException, parquet: bool = False) -> DataError:
@@ -202,95 +314,114 @@ def predict_dask(model_path: str, data: str, out: str, *, scheduler: str | None 
     if not out or out == "-":
         raise UsageError("--engine dask writes files: give --out DIR (part files) or --out FILE.csv")
     one_file = _check_out(out, data)
-    try:
-        with open(model_path, "rb") as f:
-            model_bytes = f.read()
-    except OSError as e:
-        raise InputMissingError(f"cannot read model file {model_path}: {e.strerror or e}; check the path") from None
-    header, arrays = modelfile.loads(model_bytes, model_path)  # refuse a bad model before any work
-    from lstm_cli.model import Forecaster
-
-    model = Forecaster.from_file_parts(header, arrays, threads=1)
+    model_bytes, header, model = _read_model(model_path)  # refuse a bad model before any work
     spec = model.spec
     model_sha = hashlib.sha256(model_bytes).hexdigest()
     h = horizon or spec.horizon
-    columns = [spec.time_col] + ([spec.id_col] if spec.id_col else []) + list(spec.columns)
     opts = {"model_source": model_path, "source": data, "threads": threads or 1, "missing": missing,
             "horizon": h, "provenance": (model_sha, header.get("created")) if provenance else None}
 
-    cluster = None
-    if scheduler is None:
-        cluster = distributed.LocalCluster(n_workers=n_workers or pipeline.default_threads(), threads_per_worker=1,
-                                           processes=True, dashboard_address=None,
-                                           silence_logs=logging.ERROR)
-    try:
-        client = distributed.Client(scheduler if scheduler is not None else cluster)
-    except OSError as e:
-        if cluster is not None:
-            cluster.close()
-        raise InputMissingError(f"cannot reach the dask scheduler {scheduler}: {e}; start it with "
-                                "`dask scheduler` and workers with `dask worker ADDRESS`") from None
     target = atomic.resolve_target(out)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=os.path.dirname(target))
-    futures = []
-    try:
-        register = getattr(client, "register_plugin", None) or client.register_worker_plugin
-        register(_warm_plugin(distributed))
-        ddf = _read_input(dd, data, columns, sep, blocksize)
-        if spec.id_col is None:  # one series: it must not be split
-            ddf = ddf.repartition(npartitions=1)
-        else:
-            ddf[spec.id_col] = ddf[spec.id_col].astype(str).str.strip()  # read_series strips ids too
-            ddf = ddf.shuffle(on=spec.id_col, npartitions=npartitions or ddf.npartitions)
-        meta = {"number": "int64", "text": "object", "notes": "object", "series": "int64", "newest": "int64"}
-        model_key = dask.delayed(model_bytes, pure=True)  # one key in the graph, not per task
-        results = ddf.map_partitions(_forecast_partition, model_key, opts, meta=meta)
-        parts = results.to_delayed()
-        futures = client.compute(parts, retries=retries)
-        done, n_series, newest, notes, written = 0, 0, None, [], []
-        for fut in distributed.as_completed(futures):
-            try:
-                row = fut.result().iloc[0]
-            except (ValueError, UnicodeDecodeError) as e:  # the reader's, on a block read later
-                raise _unreadable(data, e) from None
-            fut.release()
-            done += 1
-            n_series += int(row["series"])
-            if row["series"]:
-                newest = int(row["newest"]) if newest is None else max(newest, int(row["newest"]))
-                notes += [n for n in str(row["notes"]).split("\n") if n and n not in notes]
-                path = os.path.join(tmp, PART_NAME.format(int(row["number"])))
-                atomic.atomic_write(path, str(row["text"]).encode())
-                written.append(path)
-            on_progress(done, len(futures), int(row["series"]))
-        if n_series == 0:
-            raise DataError(f"{data}: no data rows; add one row per time step")
-        if max_age is not None:  # on the newest row of the whole input, not of one partition
-            one = frame.SeriesSet(source=data, time_col=spec.time_col, id_col=None, columns=spec.columns,
-                                  n_targets=len(spec.targets), ids=("\x00",), starts=np.array([0, 1]),
-                                  values=np.zeros((1, len(spec.columns))), times=np.array([newest]),
-                                  time_kind=spec.time_kind, step=spec.step, freq=spec.freq, warnings=())
-            pipeline.check_freshness(one, model, max_age, now_ns)
-        written.sort()
-        with atomic.output_lock(out):
-            if one_file:
-                with atomic.atomic_output(out, "wb") as f:
-                    for k, path in enumerate(written):
-                        with open(path, "rb") as part:
-                            if k:
-                                part.readline()  # the header once
-                            shutil.copyfileobj(part, f, 1 << 20)
-            else:
-                _publish_dir(tmp, target)
-    finally:
-        if futures:
-            client.cancel(futures)
-        client.close()
-        if cluster is not None:
-            cluster.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _connect(distributed, scheduler, n_workers) as client:
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=os.path.dirname(target))
+        try:
+            ddf = _by_series(dd, data, spec, sep, blocksize, npartitions)
+            meta = {"number": "int64", "text": "object", "notes": "object", "series": "int64", "newest": "int64"}
+            done, n_series, newest, notes, written = 0, 0, None, [], []
+            run = _run(client, dask, distributed, ddf, _forecast_partition, model_bytes, opts, meta, retries, data)
+            with contextlib.closing(run) as rows:
+                for row, total in rows:
+                    done += 1
+                    n_series += int(row["series"])
+                    if row["series"]:
+                        newest = int(row["newest"]) if newest is None else max(newest, int(row["newest"]))
+                        notes += [n for n in str(row["notes"]).split("\n") if n and n not in notes]
+                        path = os.path.join(tmp, PART_NAME.format(int(row["number"])))
+                        atomic.atomic_write(path, str(row["text"]).encode())
+                        written.append(path)
+                    on_progress(done, total, int(row["series"]))
+            if n_series == 0:
+                raise DataError(f"{data}: no data rows; add one row per time step")
+            if max_age is not None:  # on the newest row of the whole input, not of one partition
+                one = frame.SeriesSet(source=data, time_col=spec.time_col, id_col=None, columns=spec.columns,
+                                      n_targets=len(spec.targets), ids=("\x00",), starts=np.array([0, 1]),
+                                      values=np.zeros((1, len(spec.columns))), times=np.array([newest]),
+                                      time_kind=spec.time_kind, step=spec.step, freq=spec.freq, warnings=())
+                pipeline.check_freshness(one, model, max_age, now_ns)
+            written.sort()
+            with atomic.output_lock(out):
+                if one_file:
+                    with atomic.atomic_output(out, "wb") as f:
+                        for k, path in enumerate(written):
+                            with open(path, "rb") as part:
+                                if k:
+                                    part.readline()  # the header once
+                                shutil.copyfileobj(part, f, 1 << 20)
+                else:
+                    _publish_dir(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     notes += pipeline.horizon_notes(spec, h)
     meta = {"model": model_path, "model_sha256": model_sha, "model_created": header.get("created"),
-            "series": n_series, "horizon": h, "partitions": len(futures),
+            "series": n_series, "horizon": h, "partitions": done,
             "seconds": round(time.perf_counter() - t0, 4)}
     return notes, meta
+
+
+def _first_series_season(ddf, spec, missing: str, data: str) -> int:
+    """The season the local engine takes, from the frequency or, for intraday data without a
+    seasonal alias, from the days of the first series (in id order): those rows are fetched."""
+    if spec.time_kind != "datetime" or (spec.freq and not 0 < spec.step < pipeline.DAY_NS):
+        return pipeline.season_length(spec.freq, spec.step, spec.time_kind)
+    if spec.id_col is not None:
+        first = ddf[spec.id_col].min().compute()
+        ddf = ddf[ddf[spec.id_col] == first]
+    series = _read_partition(ddf.compute(), spec, missing, data)
+    return pipeline.season_length(series.freq or spec.freq, series.step, series.time_kind,
+                                  series.times[: series.starts[1]])
+
+
+def evaluate_dask(model_path: str, data: str, *, backtests: int = 1, step: int | None = None,
+                  season: int | None = None, sep: str = ",", missing: str = "interpolate",
+                  threads: int | None = None, scheduler: str | None = None, npartitions: int | None = None,
+                  blocksize="64MB", retries: int = 2, n_workers: int | None = None,
+                  on_progress: Callable[[int, int, int], None] = lambda done, total, series: None):
+    """`lstm evaluate --engine dask`: the fixed-model backtest of every series of data, the input
+    read and shuffled on the id column as predict_dask does, each partition scored by
+    evaluate.score_series (the local engine's scoring). The client sorts the records into the
+    local engine's order (origin, then series id) and returns the same Evaluation. The season is
+    decided once, here. on_progress(done, total, series) after every partition."""
+    from lstm_cli import evaluate
+
+    dask, dd, distributed = _import_dask()
+    model_bytes, header, model = _read_model(model_path)
+    spec = model.spec
+    if not spec.targets:
+        raise UsageError("the model has no targets")
+    step = step or spec.horizon
+    records, notes, shorts, n_series, done = [], [], [], 0, 0
+    with _connect(distributed, scheduler, n_workers) as client:
+        ddf = _by_series(dd, data, spec, sep, blocksize, npartitions)
+        if season is None:
+            season = _first_series_season(ddf, spec, missing, data)
+        opts = {"model_source": model_path, "source": data, "threads": threads or 1, "missing": missing,
+                "backtests": backtests, "step": step, "season": season}
+        meta = {"number": "int64", "text": "object", "notes": "object", "series": "int64", "short_id": "object",
+                "short": "object"}
+        run = _run(client, dask, distributed, ddf, _evaluate_partition, model_bytes, opts, meta, retries, data)
+        with contextlib.closing(run) as rows:
+            for row, total in rows:
+                done += 1
+                n_series += int(row["series"])
+                if row["short"]:
+                    shorts.append((str(row["short_id"]), str(row["short"])))
+                elif row["series"]:
+                    records += json.loads(row["text"])
+                    notes += [n for n in str(row["notes"]).split("\n") if n and n not in notes]
+                on_progress(done, total, int(row["series"]))
+    if n_series == 0:
+        raise DataError(f"{data}: no data rows; add one row per time step")
+    if shorts:  # the first too-short series of the whole input, as the local engine names it
+        raise DataError(min(shorts)[1])
+    records.sort(key=lambda r: (r["origin"], r["series"]))  # stable: targets and methods keep their order
+    return evaluate.evaluation_of(records, notes, spec, backtests=backtests, step=step, season=season)

@@ -144,6 +144,87 @@ def refit_request(model, source: str, threads: int | None) -> tuple[TrainRequest
     return req, notes
 
 
+def fixed_need(spec, backtests: int, step: int) -> tuple[int, str]:
+    """Rows every series needs for a fixed-model backtest, and why (for the message)."""
+    H = spec.horizon
+    return (spec.lookback + H + (backtests - 1) * step,
+            f"lookback {spec.lookback} + horizon {H} + {backtests - 1} more origins x step {step}")
+
+
+def too_short(series: frame.SeriesSet, need: int, why: str) -> tuple[str, str] | None:
+    """(id, message) of the first series (in id order) with fewer than `need` rows, else None."""
+    lengths = np.diff(series.starts)
+    short = np.flatnonzero(lengths < need)
+    if not len(short):
+        return None
+    s = int(short[0])
+    who = f"series {series.ids[s]!r} has" if series.id_col else "it has"
+    return series.ids[s], (f"{series.source}: {who} {lengths[s]} rows, need at least {need} ({why}); "
+                           f"use fewer --backtest origins or more history")
+
+
+def score_series(series: frame.SeriesSet, model, *, backtests: int, step: int, season: int, req=None,
+                 on_origin: Callable | None = None) -> tuple[list[dict], list[str]]:
+    """The backtest of a set of whole series (read_series output): at every origin, forecast the
+    horizon after the cut from the rows before it (with req, a TrainRequest, from a model trained
+    on those rows only) and score it next to the naive baselines. Returns the records, one per
+    (origin, series, target, method) in that order (series in id order), and the forecast notes
+    of the first origin. Both engines call this: locally on all series, with --engine dask on
+    each partition's. on_origin(origin, cuts, forecast, fitted, seconds) after each origin."""
+    spec = model.spec
+    H = spec.horizon
+    lengths = np.diff(series.starts)
+    quantiles = spec.quantiles
+    median = len(quantiles) // 2
+    records: list[dict] = []
+    notes: list[str] = []
+    for origin in range(backtests):
+        t0 = time.perf_counter()
+        cuts = lengths - H - (backtests - 1 - origin) * step
+        history = _truncate(series, cuts)
+        fitted = None
+        forecaster = model
+        if req is not None:
+            forecaster, fitted = train_on_series(history, req)
+            if forecaster is None:
+                raise DataError(f"{series.source}: --refit: training at origin {origin + 1} stopped before its "
+                                f"first epoch finished ({fitted.stopped_by}); check the data or the model's --lr")
+        forecast, forecast_notes = forecaster.forecast(history.ids, history.values, history.starts, H)  # (S, H, K, nq)
+        del history
+        if origin == 0:
+            notes += forecast_notes
+        for s, sid in enumerate(series.ids):
+            lo = series.starts[s]
+            for k, target in enumerate(spec.targets):
+                past = series.values[lo : lo + cuts[s], k]
+                actual = series.values[lo + cuts[s] : lo + cuts[s] + H, k]
+                methods = {
+                    "lstm": forecast[s, :, k, median],
+                    "naive": baselines.naive(past, H),
+                    "seasonal_naive": baselines.seasonal_naive(past, H, season),
+                }
+                for method, f in methods.items():
+                    rec = {"origin": origin + 1, "series": sid, "target": target, "method": method}
+                    rec.update(metrics.point_scores(actual, f, past, season))
+                    if method == "lstm" and quantiles:
+                        lo_q, hi_q = forecast[s, :, k, 0], forecast[s, :, k, -1]
+                        rec[f"coverage_{quantiles[0]:g}_{quantiles[-1]:g}"] = metrics.coverage(actual, lo_q, hi_q)
+                        rec["pinball"] = float(np.mean([metrics.pinball(actual, forecast[s, :, k, j], q)
+                                                        for j, q in enumerate(quantiles)]))
+                    records.append(rec)
+        if on_origin is not None:
+            on_origin(origin, cuts, forecast, fitted, time.perf_counter() - t0)
+    return records, notes
+
+
+def evaluation_of(records: list[dict], notes: list[str], spec, *, backtests: int, step: int, season: int,
+                  mode: str = "fixed", time_kind: str | None = None, freq: str | None = None) -> Evaluation:
+    """The Evaluation of the records of every series (what both engines report)."""
+    return Evaluation(season=season, horizon=spec.horizon, origins=backtests, step=step, mode=mode,
+                      records=records, notes=notes, time_kind=time_kind or spec.time_kind, freq=freq or spec.freq,
+                      id_col=spec.id_col, quantiles=spec.quantiles)
+
+
 def evaluate_from_csv(model_path: str, data: str, *, backtests: int = 1, step: int | None = None,
                       season: int | None = None, sep: str = ",", missing: str = "interpolate",
                       threads: int | None = None, refit: bool = False, plot_panels: int = 0,
@@ -182,15 +263,13 @@ def evaluate_from_csv(model_path: str, data: str, *, backtests: int = 1, step: i
                f"validation rows + {MIN_TRAIN_WINDOWS - 1} more, then horizon {H} + {backtests - 1} more origins "
                f"x step {step}")
     else:
-        need = spec.lookback + H + (backtests - 1) * step
-        why = f"lookback {spec.lookback} + horizon {H} + {backtests - 1} more origins x step {step}"
-    for s in np.flatnonzero(lengths < need):
-        who = f"series {series.ids[s]!r} has" if series.id_col else "it has"
-        raise DataError(f"{series.source}: {who} {lengths[s]} rows, need at least {need} ({why}); "
-                        f"use fewer --backtest origins or more history")
-    result = Evaluation(season=season, horizon=H, origins=backtests, step=step, mode="refit" if refit else "fixed",
-                        notes=notes, time_kind=series.time_kind, freq=series.freq or spec.freq,
-                        id_col=spec.id_col, quantiles=spec.quantiles)
+        need, why = fixed_need(spec, backtests, step)
+    short = too_short(series, need, why)
+    if short is not None:
+        raise DataError(short[1])
+    result = evaluation_of([], notes, spec, backtests=backtests, step=step, season=season,
+                           mode="refit" if refit else "fixed", time_kind=series.time_kind,
+                           freq=series.freq or spec.freq)
     quantiles = spec.quantiles
     median = len(quantiles) // 2
     n_series = len(series.ids)
@@ -204,49 +283,17 @@ def evaluate_from_csv(model_path: str, data: str, *, backtests: int = 1, step: i
         rows = slice(lo + begin, lo + int(lengths[s]))
         result.panels.append(Panel(series=series.ids[s], target=spec.targets[k], times=series.times[rows].copy(),
                                    values=series.values[rows, k].copy(), first_origin=int(first_cuts[s]) - begin))
-    for origin in range(backtests):
-        t0 = time.perf_counter()
-        cuts = lengths - H - (backtests - 1 - origin) * step
-        history = _truncate(series, cuts)
-        fitted = None
-        forecaster = model
-        if refit:
-            forecaster, fitted = train_on_series(history, req)
-            if forecaster is None:
-                raise DataError(f"{series.source}: --refit: training at origin {origin + 1} stopped before its "
-                                f"first epoch finished ({fitted.stopped_by}); check the data or the model's --lr")
-        forecast, forecast_notes = forecaster.forecast(history.ids, history.values, history.starts, H)  # (S, H, K, nq)
-        del history
-        if origin == 0:
-            result.notes += forecast_notes
-        for s, sid in enumerate(series.ids):
+
+    def on_origin(origin, cuts, forecast, fitted, seconds):
+        for p, panel in enumerate(result.panels):
+            s, k = divmod(p, K)
             lo = series.starts[s]
-            for k, target in enumerate(spec.targets):
-                past = series.values[lo : lo + cuts[s], k]
-                actual = series.values[lo + cuts[s] : lo + cuts[s] + H, k]
-                methods = {
-                    "lstm": forecast[s, :, k, median],
-                    "naive": baselines.naive(past, H),
-                    "seasonal_naive": baselines.seasonal_naive(past, H, season),
-                }
-                for method, f in methods.items():
-                    rec = {"origin": origin + 1, "series": sid, "target": target, "method": method}
-                    rec.update(metrics.point_scores(actual, f, past, season))
-                    if method == "lstm" and quantiles:
-                        lo_q, hi_q = forecast[s, :, k, 0], forecast[s, :, k, -1]
-                        rec[f"coverage_{quantiles[0]:g}_{quantiles[-1]:g}"] = metrics.coverage(actual, lo_q, hi_q)
-                        rec["pinball"] = float(np.mean([metrics.pinball(actual, forecast[s, :, k, j], q)
-                                                        for j, q in enumerate(quantiles)]))
-                    result.records.append(rec)
-                p = s * K + k
-                if p < len(result.panels):
-                    panel = result.panels[p]
-                    start = int(cuts[s]) - (int(first_cuts[s]) - panel.first_origin)
-                    panel.origins.append(PanelOrigin(
-                        start=start, lstm=forecast[s, :, k, median].copy(),
-                        seasonal_naive=methods["seasonal_naive"].copy(),
-                        lo=forecast[s, :, k, 0].copy() if quantiles else None,
-                        hi=forecast[s, :, k, -1].copy() if quantiles else None))
+            start = int(cuts[s]) - (int(first_cuts[s]) - panel.first_origin)
+            panel.origins.append(PanelOrigin(
+                start=start, lstm=forecast[s, :, k, median].copy(),
+                seasonal_naive=baselines.seasonal_naive(series.values[lo : lo + cuts[s], k], H, season),
+                lo=forecast[s, :, k, 0].copy() if quantiles else None,
+                hi=forecast[s, :, k, -1].copy() if quantiles else None))
         if on_progress is not None:
             cut_time = series.times[series.starts[0] + cuts[0]]
             on_progress({"origin": origin + 1, "origins": backtests, "mode": result.mode,
@@ -254,7 +301,11 @@ def evaluate_from_csv(model_path: str, data: str, *, backtests: int = 1, step: i
                                                    result.freq)[0],
                          "epochs_run": fitted.epochs_run if fitted else None,
                          "best_epoch": fitted.best_epoch if fitted else None,
-                         "seconds": time.perf_counter() - t0})
+                         "seconds": seconds})
+
+    result.records, forecast_notes = score_series(series, model, backtests=backtests, step=step, season=season,
+                                                  req=req, on_origin=on_origin)
+    result.notes += forecast_notes
     for panel in result.panels:
         for method in ("lstm", "seasonal_naive"):
             vals = np.array([r["mase"] for r in result.records

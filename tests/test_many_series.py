@@ -4,6 +4,7 @@ gives the local engine's rows, never splits a series, and leaves no partial outp
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -388,3 +389,149 @@ def test_sample_series_trains_on_a_seeded_sample_and_serves_every_series(tmp_pat
     assert header["training"]["params"]["sample_series"] == 8
     assert local_frame(tmp_path / "a.lstm", data)["id"].nunique() == 30
     assert pipeline.sample_of_series(30, 30, 0) is None and pipeline.sample_of_series(30, None, 0) is None
+
+
+# ----------------------------------------------------------------------------------------------
+# lstm evaluate --engine dask
+
+
+def evaluate_json(model, data, *extra):
+    r = run("evaluate", model, data, "--format", "json", *extra)
+    return r, (json.loads(r.stdout) if r.exit_code in (0, 3) else None)
+
+
+def assert_same_evaluation(got, want):
+    """The same document: header, record keys and order, text fields equal; scores equal to
+    float32 rounding (a partition of at most 4 series takes the network's small-batch kernel
+    path, whose float32 sums round differently in the last bits; the baselines do not)."""
+    assert got["header"] == want["header"]
+    assert [(r["origin"], r["series"], r["target"], r["method"]) for r in got["records"]] == \
+        [(r["origin"], r["series"], r["target"], r["method"]) for r in want["records"]]
+    for g, w in zip(got["records"], want["records"], strict=True):
+        assert list(g) == list(w)
+        for k in g:
+            if k in ("origin", "series", "target", "method") or w["method"] != "lstm":
+                assert g[k] == w[k], (k, g, w)
+            else:
+                np.testing.assert_allclose(g[k], w[k], rtol=1e-5, atol=1e-9)
+    assert list(got["overall"]) == list(want["overall"])
+    for method in want["overall"]:
+        assert list(got["overall"][method]) == list(want["overall"][method])
+        np.testing.assert_allclose(list(got["overall"][method].values()), list(want["overall"][method].values()),
+                                   rtol=1e-5)
+    np.testing.assert_allclose(list(got["skill"].values()), list(want["skill"].values()), rtol=1e-4)
+
+
+@pytest.mark.parametrize("backtests", [1, 2])
+def test_dask_evaluate_equals_local(cluster, trained, tmp_path, backtests):
+    """Unequal lengths, series ending on different days, more partitions than one: the records
+    (in the local engine's order) and the overall scores are the local engine's."""
+    from lstm_cli import engine_dask
+
+    d, model_path = trained
+    data = tmp_path / "panel.csv"
+    write_panel(data, 23, [24, 31, 45], seed=6)
+    r, want = evaluate_json(model_path, data, "--backtest", backtests)
+    assert r.exit_code == 0, r.output
+    r, got = evaluate_json(model_path, data, "--backtest", backtests, "--engine", "dask",
+                           "--scheduler", cluster.scheduler_address)
+    assert r.exit_code == 0, r.output
+    assert "partition 1/" in r.stderr
+    assert len(got["records"]) == 23 * 3 * backtests
+    assert_same_evaluation(got, want)
+    seen = []
+    ev = engine_dask.evaluate_dask(str(model_path), str(data), backtests=backtests,
+                                   scheduler=cluster.scheduler_address, npartitions=5, blocksize=600,
+                                   on_progress=lambda done, total, series: seen.append(series))
+    assert len(seen) == 5 and sum(seen) == 23 and max(seen) < 23  # the series really were spread
+    assert ev.season == want["header"]["season"] == 7
+    got = {"header": want["header"], "overall": ev.overall(), "skill": {b: ev.skill(b) for b in want["skill"]},
+           "records": ev.records}
+    assert_same_evaluation(got, want)
+
+
+def test_dask_evaluate_csv_and_gate_match_local(cluster, trained, tmp_path):
+    d, model_path = trained
+    data = tmp_path / "panel.csv"
+    write_panel(data, 12, [26, 33], seed=7)
+    dask_args = ("--engine", "dask", "--scheduler", cluster.scheduler_address)
+    local = run("evaluate", model_path, data, "--format", "csv")
+    remote = run("evaluate", model_path, data, "--format", "csv", *dask_args)
+    assert local.exit_code == remote.exit_code == 0, remote.output
+    got, want = pd.read_csv(io.StringIO(remote.stdout)), pd.read_csv(io.StringIO(local.stdout))
+    assert list(got.columns) == list(want.columns) and len(got) == 12 * 3
+    pd.testing.assert_frame_equal(got, want, rtol=1e-5)
+    for gate in ("naive", "seasonal_naive"):
+        codes = [run("evaluate", model_path, data, "--fail-if-worse-than", gate, *extra).exit_code
+                 for extra in ((), dask_args)]
+        assert codes[0] == codes[1] and codes[0] in (0, 3)
+    # the 2-epoch model is worse than one of the baselines: the gate really fails somewhere
+    _, doc = evaluate_json(model_path, data)
+    worse = [b for b in ("naive", "seasonal_naive") if doc["overall"]["lstm"]["mase"] > doc["overall"][b]["mase"]]
+    if worse:
+        assert run("evaluate", model_path, data, "--fail-if-worse-than", worse[0], *dask_args).exit_code == 3
+
+
+def test_dask_evaluate_too_short_series_is_the_local_error(cluster, trained, tmp_path):
+    d, model_path = trained
+    data = tmp_path / "short.csv"
+    write_panel(data, 10, [30, 19, 30, 30, 16], seed=8)  # s00001, s00004 (and s00006, s00009) too short for 2
+    local = run("evaluate", model_path, data, "--backtest", 2)
+    remote = run("evaluate", model_path, data, "--backtest", 2, "--engine", "dask",
+                 "--scheduler", cluster.scheduler_address)
+    assert local.exit_code == remote.exit_code == EXIT_DATA
+    assert "series 's00001' has 19 rows, need at least 20" in local.output
+    assert local.stderr.strip().splitlines()[-1] == remote.stderr.strip().splitlines()[-1]
+    from lstm_cli import engine_dask
+    from lstm_cli.errors import DataError
+
+    with pytest.raises(DataError) as e:  # short series in several partitions: the first by id is named
+        engine_dask.evaluate_dask(str(model_path), str(data), backtests=2, scheduler=cluster.scheduler_address,
+                                  npartitions=4, blocksize=500)
+    assert str(e.value) in local.stderr and "'s00001'" in str(e.value)
+
+
+def test_dask_evaluate_refuses_refit_and_plot(trained, tmp_path):
+    d, model_path = trained
+    for extra in (("--refit",), ("--plot", tmp_path / "p.png")):
+        r = run("evaluate", model_path, d / "train.csv", "--engine", "dask", *extra)
+        assert r.exit_code == 2
+        assert "needs --engine local" in r.output and str(extra[0]) in r.output
+    assert not (tmp_path / "p.png").exists()
+    r = run("evaluate", model_path, d / "train.csv", "--scheduler", "tcp://127.0.0.1:1")
+    assert r.exit_code == 2 and "--scheduler needs --engine dask" in r.output
+
+
+def test_dask_evaluate_without_dask_exits_69(trained, monkeypatch):
+    d, model_path = trained
+    for name in ("dask", "dask.dataframe", "distributed"):
+        monkeypatch.setitem(sys.modules, name, None)
+    r = run("evaluate", model_path, d / "train.csv", "--engine", "dask", "--format", "json")
+    assert r.exit_code == EXIT_MISSING_DEPENDENCY
+    assert "pip install 'lstm-cli[dask]'" in r.output and r.stdout == ""
+
+
+def test_dask_evaluate_intraday_season_from_the_first_series(cluster, tmp_path):
+    """Hourly data: the season comes from the days of the first series (fetched by the client),
+    as the local engine takes it; both engines report the same season and scores."""
+    data = tmp_path / "hourly.csv"
+    rng = np.random.default_rng(9)
+    parts = []
+    for s in range(9):
+        n = (60, 75)[s % 2]
+        t = np.arange(n)
+        v = rng.uniform(5, 50) * (1 + 0.3 * np.sin(2 * np.pi * t / 24) + 0.05 * rng.normal(size=n))
+        stamps = pd.date_range(end="2026-03-01 12:00", periods=n, freq="h").strftime("%Y-%m-%d %H:%M")
+        parts.append(pd.DataFrame({"id": f"s{s:05d}", "date": stamps, "value": v.round(3)}))
+    pd.concat(parts).sample(frac=1.0, random_state=9).to_csv(data, index=False)
+    model = tmp_path / "h.lstm"
+    r = run("train", data, "--id-col", "id", "--target", "value", "--horizon", H, "--lookback", 14, "--hidden", 4,
+            "--epochs", 1, "--threads", 1, "--out", model, "-q")
+    assert r.exit_code == 0, r.output
+    r, want = evaluate_json(model, data)
+    assert r.exit_code == 0, r.output
+    r, got = evaluate_json(model, data, "--engine", "dask", "--scheduler", cluster.scheduler_address)
+    assert r.exit_code == 0, r.output
+    # the first series' partial days decide here, not 24 rows a day: the client must read them
+    assert want["header"]["season"] == got["header"]["season"] != 24
+    assert_same_evaluation(got, want)
