@@ -165,3 +165,18 @@ def test_training_smoke_loss_falls_and_is_deterministic():
     assert end < start / 20
     again, params_again = _sine_losses("float32", 400)
     assert np.array_equal(losses, again) and params.tobytes() == params_again.tobytes()
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
+@pytest.mark.parametrize("H,D", [(kernels.AXPY_MAX_H, 2), (kernels.AXPY_MAX_H + 1, 2),
+                                 (kernels.AXPY_MAX_H + 1, 17)])
+def test_single_windows_on_every_inference_path_equal_twin(windows, dtype, tol, H, D):
+    """A few windows: row sums, or BLAS matrix-vector products above AXPY_MAX_H for windows
+    shorter than H/2 (the input part as a loop for D < SMALL_D, as a product for wider inputs);
+    more windows: GEMMs."""
+    net = gru_net(D, H, 2, 2, dtype=dtype)
+    for T in (3, H // 2):  # short windows take the matrix-vector products above AXPY_MAX_H
+        x, _ = windows(8, kernels.GEMV_MAX_B + 1, T, D, 2)
+        ref = twin_forward(net, x.astype(dtype))
+        for b in (1, kernels.GEMV_MAX_B, kernels.GEMV_MAX_B + 1):
+            assert rel_err(net.predict(x[:b]), ref[:b]) <= tol, (T, b)
