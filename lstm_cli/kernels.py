@@ -936,6 +936,8 @@ def _gru_infer(params, offsets, D, H, L, O, x, out):  # noqa: E741
     h = np.zeros((L, B, H), dtype=dt)  # h_0 = 0
     gi = np.empty((B, G), dtype=dt)
     gh = np.empty((B, G), dtype=dt)
+    # gemv with a few input features: layer 0's input part as row sums over W_ih^T (small)
+    w_in_t = np.ascontiguousarray(_layer_views(params, offsets, 0, D, H, G)[0].T)
     for t in range(T):
         for k in range(L):
             d_in = D if k == 0 else H
@@ -944,17 +946,13 @@ def _gru_infer(params, offsets, D, H, L, O, x, out):  # noqa: E741
             if gemv:
                 for b in range(B):
                     np.dot(w_hh, h[k, b], gh[b])  # (3H, H) . (H,)
-                    if d_in >= SMALL_D:
+                if d_in >= SMALL_D:
+                    for b in range(B):
                         np.dot(w_ih, inp[b], gi[b])
                         for q in range(G):
                             gi[b, q] += b_ih[q]
-                    else:  # a few inputs: cheaper than a BLAS call
-                        for q in range(G):
-                            gi[b, q] = b_ih[q]
-                        for d in range(d_in):
-                            v = inp[b, d]
-                            for q in range(G):
-                                gi[b, q] += v * w_ih[q, d]
+                else:  # a few inputs (layer 0 only: H > AXPY_MAX_H above): cheaper than BLAS
+                    _input_part(inp, w_in_t, b_ih, gi)
             else:
                 base = w_off[k]
                 w_ih_t = w_all[base : base + d_in * G].reshape((d_in, G))
