@@ -273,6 +273,10 @@ def data_options(f):
 @click.option("--forget-bias", type=click.FloatRange(-10.0, 10.0), default=1.0, show_default=True,
               help="Initial bias of the gate that keeps the state (LSTM forget gate, GRU update gate): "
                    "higher remembers longer at the start of training.")
+@click.option("--calibrate", type=click.Choice(["val", "none"]), default="val", show_default=True,
+              help="val: after training, scale the network's output (a departure from the anchor) by the "
+                   "factor in [0, 1] that fits the validation windows best, shrinking noise toward naive; "
+                   "quantile models are left as trained.")
 @click.option("--sample-series", type=click.IntRange(1), metavar="N",
               help="Train on a seeded random sample of N series (with --id-col; every series keeps its own "
                    "scaler, so predict serves all of them): one global model learns from a few thousand.")
@@ -292,7 +296,7 @@ def data_options(f):
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def train(data, targets, horizon, out, features, time_col, id_col, sep, missing, freq, lookback, cell, hidden, layers,
           dropout, epochs, batch_size, lr, optimizer, momentum, weight_decay, clip, val_frac, patience, quantiles,
-          seed, dtype, scaling, strategy, forget_bias, sample_series, warm_start, threads, time_limit, resume, wait,
+          seed, dtype, scaling, strategy, forget_bias, calibrate, sample_series, warm_start, threads, time_limit, resume, wait,
           max_input_bytes, quiet):
     """Train a model on DATA (a .csv or .csv.gz file, or - for stdin) and write it to --out.
 
@@ -330,7 +334,7 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
                            features=_split_names(features), time_col=time_col, id_col=id_col, sep=sep, freq=freq,
                            missing=missing, lookback=lookback, cell=cell, hidden=hidden, layers=layers, dtype=dtype,
                            quantiles=quantiles or (), val_frac=val_frac, threads=threads, train=config,
-                           scaling=scaling, strategy=strategy, forget_bias=forget_bias, sample_series=sample_series,
+                           scaling=scaling, strategy=strategy, forget_bias=forget_bias, calibrate=calibrate, sample_series=sample_series,
                            warm_start=warm_start)
 
         with TrainProgress(console) as progress:
@@ -378,9 +382,12 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
          (f", resumed after epoch {result.resumed_from}" if result.resumed_from else "")),
         ("best epoch", f"{result.best_epoch}  train loss {best_train:.4g}" +
          (f"  val loss {best_val:.4g}" if best_val is not None else "")),
-        ("window", f"lookback {model.spec.lookback}, horizon {model.spec.horizon}"),
+        ("window", f"lookback {model.spec.lookback}, horizon {model.spec.horizon}, {model.spec.strategy}, "
+                   f"scaling {model.spec.scaling}"),
         ("network", f"{model.network.arch.num_layers} x {model.network.arch.cell.upper()}({model.network.arch.hidden_size}), "
                     f"{model.network.layout.size} parameters, {dtype}"),
+        *([("calibrated", f"output x {scale:.3g} (fitted on the validation windows)")]
+          if (scale := model.training["params"].get("output_scale")) is not None else []),
         ("time", f"{result.seconds:.1f} s"),
     ])
 

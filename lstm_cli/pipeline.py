@@ -43,6 +43,7 @@ class TrainRequest:
     scaling: str = "level"
     strategy: str = "direct"  # "recursive": a one-step network fed its own forecasts, horizon times
     sample_series: int | None = None  # train on a seeded sample of this many series (all keep scalers)
+    calibrate: str = "val"  # shrink the head toward the anchor by a factor fitted on validation; "none"
     threads: int | None = None
     warm_start: str | None = None
     train: TrainConfig = TrainConfig()
@@ -97,6 +98,20 @@ def _check_lengths(series: frame.SeriesSet, need: int, why: str) -> None:
         who = f"series {series.ids[s]!r} has" if series.id_col else "it has"
         raise DataError(f"{series.source}: {who} {lengths[s]} rows, need at least {need} ({why}); "
                         f"supply more history or lower --lookback/--horizon")
+
+
+def calibrate_head(network: Network, x_val: np.ndarray, y_val: np.ndarray) -> float:
+    """Scale the dense head by the factor a in [0, 1] that minimises the squared validation error
+    of a * outputs (least squares, a = <out, y> / <out, out>): the outputs are departures from the
+    anchor, so a < 1 shrinks the forecast toward naive (level) or seasonal naive (seasonal) as far
+    as the held-out windows say the network's departures are noise. Returns a."""
+    out = network.predict(x_val).astype(np.float64)
+    denom = float(np.sum(out * out))
+    a = 1.0 if denom == 0.0 else float(np.clip(np.sum(out * y_val) / denom, 0.0, 1.0))
+    views = network.layout.views(network.params)
+    views["head.weight"] *= network.arch.np_dtype(a)
+    views["head.bias"] *= network.arch.np_dtype(a)
+    return a
 
 
 def sample_of_series(n_series: int, size: int | None, seed: int) -> np.ndarray | None:
@@ -443,6 +458,9 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
     on_event("fitted", result)
     if result.epochs_run == 0 or result.stopped_by == "signal":
         return None, result
+    output_scale = None
+    if req.calibrate == "val" and quantiles is None and len(w["x_val"]):
+        output_scale = calibrate_head(network, w["x_val"], y_val)
     spec = DataSpec(time_col=series.time_col, id_col=series.id_col, targets=tuple(req.targets),
                     features=tuple(req.features), time_kind=series.time_kind, step=int(series.step),
                     freq=series.freq, lookback=lookback, horizon=horizon, quantiles=tuple(req.quantiles),
@@ -450,7 +468,8 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
     params = {k: getattr(req.train, k) for k in req.train.__dataclass_fields__}
     params.update(hidden=req.hidden, layers=req.layers, cell=req.cell, val_frac=req.val_frac,
                   forget_bias=req.forget_bias, head_init=req.head_init, dtype=req.dtype,
-                  sample_series=req.sample_series, warm_start_sha256=warm_sha)
+                  sample_series=req.sample_series, calibrate=req.calibrate, output_scale=output_scale,
+                  warm_start_sha256=warm_sha)
     training = {"seed": req.train.seed, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                 "threads": threads, "params": params,
                 "history": {"train_loss": [float(x) for x in result.train_loss],

@@ -18,7 +18,8 @@ GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 # every option that shaped the golden model, so that later changes of defaults do not move it
 PINNED = ["--lookback", "24", "--layers", "1", "--dropout", "0", "--batch-size", "32", "--lr", "0.003",
           "--optimizer", "adam", "--clip", "1.0", "--val-frac", "0.1", "--patience", "15",
-          "--dtype", "float32", "--scaling", "level", "--forget-bias", "1.0", "--weight-decay", "0"]
+          "--dtype", "float32", "--scaling", "level", "--forget-bias", "1.0", "--weight-decay", "0",
+          "--calibrate", "none"]
 
 
 def test_committed_model_still_loads_and_forecasts_the_same(tmp_path):

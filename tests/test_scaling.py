@@ -113,3 +113,33 @@ def test_cli_seasonal_needs_a_season_of_lookback_and_auto_records_its_choice(tmp
     header["data"]["lookback"] = 8  # a seasonal file whose window cannot reach a season back is refused
     with pytest.raises(modelfile.ModelFileError, match="data.season"):
         modelfile.validate_header(header)
+
+
+def test_calibration_is_the_least_squares_shrink_of_the_head(tmp_path):
+    """calibrate_head scales head.weight and head.bias by a = <out, y>/<out, out> clipped to
+    [0, 1]: the outputs then fit the validation targets at least as well as before."""
+    from lstm_cli.pipeline import calibrate_head
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 6, 1))
+    for truth_scale, expect_clip in ((0.3, False), (-1.0, True), (5.0, True)):
+        net = Network(Architecture(1, 4, 1, 2, "float64"), seed=1)
+        out = net.predict(x)
+        y = truth_scale * out + 0.01 * rng.normal(size=out.shape)
+        a_ls = float(np.sum(out * y) / np.sum(out * out))
+        a = calibrate_head(net, x, y)
+        assert a == pytest.approx(min(max(a_ls, 0.0), 1.0)) and (a != a_ls) == expect_clip
+        np.testing.assert_allclose(net.predict(x), a * out, rtol=1e-12, atol=1e-15)
+        assert np.sum((a * out - y) ** 2) <= np.sum((out - y) ** 2) + 1e-12
+
+
+def test_cli_calibrate_only_scales_the_head(tmp_path):
+    plain, cal = tmp_path / "plain.lstm", tmp_path / "cal.lstm"
+    assert _train("--horizon", "6", "--calibrate", "none", "--out", plain).exit_code == 0
+    assert _train("--horizon", "6", "--out", cal).exit_code == 0  # the default: val
+    (h0, a0), (h1, a1) = modelfile.load(plain), modelfile.load(cal)
+    scale = h1["training"]["params"]["output_scale"]
+    assert 0.0 <= scale <= 1.0 and h0["training"]["params"]["output_scale"] is None
+    for name in a0:
+        want = a0[name] * np.float32(scale) if name.startswith("head.") else a0[name]
+        np.testing.assert_allclose(a1[name], want, rtol=1e-6, err_msg=name)
