@@ -315,6 +315,34 @@ def _cell_backward(z, c_prev, tc, d_above, dh, dc, dz, g_bias):
 
 
 @njit(**KERNEL)
+def _input_part(x, w_ih_t, b_ih, out):
+    """out (B, G) = x (B, Din) . w_ih_t (Din, G) + b_ih, as loops: for a few input features the
+    product is cheaper than a BLAS call."""
+    B, d_in = x.shape
+    G = out.shape[1]
+    for b in range(B):
+        for q in range(G):
+            out[b, q] = b_ih[q]
+        for d in range(d_in):
+            v = x[b, d]
+            for q in range(G):
+                out[b, q] += v * w_ih_t[d, q]
+
+
+@njit(**KERNEL)
+def _input_all_steps(x, w_ih_t, bias, gates):
+    """gates (T, B, G) = the input part of every gate for all steps at once, x (T, B, Din) .
+    w_ih_t (Din, G) + bias: one (T*B, Din) x (Din, G) GEMM (wide inputs)."""
+    T, B, d_in = x.shape
+    G = gates.shape[2]
+    flat = gates.reshape((T * B, G))
+    _matmul(x.reshape((T * B, d_in)), w_ih_t, flat)
+    for r in range(T * B):
+        for q in range(G):
+            flat[r, q] += bias[q]
+
+
+@njit(**KERNEL)
 def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, gates, cells, tanh_cells, hidden, rec):
     """One layer over a whole window, keeping what backward needs.
 
@@ -323,7 +351,6 @@ def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, gates, cells, tanh_cells, hidden, 
     """
     T, B, d_in = x.shape
     H = w_hh.shape[1]
-    G = 4 * H
     bias = b_ih + b_hh  # (4H,)
     zeros = np.zeros((B, H), dtype=gates.dtype)  # C_0
     # Weights transposed to (in, 4H), contiguous: OpenBLAS's small-matrix path then takes the
@@ -332,25 +359,13 @@ def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, gates, cells, tanh_cells, hidden, 
     w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, 4H)
     fused = d_in < SMALL_D
     if not fused:
-        # The input part of every gate for all steps at once: one (T*B, Din) x (Din, 4H) GEMM.
-        flat = gates.reshape((T * B, G))
-        _matmul(x.reshape((T * B, d_in)), w_ih_t, flat)
-        for r in range(T * B):
-            for q in range(G):
-                flat[r, q] += bias[q]
+        _input_all_steps(x, w_ih_t, bias, gates)
     rec[:, :] = 0.0  # W_hh.h_{-1} = 0
     for t in range(T):
         if t > 0:
             _matmul(hidden[t - 1], w_hh_t, rec)  # (B, H) x (H, 4H)
         if fused:  # a few input features: the input part step by step, while z is in cache
-            z = gates[t]
-            for b in range(B):
-                for q in range(G):
-                    z[b, q] = bias[q]
-                for d in range(d_in):
-                    v = x[t, b, d]
-                    for q in range(G):
-                        z[b, q] += v * w_ih_t[d, q]
+            _input_part(x[t], w_ih_t, bias, gates[t])
         _cell_forward(gates[t], rec, cells[t - 1] if t > 0 else zeros, cells[t], tanh_cells[t],
                       hidden[t])
 
@@ -542,42 +557,21 @@ def _gru_cell_backward(g, hn, h_prev, d_above, dh, carry, d_gi, d_gh, gb_ih, gb_
 
 
 @njit(**KERNEL)
-def _input_part(x, w_ih_t, b_ih, out):
-    """out (B, G) = x (B, Din) . w_ih_t (Din, G) + b_ih, as loops: for a few input features the
-    product is cheaper than a BLAS call."""
-    B, d_in = x.shape
-    G = out.shape[1]
-    for b in range(B):
-        for q in range(G):
-            out[b, q] = b_ih[q]
-        for d in range(d_in):
-            v = x[b, d]
-            for q in range(G):
-                out[b, q] += v * w_ih_t[d, q]
-
-
-@njit(**KERNEL)
 def _gru_layer_forward(x, w_ih, w_hh, b_ih, b_hh, gates, hn, hidden, rec):
     """One GRU layer over a whole window, keeping what backward needs: gates (T, B, 3H) r, z, n;
     hn, hidden (T, B, H); rec (B, 3H) scratch."""
     T, B, d_in = x.shape
     H = w_hh.shape[1]
-    G = 3 * H
     zeros = np.zeros((B, H), dtype=gates.dtype)  # h_0
     w_ih_t = np.ascontiguousarray(w_ih.T)
     w_hh_t = np.ascontiguousarray(w_hh.T)
-    fused = d_in < SMALL_D
-    if not fused:
-        flat = gates.reshape((T * B, G))
-        _matmul(x.reshape((T * B, d_in)), w_ih_t, flat)
-        for r in range(T * B):
-            for q in range(G):
-                flat[r, q] += b_ih[q]
+    if d_in >= SMALL_D:
+        _input_all_steps(x, w_ih_t, b_ih, gates)
     rec[:, :] = 0.0
     for t in range(T):
         if t > 0:
             _matmul(hidden[t - 1], w_hh_t, rec)
-        if fused:
+        if d_in < SMALL_D:
             _input_part(x[t], w_ih_t, b_ih, gates[t])
         _gru_cell_forward(gates[t], rec, b_hh, hidden[t - 1] if t > 0 else zeros, hn[t], hidden[t])
 
