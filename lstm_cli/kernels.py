@@ -26,8 +26,8 @@ All tensors live in one flat parameter vector; ``offsets`` (int64, 4L+2 entries,
 
 Arrays are time-major: a batch of windows is x (T, B, D), so x[t] is a C-contiguous (B, D)
 matrix and the products are BLAS GEMMs (Numba calls SciPy's OpenBLAS for ``np.dot``), shaped for
-its small-matrix path where that was measured faster (see _matmul); narrow inputs (D < SMALL_D)
-and single windows use loops written here. docs/benchmarks.md has the measurements.
+its small-matrix path where that was measured faster (see _matmul); inference of single windows
+uses loops written here. docs/benchmarks.md has the measurements.
 
 Decorator policy: ``cache=True`` (compiled once, loaded from disk after), ``nogil=True`` (the
 batch is split in shards that run on Python threads), ``error_model="numpy"`` (no
@@ -214,7 +214,7 @@ def _head_views(params, offsets, L, H, O):  # noqa: E741
 # per-step product (M <= 128) in blocks of 32 rows or more, a tall one in blocks of 128 or more
 # (blocks of ~63 rows of a tall product ran at 71-80 GFLOP/s).
 SMALL_GEMM = 1 << 20
-SMALL_D = 16  # inputs narrower than this: the input products are loops fused into each step
+SMALL_D = 16  # GRU inference of a few windows: inputs narrower than this as loops, not BLAS
 
 
 @njit(**KERNEL)
@@ -241,19 +241,19 @@ def _matmul(a, b, out):
 
 
 @njit(**KERNEL)
-def _cell_forward(z, rec, c_prev, c, tc, h):
-    """z (B, 4H) the input part W_ih.x_t + b of the pre-activations, rec (B, 4H) the recurrent
-    part W_hh.h_{t-1}; z is overwritten by the gates i, f, g, o. c_prev (B, H) C_{t-1} (not c
+def _cell_forward(z, bias, rec, c_prev, c, tc, h):
+    """z (B, 4H) the input part W_ih.x_t of the pre-activations, bias (4H,) b_ih + b_hh, rec
+    (B, 4H) the recurrent part W_hh.h_{t-1}; z is overwritten by the gates i, f, g, o. c_prev (B, H) C_{t-1} (not c
     itself: LLVM's overlap check would then fall back to scalar code); writes c = C_t,
     tc = tanh(C_t), h = h_t (all (B, H))."""
     B, H = c.shape
     for b in range(B):
         for j in range(2 * H):
-            z[b, j] = sigmoid_(z[b, j] + rec[b, j])  # i, f
+            z[b, j] = sigmoid_(z[b, j] + bias[j] + rec[b, j])  # i, f
         for j in range(H):
-            z[b, 2 * H + j] = tanh_(z[b, 2 * H + j] + rec[b, 2 * H + j])  # g = C~_t
+            z[b, 2 * H + j] = tanh_(z[b, 2 * H + j] + bias[2 * H + j] + rec[b, 2 * H + j])  # g = C~_t
         for j in range(H):
-            z[b, 3 * H + j] = sigmoid_(z[b, 3 * H + j] + rec[b, 3 * H + j])  # o
+            z[b, 3 * H + j] = sigmoid_(z[b, 3 * H + j] + bias[3 * H + j] + rec[b, 3 * H + j])  # o
         for j in range(H):
             c[b, j] = z[b, H + j] * c_prev[b, j] + z[b, j] * z[b, 2 * H + j]  # f C_{t-1} + i C~_t
         for j in range(H):
@@ -330,16 +330,14 @@ def _input_part(x, w_ih_t, b_ih, out):
 
 
 @njit(**KERNEL)
-def _input_all_steps(x, w_ih_t, bias, gates):
+def _input_all_steps(x, w_ih_t, gates):
     """gates (T, B, G) = the input part of every gate for all steps at once, x (T, B, Din) .
-    w_ih_t (Din, G) + bias: one (T*B, Din) x (Din, G) GEMM (wide inputs)."""
+    w_ih_t (Din, G): one (T*B, Din) x (Din, G) GEMM, whatever Din (for D = 1..8 measured 11-26%
+    faster per training step than loops fused into each step, and equal at D = 1). The cells
+    add the biases: a pass over (T, B, G) here would stream it through memory once more."""
     T, B, d_in = x.shape
     G = gates.shape[2]
-    flat = gates.reshape((T * B, G))
-    _matmul(x.reshape((T * B, d_in)), w_ih_t, flat)
-    for r in range(T * B):
-        for q in range(G):
-            flat[r, q] += bias[q]
+    _matmul(x.reshape((T * B, d_in)), w_ih_t, gates.reshape((T * B, G)))
 
 
 @njit(**KERNEL)
@@ -357,16 +355,12 @@ def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, gates, cells, tanh_cells, hidden, 
     # per-step GEMM (measured 110 against 75 GFLOP/s at B=64, H=32 with W_hh.T as a view).
     w_ih_t = np.ascontiguousarray(w_ih.T)  # (Din, 4H)
     w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, 4H)
-    fused = d_in < SMALL_D
-    if not fused:
-        _input_all_steps(x, w_ih_t, bias, gates)
+    _input_all_steps(x, w_ih_t, gates)
     rec[:, :] = 0.0  # W_hh.h_{-1} = 0
     for t in range(T):
         if t > 0:
             _matmul(hidden[t - 1], w_hh_t, rec)  # (B, H) x (H, 4H)
-        if fused:  # a few input features: the input part step by step, while z is in cache
-            _input_part(x[t], w_ih_t, bias, gates[t])
-        _cell_forward(gates[t], rec, cells[t - 1] if t > 0 else zeros, cells[t], tanh_cells[t],
+        _cell_forward(gates[t], bias, rec, cells[t - 1] if t > 0 else zeros, cells[t], tanh_cells[t],
                       hidden[t])
 
 
@@ -390,13 +384,10 @@ def _layer_backward(w_ih, w_hh, gates, cells, tanh_cells, d_hidden, inp, hidden,
     dc_next[:, :] = 0
     dh_rec[:, :] = 0
     g_bias[:] = 0.0
-    fused_ih = d_in < SMALL_D  # dz_t^T x_t summed here, step by step, in float64 across steps
-    blocks_ih = 0 if fused_ih else _step_blocks(G, d_in, B)
+    blocks_ih = _step_blocks(G, d_in, B)
     blocks_hh = _step_blocks(G, H, B)
     part_ih = np.empty((G, d_in), dtype=dt)
     part_hh = np.empty((G, H), dtype=dt)
-    step_ih = np.empty((d_in, G), dtype=dt)
-    acc_ih = np.zeros((d_in, G), dtype=np.float64)
     if blocks_ih > 0:
         gw_ih[:, :] = 0.0
     if blocks_hh > 0 or T == 1:
@@ -404,7 +395,7 @@ def _layer_backward(w_ih, w_hh, gates, cells, tanh_cells, d_hidden, inp, hidden,
     # When every product with dz_t is done step by step, only dz_t and dz_{t+1} are kept: two
     # slots of d_gates in turn, which stay in cache (T=168: 5.5 MB less to write and read).
     low_step = want_low and blocks_ih > 0  # dz_t W_ih fits the small-matrix path too
-    ring = (fused_ih or blocks_ih > 0) and (blocks_hh > 0 or T == 1) and (low_step or not want_low)
+    ring = blocks_ih > 0 and (blocks_hh > 0 or T == 1) and (low_step or not want_low)
     for t in range(T - 1, -1, -1):
         s = t % 2 if ring else t
         if t < T - 1:
@@ -413,27 +404,13 @@ def _layer_backward(w_ih, w_hh, gates, cells, tanh_cells, d_hidden, inp, hidden,
         c_prev = cells[t - 1] if t > 0 else zeros
         dz = d_gates[s]
         _cell_backward(gates[t], c_prev, tanh_cells[t], d_hidden[t], dh_rec, dc_next, dz, g_bias)
-        if fused_ih:
-            step_ih[:, :] = 0.0
-            for b in range(B):
-                for d in range(d_in):
-                    v = inp[t, b, d]
-                    for q in range(G):
-                        step_ih[d, q] += v * dz[b, q]
-            for d in range(d_in):
-                for q in range(G):
-                    acc_ih[d, q] += step_ih[d, q]
-        elif blocks_ih > 0:
+        if blocks_ih > 0:
             _add_step_grad(dz, inp[t], gw_ih, part_ih, blocks_ih)
         if blocks_hh > 0 and t > 0:
             _add_step_grad(dz, hidden[t - 1], gw_hh, part_hh, blocks_hh)
         if low_step:
             _matmul(dz, w_ih, d_low[t])  # (B, 4H) x (4H, Din)
-    if fused_ih:
-        for q in range(G):
-            for d in range(d_in):
-                gw_ih[q, d] = acc_ih[d, q]
-    elif blocks_ih == 0:
+    if blocks_ih == 0:
         n = T * B
         np.dot(d_gates.reshape((n, G)).T, inp.reshape((n, d_in)), gw_ih)
     if blocks_hh == 0 and T > 1:
@@ -506,17 +483,18 @@ def _loss_and_grad_out(y_hat, y, quantiles, loss_kind, n_total, d_out):
 
 
 @njit(**KERNEL)
-def _gru_cell_forward(z, rec, b_hh, h_prev, hn, h):
-    """z (B, 3H) the input part W_ih.x_t + b_ih, overwritten by the gates r, z, n; rec (B, 3H)
-    W_hh.h_{t-1} without its bias; writes hn = W_hn.h_{t-1} + b_hn (kept for backward) and h_t."""
+def _gru_cell_forward(z, b_ih, rec, b_hh, h_prev, hn, h):
+    """z (B, 3H) the input part W_ih.x_t without its bias b_ih, overwritten by the gates r, z, n;
+    rec (B, 3H) W_hh.h_{t-1} without its bias b_hh; writes hn = W_hn.h_{t-1} + b_hn (kept for
+    backward) and h_t."""
     B, H = h.shape
     for b in range(B):
         for j in range(2 * H):
-            z[b, j] = sigmoid_(z[b, j] + rec[b, j] + b_hh[j])  # r, z
+            z[b, j] = sigmoid_(z[b, j] + b_ih[j] + rec[b, j] + b_hh[j])  # r, z
         for j in range(H):
             hn[b, j] = rec[b, 2 * H + j] + b_hh[2 * H + j]
         for j in range(H):
-            z[b, 2 * H + j] = tanh_(z[b, 2 * H + j] + z[b, j] * hn[b, j])  # n
+            z[b, 2 * H + j] = tanh_(z[b, 2 * H + j] + b_ih[2 * H + j] + z[b, j] * hn[b, j])  # n
         for j in range(H):
             h[b, j] = z[b, 2 * H + j] + z[b, H + j] * (h_prev[b, j] - z[b, 2 * H + j])
 
@@ -565,15 +543,12 @@ def _gru_layer_forward(x, w_ih, w_hh, b_ih, b_hh, gates, hn, hidden, rec):
     zeros = np.zeros((B, H), dtype=gates.dtype)  # h_0
     w_ih_t = np.ascontiguousarray(w_ih.T)
     w_hh_t = np.ascontiguousarray(w_hh.T)
-    if d_in >= SMALL_D:
-        _input_all_steps(x, w_ih_t, b_ih, gates)
+    _input_all_steps(x, w_ih_t, gates)
     rec[:, :] = 0.0
     for t in range(T):
         if t > 0:
             _matmul(hidden[t - 1], w_hh_t, rec)
-        if d_in < SMALL_D:
-            _input_part(x[t], w_ih_t, b_ih, gates[t])
-        _gru_cell_forward(gates[t], rec, b_hh, hidden[t - 1] if t > 0 else zeros, hn[t], hidden[t])
+        _gru_cell_forward(gates[t], b_ih, rec, b_hh, hidden[t - 1] if t > 0 else zeros, hn[t], hidden[t])
 
 
 @njit(**KERNEL)

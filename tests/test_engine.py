@@ -145,8 +145,8 @@ def test_predict_paths_equal_twin(small_net, windows, dtype, tol, H):
         assert rel_err(net.predict(x[:B]), ref[:B]) <= tol, B
 
 
-# Shapes that take the other branches of the kernels: inputs wide enough for a GEMM (D >= 16),
-# per-step products split in two row blocks (B=64, H=64), weight gradients as one GEMM after the
+# Shapes that take the other branches of the kernels: wide inputs (D=17), per-step products split
+# in two row blocks (B=64, H=64), weight gradients as one GEMM after the
 # loop (H=100, B=40), inference GEMMs in row blocks (1000 windows, H=16).
 WIDE = [(64, 3, 17, 64, 2), (40, 3, 2, 100, 2), (6, 2, 20, 16, 3)]
 
@@ -155,7 +155,6 @@ WIDE = [(64, 3, 17, 64, 2), (40, 3, 2, 100, 2), (6, 2, 20, 16, 3)]
 @pytest.mark.parametrize("shape", WIDE, ids=lambda s: "B{}T{}D{}H{}L{}".format(*s))
 def test_wide_shapes_equal_twin(small_net, windows, dtype, tol, shape):
     B, T, D, H, L = shape
-    assert kernels.SMALL_D <= 17
     net = small_net(D, H, L, 2, dtype=dtype)
     x, y = windows(9, B, T, D, 2)
     loss, grad = net.loss_and_grad(x, y, dropout=0.2, rng=np.random.default_rng(1))

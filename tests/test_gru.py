@@ -65,7 +65,7 @@ def test_loss_and_grad_equal_twin(windows, shape, dtype, tol, dropout):
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
 @pytest.mark.parametrize("shape", WIDE, ids=lambda s: "B{}T{}D{}H{}L{}".format(*s))
 def test_wide_shapes_equal_twin(windows, dtype, tol, shape):
-    """Inputs wide enough for the input GEMM (D >= SMALL_D), per-step products in row blocks."""
+    """Wide inputs (D=17), per-step products in row blocks."""
     B, T, D, H, L = shape
     net = gru_net(D, H, L, 2, dtype=dtype)
     x, y = windows(9, B, T, D, 2)
