@@ -175,6 +175,50 @@ def _workloads(net, model, xt, yt, xi, x1, txt, tyt, txi, tx1):
             {"lstm": lambda: net.predict(x1), "torch": lambda: torch_infer(tx1)})
 
 
+def gemm_flops(cell: str, D: int, H: int, L: int, T: int, B: int, train: bool) -> float:
+    """Floating-point operations of the products alone (the arithmetic no implementation can
+    skip): per layer the input part (T steps) and the recurrent part (T-1 steps, h_0 = 0); for
+    training also the weight gradients of both and dL/dh_(t-1), and dL/dx of layers above the
+    first. The head, the activations and the optimizer are left out."""
+    G = (4 if cell == "lstm" else 3) * H
+    total = 0.0
+    for k in range(L):
+        d_in = D if k == 0 else H
+        fwd = 2.0 * B * G * (T * d_in + (T - 1) * H)
+        total += fwd
+        if train:
+            total += fwd + 2.0 * B * G * (T - 1) * H + (2.0 * B * G * T * d_in if k > 0 else 0.0)
+    return total
+
+
+def gemm_peak() -> float:
+    """FLOP/s of one float32 GEMM the way the kernels call it (np.dot in Numba: SciPy's OpenBLAS),
+    on a large, efficient shape: the ceiling for the products of the floor columns."""
+    from numba import njit
+
+    from lstm_cli.kernels import _matmul
+
+    @njit(cache=False)
+    def loop(a, b, out, n):
+        for _ in range(n):
+            _matmul(a, b, out)
+
+    rng = np.random.default_rng(0)
+    a = rng.random((1024, 256), dtype=np.float32)
+    b = rng.random((256, 1024), dtype=np.float32)
+    out = np.empty((1024, 1024), dtype=np.float32)
+    loop(a, b, out, 1)
+    best = 0.0
+    for _ in range(7):
+        t0 = time.thread_time()
+        loop(a, b, out, 10)
+        best = max(best, 10 * 2.0 * 1024 * 256 * 1024 / max(time.thread_time() - t0, 1e-9))
+    return best
+
+
+PEAK = float("nan")  # set in main(): gemm_peak()
+
+
 def bench_config(cell, D, H, L, T, repeats, min_time, threads_list=THREADS):
     arch = Architecture(D, H, L, 1, "float32", cell)
     rng = np.random.default_rng(0)
@@ -201,13 +245,15 @@ def bench_config(cell, D, H, L, T, repeats, min_time, threads_list=THREADS):
         infer_sps = {k: B_INFER / v for k, v in res.items()}
         res = interleaved(one, repeats, min_time)
         latency = {k: v * 1e6 for k, v in res.items()}
+        floor = {"train": gemm_flops(cell, D, H, L, T, B_TRAIN, True) / B_TRAIN / PEAK,
+                 "infer": gemm_flops(cell, D, H, L, T, B_INFER, False) / B_INFER / PEAK}  # s/sample
         rows.append(dict(cell=cell, D=D, H=H, L=L, T=T, threads=threads, train=train_sps, infer=infer_sps,
-                         latency_us=latency))
+                         latency_us=latency, floor_s_per_sample=floor))
     return rows
 
 
 HEADER = ("cell    D    H  L    T thr | train lstm  torch  ratio | infer lstm   torch  ratio |"
-          " latency lstm  torch ratio | 2t/1t lstm: train infer, torch: train infer")
+          " latency lstm  torch ratio | floor: share  ceiling | 2t/1t lstm: train infer, torch: train infer")
 
 
 def fmt_row(r, one=None) -> str:
@@ -216,6 +262,12 @@ def fmt_row(r, one=None) -> str:
          f" {tr['lstm']:10.0f} {tr['torch']:6.0f} {tr['lstm'] / tr['torch']:6.2f} |"
          f" {inf['lstm']:10.0f} {inf['torch']:7.0f} {inf['lstm'] / inf['torch']:6.2f} |"
          f" {lat['lstm']:9.0f}us {lat['torch']:6.0f} {lat['torch'] / lat['lstm']:5.2f} |")
+    if one is None:  # the floor at 1 thread: share of lstm's time, and the best ratio it allows
+        fl = r["floor_s_per_sample"]
+        s += (f" {fl['train'] * tr['lstm']:4.0%} {fl['infer'] * inf['lstm']:4.0%}"
+              f" {1 / (fl['train'] * tr['torch']):4.1f} {1 / (fl['infer'] * inf['torch']):4.1f} |")
+    else:
+        s += " " * 21 + "|"
     if one is not None:
         s += (f" {r['train']['lstm'] / one['train']['lstm']:17.2f}"
               f" {r['infer']['lstm'] / one['infer']['lstm']:5.2f}"
@@ -246,13 +298,19 @@ def main(argv=None) -> int:
         repeats, min_time = args.repeats or 5, 0.1
     torch.set_num_interop_threads(1)
     t_start = time.perf_counter()
+    global PEAK
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        PEAK = gemm_peak()
         blas = [(i["internal_api"], i["prefix"], i["num_threads"], i.get("architecture"))
                 for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
         print(f"# {cpu_model()}, {len(os.sched_getaffinity(0))} cores;"
               f" torch {torch.__version__}; numpy {np.__version__}; BLAS {blas}")
         print(f"# float32, O=1, B_train={B_TRAIN}, B_infer={B_INFER}; medians of {repeats}"
               f" interleaved repeats; {args.clock} clock; ratio = lstm speed / torch speed")
+        print(f"# floor (1-thread rows): the products' FLOPs (gemm_flops) at this machine's float32 GEMM"
+              f" peak, {PEAK / 1e9:.0f} GFLOP/s measured now; share = floor / lstm time (train, infer);"
+              f" ceiling = torch time / floor, the best ratio an implementation doing these products"
+              f" at peak and nothing else could reach")
         print(HEADER, flush=True)
         results = []
         cells = ("lstm", "gru") if args.cell == "both" else (args.cell,)
@@ -266,7 +324,8 @@ def main(argv=None) -> int:
           f" still disturbed after {GUARD.tries} tries: {GUARD.contended}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(cpu=cpu_model(), torch=torch.__version__, results=results), f, indent=1)
+            json.dump(dict(cpu=cpu_model(), torch=torch.__version__, gemm_peak_flops=PEAK, results=results), f,
+                      indent=1)
     return 0
 
 
