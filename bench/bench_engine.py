@@ -276,6 +276,50 @@ def fmt_row(r, one=None) -> str:
     return s
 
 
+# The engine issue's targets: (label, measure, minimum ratio, which rows it applies to)
+TARGETS = [
+    ("training >= 2.0x at H <= 64", "train", 2.0, lambda r: r["H"] <= 64),
+    ("training >= 2.5x at T = 168", "train", 2.5, lambda r: r["T"] == 168),
+    ("training >= 1.0x at H >= 128", "train", 1.0, lambda r: r["H"] >= 128),
+    ("batch inference >= 1.5x", "infer", 1.5, lambda r: True),
+    ("single-window latency >= 5x", "latency_us", 5.0, lambda r: True),
+]
+
+
+def ratio(r, measure: str) -> float:
+    v = r[measure]
+    return v["torch"] / v["lstm"] if measure == "latency_us" else v["lstm"] / v["torch"]
+
+
+def target_summary(results: list[dict]) -> list[str]:
+    """One line per target and cell: rows met at 1 and 2 threads, the range, and how many of the
+    missed 1-thread rows are out of reach even at the GEMM floor (ceiling below the target)."""
+    lines = []
+    for cell in dict.fromkeys(r["cell"] for r in results):
+        for label, measure, want, applies in TARGETS:
+            for threads in (1, 2):
+                rows = [r for r in results if r["cell"] == cell and r["threads"] == threads and applies(r)]
+                if not rows:
+                    continue
+                got = [ratio(r, measure) for r in rows]
+                line = (f"# {cell} {label}, {threads} thread{'s' if threads > 1 else ''}:"
+                        f" {sum(g >= want for g in got)} of {len(rows)} ({min(got):.2f}-{max(got):.2f})")
+                if threads == 1 and measure != "latency_us":
+                    missed = [r for r, g in zip(rows, got, strict=True) if g < want]
+                    beyond = sum(1 / (r["floor_s_per_sample"][measure] * r[measure]["torch"]) < want for r in missed)
+                    line += f"; misses with a ceiling below {want}x: {beyond} of {len(missed)}"
+                lines.append(line)
+        for measure in ("train", "infer"):
+            pairs = [(one, two) for one in results for two in results
+                     if one["cell"] == cell == two["cell"] and one["threads"] == 1 and two["threads"] == 2
+                     and all(one[k] == two[k] for k in "DHLT")]
+            if pairs:
+                up = [two[measure]["lstm"] / one[measure]["lstm"] for one, two in pairs]
+                lines.append(f"# {cell} 2 threads >= 1.6x 1 thread, {measure}: {sum(u >= 1.6 for u in up)} of"
+                             f" {len(up)} ({min(up):.2f}-{max(up):.2f})")
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a small subset, under 2 minutes")
@@ -322,6 +366,8 @@ def main(argv=None) -> int:
     print(f"# total {time.perf_counter() - t_start:.0f} s; load average {os.getloadavg()[0]:.2f};"
           f" repeats measured again for other processes' load: {GUARD.redone},"
           f" still disturbed after {GUARD.tries} tries: {GUARD.contended}")
+    for line in target_summary(results):
+        print(line)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(cpu=cpu_model(), torch=torch.__version__, gemm_peak_flops=PEAK, results=results), f,
