@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 
 import numpy as np
 
@@ -365,18 +366,50 @@ def onnx_metadata_props(meta: dict) -> dict[str, str]:
 BUILDERS = {"onnx": to_onnx_bytes, "json": to_json_text, "npz": to_npz_bytes}
 
 
+STDOUT = "-"  # --out - writes to stdout, as for lstm predict (a file named "-" would surprise)
+
+
+def _check_stdout(fmt: str) -> None:
+    if fmt != "json" and sys.stdout.isatty():  # binary bytes would garble the terminal
+        raise UsageError(f"refusing to write a binary {fmt} export to a terminal; "
+                         f"redirect stdout (> model.{fmt}) or give --out FILE")
+
+
+def _write_stdout(data: bytes, fmt: str) -> None:
+    """The whole export to stdout in one write, once it is built (a failure writes nothing)."""
+    _check_stdout(fmt)
+    stream = sys.stdout
+    stream.flush()
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:  # a text-only stream (an embedding program's replacement for stdout)
+        if fmt != "json":
+            raise UsageError(f"stdout takes only text here; give --out FILE for a {fmt} export")
+        stream.write(data.decode())
+        stream.flush()
+        return
+    buffer.write(data)
+    buffer.flush()
+
+
 def export_model(model_path, fmt: str, out) -> dict:
     """Load the model file (read-only; never modified), build `fmt` and write it to `out`
-    atomically under the output lock: on any failure `out` is left as it was. Returns a small
-    summary {"format", "out", "bytes"}."""
+    atomically under the output lock: on any failure `out` is left as it was. `out` "-" is
+    stdout. Returns a small summary {"format", "out", "bytes"}."""
     if fmt not in BUILDERS:
         raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    atomic.check_output_path(out, inputs=(model_path,))
+    to_stdout = str(out) == STDOUT
+    if to_stdout:
+        _check_stdout(fmt)  # before any work
+    else:
+        atomic.check_output_path(out, inputs=(model_path,))
     if fmt == "onnx":
         _import_onnx()  # a missing extra fails before any work
     header, arrays = modelfile.load(model_path)
     content = BUILDERS[fmt](header, arrays)
     data = content.encode() if isinstance(content, str) else content
-    with atomic.output_lock(out):
-        atomic.atomic_write(out, data)
+    if to_stdout:
+        _write_stdout(data, fmt)
+    else:
+        with atomic.output_lock(out):
+            atomic.atomic_write(out, data)
     return {"format": fmt, "out": str(out), "bytes": len(data)}
