@@ -82,12 +82,14 @@ class _Terminal(io.StringIO):
 
 
 @pytest.mark.parametrize("fmt", ["npz", "onnx"])
-def test_out_dash_refuses_binary_to_a_terminal(models, fmt, monkeypatch):
+def test_out_dash_refuses_binary_to_a_terminal(models, fmt, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where an export that ignored "-" would create a file named "-"
     terminal = _Terminal()
     monkeypatch.setattr("sys.stdout", terminal)
     with pytest.raises(UsageError, match="terminal"):
         export.export_model(models["f32"], fmt, "-")
     assert terminal.getvalue() == ""
+    assert not (tmp_path / "-").exists()
 
 
 # --- the torch snippet of docs/export.md --------------------------------------------------------
