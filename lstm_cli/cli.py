@@ -6,6 +6,7 @@ answers at once. Library errors become one line on stderr and a documented exit 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -127,6 +128,18 @@ def _split_names(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf: every comparison with nan is false, so the range
+    lets it through (and inf where there is no maximum), and the run fails after training, when the
+    model header cannot store the value."""
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
+
+
 class DurationType(click.ParamType):
     name = "duration"
     units = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
@@ -244,18 +257,18 @@ def data_options(f):
               help="Recurrent cell: LSTM, or GRU (3 gates instead of 4: fewer weights, faster).")
 @click.option("--hidden", type=click.IntRange(1, 4096), default=64, show_default=True, help="Hidden size of the cell.")
 @click.option("--layers", type=click.IntRange(1, 16), default=1, show_default=True, help="Stacked recurrent layers.")
-@click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
+@click.option("--dropout", type=FiniteFloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
               help="Dropout between layers (training only).")
 @click.option("--epochs", type=click.IntRange(1, 100_000), default=100, show_default=True, help="Maximum epochs.")
 @click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=32, show_default=True)
-@click.option("--lr", type=click.FloatRange(0.0, 10.0, min_open=True), default=1e-2, show_default=True, help="Learning rate.")
+@click.option("--lr", type=FiniteFloatRange(0.0, 10.0, min_open=True), default=1e-2, show_default=True, help="Learning rate.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
-@click.option("--momentum", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
+@click.option("--momentum", type=FiniteFloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
               help="SGD momentum.")
-@click.option("--weight-decay", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True)
-@click.option("--clip", type=click.FloatRange(0.0), default=1.0, show_default=True,
+@click.option("--weight-decay", type=FiniteFloatRange(0.0, 1.0), default=0.0, show_default=True)
+@click.option("--clip", type=FiniteFloatRange(0.0), default=1.0, show_default=True,
               help="Clip the gradient's global norm (0: off).")
-@click.option("--val-frac", type=click.FloatRange(0.0, 0.9), default=0.1, show_default=True,
+@click.option("--val-frac", type=FiniteFloatRange(0.0, 0.9), default=0.1, show_default=True,
               help="Last part of each series (in time) held out for early stopping.")
 @click.option("--patience", type=click.IntRange(1, 100_000), default=15, show_default=True,
               help="Stop after this many epochs without improvement; the best weights are kept.")
@@ -270,7 +283,7 @@ def data_options(f):
               help="Multi-step forecasts: direct: the network outputs all --horizon steps at once; recursive: it "
                    "forecasts one step and is fed its own forecast as the newest row, --horizon times "
                    "(not with --features).")
-@click.option("--forget-bias", type=click.FloatRange(-10.0, 10.0), default=1.0, show_default=True,
+@click.option("--forget-bias", type=FiniteFloatRange(-10.0, 10.0), default=1.0, show_default=True,
               help="Initial bias of the gate that keeps the state (LSTM forget gate, GRU update gate): "
                    "higher remembers longer at the start of training.")
 @click.option("--calibrate", type=click.Choice(["val", "none"]), default="val", show_default=True,
@@ -641,7 +654,7 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
         require_matplotlib()
     from lstm_cli import frame
     from lstm_cli.console import Console
-    from lstm_cli.errors import WorseThanBaseline
+    from lstm_cli.errors import DataError, WorseThanBaseline
     from lstm_cli.evaluate import METRIC_NAMES, evaluate_from_csv
     from lstm_cli.plot import PANEL_LIMIT
 
@@ -711,6 +724,10 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
         console.line(f"lstm: plot written to {plot_path}")
     if gate:
         m_model, m_base = overall["lstm"]["mase"], overall[gate]["mase"]
+        if m_model != m_model or m_base != m_base:  # nan: MASE's scale, the in-sample naive error, is 0
+            raise DataError(f"{'<stdin>' if data == '-' else data}: --fail-if-worse-than {gate}: MASE is undefined "
+                            "(the history of every series is constant or repeats exactly, so the naive error MASE "
+                            "divides by is 0); gate on data that varies, or without --fail-if-worse-than")
         if not (m_model <= m_base):
             raise WorseThanBaseline(f"MASE {m_model:.4g} of the model is worse than {m_base:.4g} of {gate}")
 

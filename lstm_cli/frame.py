@@ -920,8 +920,8 @@ def _plan(header_raw: list[str], header_line: int, where: _Where, sep: str, targ
             if time_col is None:
                 rest = [h for h in header if h not in taken]
                 raise DataError(f"{where.file}: no time column found (none is named "
-                                f"{'/'.join(TIME_NAMES)} and none of {', '.join(_q(h) for h in rest) or 'no other column'} "
-                                "holds dates); name it with --time-col")
+                                f"{'/'.join(TIME_NAMES)} and " + (f"none of {', '.join(_q(h) for h in rest)} holds dates"
+                                if rest else "there is no other column") + "); name it with --time-col")
     return _Plan(header, index, time_col, list(targets) + list(features), auto_time, by_content)
 
 

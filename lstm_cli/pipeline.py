@@ -296,7 +296,15 @@ def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int |
                         f"but the model was trained on {spec.time_kind} times")
     stale_notes = check_freshness(series, model, max_age, now_ns)
     h = horizon or spec.horizon
-    values, forecast_notes = model.forecast(series.ids, series.values, series.starts, h)  # (S, h, K, nq)
+    try:
+        values, forecast_notes = model.forecast(series.ids, series.values, series.starts, h)  # (S, h, K, nq)
+    except DataError as e:  # too few rows: the forecaster does not know the file's name
+        raise DataError(f"{series.source}: {e}; supply more history") from None
+    finite = np.isfinite(values).reshape(len(series.ids), -1).all(axis=1)
+    if not finite.all():  # values near the float64 limit: the forecast, back in their units, overflows
+        who = f"series {series.ids[int(np.argmin(finite))]!r}" if spec.id_col else "the series"
+        raise DataError(f"{series.source}: the forecast of {who} overflows 64-bit floats (its values are too "
+                        "large); rescale the column, e.g. to thousands, and retrain")
     n = len(series.ids)
     freq = spec.freq or series.freq
     last = series.times[series.starts[1:] - 1]  # (S,)
