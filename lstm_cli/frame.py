@@ -1514,8 +1514,9 @@ def _agree(per_freq, spans, ids, where: _Where) -> str | None:
 
 def _off_grid(i, times, t, s, lines, time_col, freq, ids, kind, where: _Where):
     """Raise for row i (sorted order), which is off the grid of series s (stamps t)."""
+    start = "" if times[i] == t[0] else f" that starts at {_fmt_time(t[0], kind)}"  # not 'X ... starts at X'
     raise DataError(f"{where.at(int(lines[i]), time_col)}: time {_fmt_time(times[i], kind)}"
-                    f"{where.series(ids[s])} is not on the {freq} grid that starts at {_fmt_time(t[0], kind)}; "
+                    f"{where.series(ids[s])} is not on the {freq} grid{start}; "
                     "fix the time or pass the right --freq")
 
 

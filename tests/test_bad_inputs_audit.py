@@ -99,3 +99,16 @@ def test_no_time_column_and_no_other_column(data_dir):
     assert result.exit_code == 65
     line = one_error_line(result)
     assert "no time column found" in line and "none of no other column" not in line
+
+
+def test_first_row_off_the_grid_does_not_say_the_grid_starts_there(data_dir, wavy, wavy_model):
+    """A monthly model and times with a +05:00 offset (converted to UTC: the evening before the 1st)
+    said 'time 1999-12-31 19:00:00 is not on the MS grid that starts at 1999-12-31 19:00:00'."""
+    lines = wavy.read_text(encoding="utf-8").splitlines()
+    shifted = data_dir / "offset.csv"
+    shifted.write_text("\n".join([lines[0]] + [f"{d}T00:00:00+05:00,{v}" for d, v in
+                                               (r.split(",") for r in lines[1:])]) + "\n", encoding="utf-8")
+    result = run("predict", wavy_model, shifted)
+    assert result.exit_code == 65
+    line = one_error_line(result)
+    assert "line 2, column 'date': time 1999-12-31 19:00:00 is not on the MS grid;" in line
