@@ -6,6 +6,7 @@ answers at once. Library errors become one line on stderr and a documented exit 
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -15,7 +16,17 @@ import time
 import click
 
 from lstm_cli import __version__
-from lstm_cli.errors import EXIT_CODES, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, Interrupted, LstmError
+from lstm_cli.errors import (
+    EXIT_CODES,
+    EXIT_INTERNAL,
+    EXIT_IO,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    Interrupted,
+    LstmError,
+)
+
+IO_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
 
@@ -76,6 +87,11 @@ class LstmGroup(click.Group):
                 pass
             ctx.exit(0)
         except Exception as e:  # a bug: say so, and how to see it
+            if isinstance(e, OSError) and e.errno in IO_ERRNOS and not _debug_enabled(ctx):
+                # stdout (or another stream outside atomic writes) failed: disk full, /dev/full, EIO
+                click.echo(f"lstm: I/O error: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}; "
+                           "the output is incomplete: free space or check the device, then rerun", err=True)
+                ctx.exit(EXIT_IO)
             if _debug_enabled(ctx):
                 raise
             click.echo(f"lstm: internal error ({type(e).__name__}: {e}); this is a bug. "

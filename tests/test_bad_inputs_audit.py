@@ -3,6 +3,10 @@ a wrong success (exit 0 with non-finite output) before its fix. CliRunner, small
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +116,20 @@ def test_first_row_off_the_grid_does_not_say_the_grid_starts_there(data_dir, wav
     assert result.exit_code == 65
     line = one_error_line(result)
     assert "line 2, column 'date': time 1999-12-31 19:00:00 is not on the MS grid;" in line
+
+
+LSTM = shutil.which("lstm", path=os.path.dirname(sys.executable)) or shutil.which("lstm")
+
+
+@pytest.mark.skipif(LSTM is None or not os.path.exists("/dev/full"), reason="needs the entry point and /dev/full")
+@pytest.mark.parametrize("command", [["info", "{model}", "--format", "json"], ["predict", "{model}", "{data}"],
+                                     ["export", "{model}", "--format", "json", "--out", "-"]])
+def test_stdout_on_a_full_disk_is_an_io_error(wavy, wavy_model, command):
+    """Writing stdout to a full disk was 'internal error (OSError: [Errno 28] ...); this is a bug', exit 70."""
+    args = [a.format(model=wavy_model, data=wavy) for a in command]
+    env = {k: v for k, v in os.environ.items() if k != "LSTM_DEBUG"}
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([LSTM, *args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, env=env)
+    assert proc.returncode == 74, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lstm: I/O error: No space left on device"), proc.stderr
