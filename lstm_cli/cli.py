@@ -7,6 +7,7 @@ answers at once. Library errors become one line on stderr and a documented exit 
 from __future__ import annotations
 
 import errno
+import io
 import math
 import os
 import re
@@ -26,7 +27,19 @@ from lstm_cli.errors import (
     LstmError,
 )
 
-IO_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+IO_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF}
+
+
+class _ClosedStdout(io.TextIOBase):
+    """Stands in for a stdout the shell closed (`lstm info >&-`, where Python sets sys.stdout to
+    None and click then prints nothing): a write fails as on a closed descriptor, so a command
+    that has data to print says so instead of exiting 0 with nothing."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "stdout is closed; redirect it or give --out FILE")
 
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
 
@@ -89,6 +102,9 @@ class LstmGroup(click.Group):
         except Exception as e:  # a bug: say so, and how to see it
             if isinstance(e, OSError) and e.errno in IO_ERRNOS and not _debug_enabled(ctx):
                 # stdout (or another stream outside atomic writes) failed: disk full, /dev/full, EIO
+                if isinstance(sys.stdout, _ClosedStdout) and e.errno == errno.EBADF:
+                    click.echo(f"lstm: {e.strerror}", err=True)
+                    ctx.exit(EXIT_IO)
                 click.echo(f"lstm: I/O error: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}; "
                            "the output is incomplete: free space or check the device, then rerun", err=True)
                 ctx.exit(EXIT_IO)
@@ -426,7 +442,7 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
 @click.option("--format", "fmt", type=click.Choice(["onnx", "json", "npz"]), required=True,
               help="onnx: a runnable graph (needs lstm-cli[onnx]); json / npz: weights under PyTorch "
                    "state_dict names, scaler and metadata.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write (atomically).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write (atomically), or - for stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def export(model, fmt, out, quiet):
     """Export MODEL for use without lstm: ONNX, JSON or NPZ (docs/export.md).
@@ -892,6 +908,8 @@ def config_show(ctx, fmt):
 def main() -> None:
     import signal
 
+    if sys.stdout is None:
+        sys.stdout = _ClosedStdout()
     try:
         cli.main(prog_name="lstm")
     except KeyboardInterrupt:

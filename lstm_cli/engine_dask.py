@@ -86,13 +86,11 @@ def _model_from_bytes(model_bytes: bytes, source: str, threads: int):
 
 
 def _read_partition(part, spec, missing: str, source: str) -> frame.SeriesSet:
-    """A partition's rows (a pandas DataFrame) through frame.read_series, as the local engine reads
+    """A partition's rows (a pandas DataFrame) through the model's reader, as the local engine reads
     a file; messages name `source` instead of <stdin>."""
     buf = io.BytesIO(part.to_csv(index=False).encode("utf-8"))
     try:
-        return frame.read_series("-", targets=spec.targets, features=spec.features, time_col=spec.time_col,
-                                 id_col=spec.id_col, sep=",", freq=spec.freq, missing=missing,
-                                 max_bytes=2**62, stdin=buf)
+        return pipeline.read_like_model("-", spec, missing=missing, max_bytes=2**62, stdin=buf)
     except DataError as e:
         raise DataError(str(e).replace("<stdin>", source, 1)) from None
 

@@ -46,6 +46,11 @@ class UsageError(LstmError):
     exit_code = EXIT_USAGE
 
 
+class FreqNotApplicable(UsageError):
+    """A frequency was given for integer times. The reader cannot tell whether it came from --freq
+    or from a model trained on dates; a caller that knows says which."""
+
+
 class WorseThanBaseline(LstmError):
     """The quality gate of `evaluate --fail-if-worse-than` failed: retrain, or keep the old model."""
 

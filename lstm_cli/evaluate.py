@@ -20,7 +20,14 @@ import numpy as np
 
 from lstm_cli import baselines, frame, metrics
 from lstm_cli.errors import DataError, UsageError
-from lstm_cli.pipeline import MIN_TRAIN_WINDOWS, TrainRequest, load_model, season_length, train_on_series
+from lstm_cli.pipeline import (
+    MIN_TRAIN_WINDOWS,
+    TrainRequest,
+    load_model,
+    read_like_model,
+    season_length,
+    train_on_series,
+)
 from lstm_cli.train import TrainConfig
 
 METRIC_NAMES = ("mae", "rmse", "mape", "smape", "mase")
@@ -236,8 +243,7 @@ def evaluate_from_csv(model_path: str, data: str, *, backtests: int = 1, step: i
     keep what the plot needs for the first n (series, target) pairs."""
     model, _ = load_model(model_path, threads)
     spec = model.spec
-    series = frame.read_series(data, targets=spec.targets, features=spec.features, time_col=spec.time_col,
-                               id_col=spec.id_col, sep=sep, freq=spec.freq, missing=missing)
+    series = read_like_model(data, spec, sep=sep, missing=missing)
     H = spec.horizon
     step = step or H
     if season is None:

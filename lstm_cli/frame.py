@@ -87,7 +87,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from lstm_cli.errors import DataError, InputMissingError, UsageError
+from lstm_cli.errors import DataError, FreqNotApplicable, InputMissingError, UsageError
 
 try:  # public since pandas 2.2
     from pandas.tseries.api import guess_datetime_format
@@ -958,7 +958,7 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
 
     times, kind = _parse_times(fields[0], lines, time_col, where, plan.hint)
     if freq is not None and kind == "integer":
-        raise UsageError(f"--freq {freq!r} does not apply: the time column {time_col!r} holds integers "
+        raise FreqNotApplicable(f"--freq {freq!r} does not apply: the time column {time_col!r} holds integers "
                          "(steps or years); leave --freq out")
     if id_col is not None:
         raw_ids = [s.strip() for s in fields[1]]

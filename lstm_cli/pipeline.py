@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from lstm_cli import atomic, frame, modelfile, scaling, windows
-from lstm_cli.errors import DataError, StaleInputError, UsageError
+from lstm_cli.errors import DataError, FreqNotApplicable, StaleInputError, UsageError
 from lstm_cli.model import STRATEGIES, DataSpec, Forecaster, unknown_features
 from lstm_cli.network import Architecture, Network, default_threads
 from lstm_cli.train import TrainConfig, TrainResult, fit
@@ -232,6 +232,20 @@ def load_model(path: str, threads: int | None = None) -> tuple[Forecaster, dict]
     return Forecaster.from_file_parts(header, arrays, threads=threads), header
 
 
+def read_like_model(data: str, spec: DataSpec, *, sep: str = ",", missing: str = "interpolate",
+                    max_bytes: int = 2_000_000_000, stdin=None) -> frame.SeriesSet:
+    """DATA read with the model's columns and frequency: the one reader of predict, evaluate and
+    the dask partitions."""
+    try:
+        return frame.read_series(data, targets=spec.targets, features=spec.features, time_col=spec.time_col,
+                                 id_col=spec.id_col, sep=sep, freq=spec.freq, missing=missing, max_bytes=max_bytes,
+                                 stdin=stdin)
+    except FreqNotApplicable:  # the frequency is the model's, not an option the user can leave out
+        raise DataError(f"{'<stdin>' if data == '-' else data}: the time column {spec.time_col!r} holds integers, "
+                        f"but the model was trained on dates (freq {spec.freq}); give dates, or retrain on "
+                        "this data") from None
+
+
 def check_freshness(series: frame.SeriesSet, model: Forecaster, max_age: float | None,
                     now_ns: int | None) -> list[str]:
     """Refuse a stalled feed (newest row older than max_age seconds before now); note series
@@ -343,8 +357,7 @@ def predict_from_csv(model_path: str, data: str, *, horizon: int | None = None, 
     t0 = time.perf_counter()
     model, header = load_model(model_path, threads)
     spec = model.spec
-    series = frame.read_series(data, targets=spec.targets, features=spec.features, time_col=spec.time_col,
-                               id_col=spec.id_col, sep=sep, freq=spec.freq, missing=missing, max_bytes=max_bytes)
+    series = read_like_model(data, spec, sep=sep, missing=missing, max_bytes=max_bytes)
     model_sha = modelfile.file_sha256(model_path)
     prov = Provenance(model_sha, header.get("created")) if provenance else None
     columns, rows, notes = predict_series(series, model, horizon=horizon, provenance=prov, max_age=max_age,

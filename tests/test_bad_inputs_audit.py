@@ -4,6 +4,7 @@ a wrong success (exit 0 with non-finite output) before its fix. CliRunner, small
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -133,3 +134,28 @@ def test_stdout_on_a_full_disk_is_an_io_error(wavy, wavy_model, command):
     assert proc.returncode == 74, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lstm: I/O error: No space left on device"), proc.stderr
+
+
+@pytest.mark.skipif(LSTM is None or not os.path.exists("/bin/sh"), reason="needs the entry point and a shell")
+@pytest.mark.parametrize("command", [["info", "{model}", "--format", "json"], ["predict", "{model}", "{data}"]])
+def test_closed_stdout_is_an_io_error(wavy, wavy_model, command):
+    """With stdout closed by the shell (`>&-`), `info --format json` exited 0 having printed
+    nothing and predict died with 'internal error' (70)."""
+    args = " ".join(shlex.quote(a.format(model=wavy_model, data=wavy)) for a in command)
+    env = {k: v for k, v in os.environ.items() if k != "LSTM_DEBUG"}
+    proc = subprocess.run(["/bin/sh", "-c", f"{shlex.quote(LSTM)} {args} >&-"], stderr=subprocess.PIPE,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 74, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["lstm: stdout is closed; redirect it or give --out FILE"]
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_integer_times_for_a_model_of_dates_is_a_data_error(data_dir, wavy_model, command):
+    """The reader's message told the user to 'leave --freq out', an option they had not given: the
+    frequency is the model's."""
+    path = data_dir / "steps.csv"
+    path.write_text("date,y\n" + "".join(f"{i},{10.0 + i % 12}\n" for i in range(40)), encoding="utf-8")
+    result = run(command, wavy_model, path)
+    assert result.exit_code == 65, result.output
+    line = one_error_line(result)
+    assert "holds integers, but the model was trained on dates (freq MS)" in line and "--freq" not in line
