@@ -243,9 +243,9 @@ def _matmul(a, b, out):
 @njit(**KERNEL)
 def _cell_forward(z, bias, rec, c_prev, c, tc, h):
     """z (B, 4H) the input part W_ih.x_t of the pre-activations, bias (4H,) b_ih + b_hh, rec
-    (B, 4H) the recurrent part W_hh.h_{t-1}; z is overwritten by the gates i, f, g, o. c_prev (B, H) C_{t-1} (not c
-    itself: LLVM's overlap check would then fall back to scalar code); writes c = C_t,
-    tc = tanh(C_t), h = h_t (all (B, H))."""
+    (B, 4H) the recurrent part W_hh.h_{t-1}; z is overwritten by the gates i, f, g, o. c_prev
+    (B, H) C_{t-1} (not c itself: LLVM's overlap check would then fall back to scalar code);
+    writes c = C_t, tc = tanh(C_t), h = h_t (all (B, H))."""
     B, H = c.shape
     for b in range(B):
         for j in range(2 * H):
@@ -478,8 +478,8 @@ def _loss_and_grad_out(y_hat, y, quantiles, loss_kind, n_total, d_out):
 #     z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
 #     n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn))
 #     h_t = (1 - z_t) * n_t + z_t * h_{t-1}
-# The products are split as for the LSTM: the input part for all steps (or fused for narrow
-# inputs), the recurrent part h_{t-1} . W_hh^T one GEMM per step.
+# The products are split as for the LSTM: the input part for all steps as one GEMM, the
+# recurrent part h_{t-1} . W_hh^T one GEMM per step.
 
 
 @njit(**KERNEL)
