@@ -460,7 +460,7 @@ def export(model, fmt, out, quiet):
     from lstm_cli.export import export_model
 
     done = export_model(model, fmt, out)
-    Console(quiet).line(f"lstm: exported {model} to {out} ({fmt}, {done['bytes']:,} bytes)")
+    Console(quiet).line(f"lstm: exported {model} to {'stdout' if out == '-' else out} ({fmt}, {done['bytes']:,} bytes)")
 
 
 def _parse_now(text: str | None) -> int | None:
