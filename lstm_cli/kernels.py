@@ -234,32 +234,38 @@ def _matmul(a, b, out):
 
 
 # --- one time step of the cell for a block of windows, after the GEMMs ---------------------
-# Every inner loop starts at 0 and writes one array: LLVM then vectorizes it (16 float32 lanes
-# with the rational tanh). A fused loop writing i, f, g, o at j, H+j, 2H+j, 3H+j, or a loop over
-# range(a, b), stays scalar: measured 2.7 against 0.3 ns per element on this machine. Blocks are
-# indexed [b, j] rather than sliced into rows: a row view costs a reference count per window.
+# LLVM vectorizes an inner loop (16 float32 lanes with the rational tanh) when it starts at 0
+# and writes each array at one offset: a loop writing i, f, g, o into one array at j, H+j, 2H+j,
+# 3H+j, or a loop over range(a, b), stays scalar (measured 2.7 against 0.3 ns per element). So
+# the forward cell writes the gates gate-major, each into its own (B, H) array (one fused loop:
+# 1.1 against 2.3 us a step at B=64, H=16; 1.8 against 2.8 at H=32; 3.3 against 4.1 at H=64,
+# against passes over a (B, 4H) row layout), and the backward, which must write dL/dz in the row
+# layout its GEMMs take, makes one pass per gate. Blocks are indexed [b, j] rather than sliced
+# into rows: a row view costs a reference count per window.
 
 
 @njit(**KERNEL)
-def _cell_forward(z, bias, rec, c_prev, c, tc, h):
-    """z (B, 4H) the input part W_ih.x_t of the pre-activations, bias (4H,) b_ih + b_hh, rec
-    (B, 4H) the recurrent part W_hh.h_{t-1}; z is overwritten by the gates i, f, g, o. c_prev
-    (B, H) C_{t-1} (not c itself: LLVM's overlap check would then fall back to scalar code);
-    writes c = C_t, tc = tanh(C_t), h = h_t (all (B, H))."""
+def _cell_forward(z, bias, rec, c_prev, gi, gf, gg, go, c, tc, h):
+    """z (B, 4H) the input part W_ih.x_t of the pre-activations (read only), bias (4H,)
+    b_ih + b_hh, rec (B, 4H) the recurrent part W_hh.h_{t-1}; c_prev (B, H) C_{t-1}. Writes the
+    gates i, f, g (= C~_t), o into gi, gf, gg, go and c = C_t, tc = tanh(C_t), h = h_t (all
+    (B, H), distinct arrays)."""
     B, H = c.shape
     for b in range(B):
-        for j in range(2 * H):
-            z[b, j] = sigmoid_(z[b, j] + bias[j] + rec[b, j])  # i, f
         for j in range(H):
-            z[b, 2 * H + j] = tanh_(z[b, 2 * H + j] + bias[2 * H + j] + rec[b, 2 * H + j])  # g = C~_t
-        for j in range(H):
-            z[b, 3 * H + j] = sigmoid_(z[b, 3 * H + j] + bias[3 * H + j] + rec[b, 3 * H + j])  # o
-        for j in range(H):
-            c[b, j] = z[b, H + j] * c_prev[b, j] + z[b, j] * z[b, 2 * H + j]  # f C_{t-1} + i C~_t
-        for j in range(H):
-            tc[b, j] = tanh_(c[b, j])
-        for j in range(H):
-            h[b, j] = z[b, 3 * H + j] * tc[b, j]  # h_t = o tanh(C_t)
+            i = sigmoid_(z[b, j] + bias[j] + rec[b, j])
+            f = sigmoid_(z[b, H + j] + bias[H + j] + rec[b, H + j])
+            g = tanh_(z[b, 2 * H + j] + bias[2 * H + j] + rec[b, 2 * H + j])
+            o = sigmoid_(z[b, 3 * H + j] + bias[3 * H + j] + rec[b, 3 * H + j])
+            c_t = f * c_prev[b, j] + i * g  # f C_{t-1} + i C~_t
+            t = tanh_(c_t)
+            gi[b, j] = i
+            gf[b, j] = f
+            gg[b, j] = g
+            go[b, j] = o
+            c[b, j] = c_t
+            tc[b, j] = t
+            h[b, j] = o * t  # h_t = o tanh(C_t)
 
 
 @njit(**KERNEL)
@@ -281,10 +287,10 @@ def _cell_infer(z, c, h):
 
 
 @njit(**KERNEL)
-def _cell_backward(z, c_prev, tc, d_above, dh, dc, dz, g_bias):
-    """Seed 3.3 for one step of a block. z (B, 4H) the gates i, f, g, o; c_prev C_{t-1};
-    tc tanh(C_t); d_above (B, H) dL/dh_t from the layer above or the head; dh (B, H) in: dL/dh_t
-    through h_{t+1}, out: the total; dc (B, H) in: dL/dC_{t+1} f_{t+1}, out: dL/dC_t f_t;
+def _cell_backward(gi, gf, gg, go, c_prev, tc, d_above, dh, dc, dz, g_bias):
+    """Seed 3.3 for one step of a block. gi, gf, gg, go (B, H) the gates i, f, g, o; c_prev
+    C_{t-1}; tc tanh(C_t); d_above (B, H) dL/dh_t from the layer above or the head; dh (B, H) in:
+    dL/dh_t through h_{t+1}, out: the total; dc (B, H) in: dL/dC_{t+1} f_{t+1}, out: dL/dC_t f_t;
     dz (B, 4H) out: dL/d(pre-activation) of i, f, g, o, also summed into g_bias (4H,) float64
     (over the block first, in dz's dtype, then once per step into float64)."""
     B, H = tc.shape
@@ -294,17 +300,17 @@ def _cell_backward(z, c_prev, tc, d_above, dh, dc, dz, g_bias):
         for j in range(H):
             dh[b, j] += d_above[b, j]
         for j in range(H):  # dL/do . sigmoid'
-            dz[b, 3 * H + j] = dh[b, j] * tc[b, j] * z[b, 3 * H + j] * (one - z[b, 3 * H + j])
+            dz[b, 3 * H + j] = dh[b, j] * tc[b, j] * go[b, j] * (one - go[b, j])
         for j in range(H):  # dL/dC_t
-            dc[b, j] += dh[b, j] * z[b, 3 * H + j] * (one - tc[b, j] * tc[b, j])
+            dc[b, j] += dh[b, j] * go[b, j] * (one - tc[b, j] * tc[b, j])
         for j in range(H):  # dL/di = dL/dC_t C~_t
-            dz[b, j] = dc[b, j] * z[b, 2 * H + j] * z[b, j] * (one - z[b, j])
+            dz[b, j] = dc[b, j] * gg[b, j] * gi[b, j] * (one - gi[b, j])
         for j in range(H):  # dL/df = dL/dC_t C_{t-1}
-            dz[b, H + j] = dc[b, j] * c_prev[b, j] * z[b, H + j] * (one - z[b, H + j])
+            dz[b, H + j] = dc[b, j] * c_prev[b, j] * gf[b, j] * (one - gf[b, j])
         for j in range(H):  # dL/dC~ = dL/dC_t i
-            dz[b, 2 * H + j] = dc[b, j] * z[b, j] * (one - z[b, 2 * H + j] * z[b, 2 * H + j])
+            dz[b, 2 * H + j] = dc[b, j] * gi[b, j] * (one - gg[b, j] * gg[b, j])
         for j in range(H):  # carried to step t-1
-            dc[b, j] *= z[b, H + j]
+            dc[b, j] *= gf[b, j]
         for q in range(4 * H):
             part[q] += dz[b, q]
     for q in range(4 * H):
@@ -341,11 +347,13 @@ def _input_all_steps(x, w_ih_t, gates):
 
 
 @njit(**KERNEL)
-def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, gates, cells, tanh_cells, hidden, rec):
+def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, pre, gates, cells, tanh_cells, hidden, rec):
     """One layer over a whole window, keeping what backward needs.
 
-    x (T, B, Din); gates (T, B, 4H) activated i, f, g, o; cells, tanh_cells, hidden (T, B, H);
-    rec (B, 4H) scratch for the recurrent product W_hh . h_{t-1}.
+    x (T, B, Din); pre (T, B, 4H) scratch for the input part of the pre-activations; gates
+    (T, B, 4H), each step's block holding the activated i, f, g, o gate-major (as (4, B, H));
+    cells, tanh_cells, hidden (T, B, H); rec (B, 4H) scratch for the recurrent product
+    W_hh . h_{t-1}.
     """
     T, B, d_in = x.shape
     H = w_hh.shape[1]
@@ -355,20 +363,22 @@ def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, gates, cells, tanh_cells, hidden, 
     # per-step GEMM (measured 110 against 75 GFLOP/s at B=64, H=32 with W_hh.T as a view).
     w_ih_t = np.ascontiguousarray(w_ih.T)  # (Din, 4H)
     w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, 4H)
-    _input_all_steps(x, w_ih_t, gates)
+    _input_all_steps(x, w_ih_t, pre)
     rec[:, :] = 0.0  # W_hh.h_{-1} = 0
     for t in range(T):
         if t > 0:
             _matmul(hidden[t - 1], w_hh_t, rec)  # (B, H) x (H, 4H)
-        _cell_forward(gates[t], bias, rec, cells[t - 1] if t > 0 else zeros, cells[t], tanh_cells[t],
-                      hidden[t])
+        g4 = gates[t].reshape((4, B, H))
+        _cell_forward(pre[t], bias, rec, cells[t - 1] if t > 0 else zeros, g4[0], g4[1], g4[2], g4[3],
+                      cells[t], tanh_cells[t], hidden[t])
 
 
 @njit(**KERNEL)
 def _layer_backward(w_ih, w_hh, gates, cells, tanh_cells, d_hidden, inp, hidden, d_gates, dh_rec,
                     dc_next, g_bias, gw_ih, gw_hh, d_low, want_low):
     """BPTT through one layer (seed 3.3). d_hidden (T, B, H) is dL/dh_t from above; inp
-    (T, B, Din) the layer's input and hidden (T, B, H) its outputs from the forward pass.
+    (T, B, Din) the layer's input, gates (gate-major per step), cells, tanh_cells and hidden
+    (T, B, H) its values from _layer_forward.
 
     Writes dL/dz_t for the pre-activations of i, f, g, o into d_gates (T, B, 4H), their sum over
     steps and windows into g_bias (4H,) float64, the weight gradients gw_ih = sum_t dz_t^T x_t and
@@ -403,7 +413,9 @@ def _layer_backward(w_ih, w_hh, gates, cells, tanh_cells, d_hidden, inp, hidden,
             _matmul(d_gates[s_next], w_hh, dh_rec)  # (B, 4H) x (4H, H): dL/dh_t through h_{t+1}
         c_prev = cells[t - 1] if t > 0 else zeros
         dz = d_gates[s]
-        _cell_backward(gates[t], c_prev, tanh_cells[t], d_hidden[t], dh_rec, dc_next, dz, g_bias)
+        g4 = gates[t].reshape((4, B, H))
+        _cell_backward(g4[0], g4[1], g4[2], g4[3], c_prev, tanh_cells[t], d_hidden[t], dh_rec, dc_next, dz,
+                       g_bias)
         if blocks_ih > 0:
             _add_step_grad(dz, inp[t], gw_ih, part_ih, blocks_ih)
         if blocks_hh > 0 and t > 0:
@@ -590,10 +602,12 @@ def forward_backward(params, offsets, cell, D, H, L, O, x, y, masks, use_masks, 
 
     cell: CELL_LSTM or CELL_GRU; G below is 4H for the LSTM, 3H for the GRU.
     x (T, B, D); y (B, O); masks (max(L-1,1), T, B, H) dropout masks already scaled by 1/(1-p);
-    gates (L, T, B, G); cells, hidden (L, T, B, H) (the GRU keeps W_hn.h + b_hn in cells);
+    gates (L, T, B, G) (the LSTM's gate-major per step); cells, hidden (L, T, B, H) (the GRU keeps
+    W_hn.h + b_hn in cells);
     tanh_cells (L, T, B, H) tanh(C_t) (LSTM only); layer_in (max(L-1,1), T, B, H) the dropped-out
     inputs of layers 1..L-1; rec (B, G); y_hat, d_out (B, O); d_gates (T, B, G);
-    d_rec (T, B, G) (GRU only); d_a, d_b (T, B, H); dh_rec, dc_next (B, H).
+    d_rec (T, B, G) (GRU only); d_a, d_b (T, B, H); dh_rec, dc_next (B, H). d_gates also holds
+    the LSTM's input products during the forward pass.
     """
     old_fp = _flush_denormals()
     T, B, _ = x.shape
@@ -612,8 +626,8 @@ def forward_backward(params, offsets, cell, D, H, L, O, x, y, masks, use_masks, 
             else:
                 inp[:, :, :] = hidden[k - 1]
         if cell == CELL_LSTM:
-            _layer_forward(inp, w_ih, w_hh, b_ih, b_hh, gates[k], cells[k], tanh_cells[k], hidden[k],
-                           rec)
+            _layer_forward(inp, w_ih, w_hh, b_ih, b_hh, d_gates, gates[k], cells[k], tanh_cells[k],
+                           hidden[k], rec)
         else:
             _gru_layer_forward(inp, w_ih, w_hh, b_ih, b_hh, gates[k], cells[k], hidden[k], rec)
 
