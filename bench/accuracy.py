@@ -103,18 +103,17 @@ def ensemble_mase(model_paths: list[str], path: str) -> float:
     """MASE (mean over series and targets) of the average of the models' forecasts of the last horizon:
     what ensembling over seeds would give (measured here only; the tool does not do it)."""
     from lstm_cli.evaluate import _truncate
-    from lstm_cli.pipeline import load_model
+    from lstm_cli.pipeline import load_model, read_like_model
 
     forecasts = []
     for mp in model_paths:
         model, _ = load_model(mp)
         spec = model.spec
-        series = frame.read_series(path, targets=spec.targets, features=spec.features, time_col=spec.time_col,
-                                   id_col=spec.id_col, freq=spec.freq)
+        series = read_like_model(path, spec)
         H = spec.horizon
         lengths = np.diff(series.starts)
-        values, starts = _truncate(series.values, series.starts, lengths - H)
-        f, _ = model.forecast(series.ids, values, starts, H)  # (S, H, K, nq)
+        past = _truncate(series, lengths - H)
+        f, _ = model.forecast(past.ids, past.values, past.starts, H)  # (S, H, K, nq)
         forecasts.append(f[..., len(spec.quantiles) // 2])
     mean = np.mean(forecasts, axis=0)
     season = season_length(series.freq or spec.freq, series.step, series.time_kind, series.times[: series.starts[1]])

@@ -206,6 +206,16 @@ def _head_views(params, offsets, L, H, O):  # noqa: E741
     return params[ow : ow + O * H].reshape((O, H)), params[ob : ob + O]
 
 
+@njit(**KERNEL)
+def _head(params, offsets, L, H, O, h_last, out):  # noqa: E741
+    """out (B, O) = the dense head on the last layer's last hidden state h_last (B, H)."""
+    w_out, b_out = _head_views(params, offsets, L, H, O)
+    np.dot(h_last, w_out.T, out)
+    for b in range(out.shape[0]):
+        for j in range(O):
+            out[b, j] += b_out[j]
+
+
 # --- GEMM ----------------------------------------------------------------------------------
 # np.dot in a kernel calls SciPy's OpenBLAS. Below M*N*K = 2^20 it multiplies without packing
 # the operands (its small-matrix path): ~112 GFLOP/s here, against 82 for the packed path on
@@ -631,12 +641,8 @@ def forward_backward(params, offsets, cell, D, H, L, O, x, y, masks, use_masks, 
         else:
             _gru_layer_forward(inp, w_ih, w_hh, b_ih, b_hh, gates[k], cells[k], hidden[k], rec)
 
-    w_out, b_out = _head_views(params, offsets, L, H, O)
     h_last = hidden[L - 1, T - 1]  # (B, H)
-    np.dot(h_last, w_out.T, y_hat)
-    for b in range(B):
-        for j in range(O):
-            y_hat[b, j] += b_out[j]
+    _head(params, offsets, L, H, O, h_last, y_hat)
     loss = _loss_and_grad_out(y_hat, y, quantiles, loss_kind, n_total, d_out)
 
     # head gradients
@@ -649,7 +655,7 @@ def forward_backward(params, offsets, cell, D, H, L, O, x, y, masks, use_masks, 
         gb_out[j] = s
     d_top = d_a
     d_top[:, :, :] = 0.0
-    np.dot(d_out, w_out, d_top[T - 1])  # dL/dh_T of the last layer
+    np.dot(d_out, _head_views(params, offsets, L, H, O)[0], d_top[T - 1])  # dL/dh_T of the last layer
 
     d_cur = d_a
     d_low = d_b
@@ -732,11 +738,7 @@ def _infer_gemv(params, offsets, D, H, L, O, x, out):  # noqa: E741
                 for q in range(G):
                     z[b, q] += rec[b, q] + b_k[q]
             _cell_infer(z, c[k], h[k])
-    w_out, b_out = _head_views(params, offsets, L, H, O)
-    np.dot(h[L - 1], w_out.T, out)
-    for b in range(B):
-        for j in range(O):
-            out[b, j] += b_out[j]
+    _head(params, offsets, L, H, O, h[L - 1], out)
     _restore_fp(old_fp)
 
 
@@ -800,11 +802,7 @@ def _infer_axpy(params, offsets, D, H, L, O, x, out):  # noqa: E741
                 if k + 1 < L:
                     for j in range(H):
                         xh[k + 1, b, j] = h[b, j]
-    w_out, b_out = _head_views(params, offsets, L, H, O)
-    np.dot(h, w_out.T, out)
-    for b in range(B):
-        for j in range(O):
-            out[b, j] += b_out[j]
+    _head(params, offsets, L, H, O, h, out)
     _restore_fp(old_fp)
 
 
@@ -866,11 +864,7 @@ def _infer_gemm(params, offsets, D, H, L, O, x, out):  # noqa: E741
                 for b in range(B):
                     for j in range(H):
                         up[b, j] = h[b, j]  # the input of the layer above
-    w_out, b_out = _head_views(params, offsets, L, H, O)
-    np.dot(h, w_out.T, out)
-    for b in range(B):
-        for j in range(O):
-            out[b, j] += b_out[j]
+    _head(params, offsets, L, H, O, h, out)
     _restore_fp(old_fp)
 
 
@@ -958,11 +952,7 @@ def _gru_infer(params, offsets, D, H, L, O, x, out):  # noqa: E741
                     u = sigmoid_(gi[b, H + j] + gh[b, H + j] + b_hh[H + j])
                     n = tanh_(gi[b, 2 * H + j] + r * (gh[b, 2 * H + j] + b_hh[2 * H + j]))
                     hk[b, j] = n + u * (hk[b, j] - n)
-    w_out, b_out = _head_views(params, offsets, L, H, O)
-    np.dot(h[L - 1], w_out.T, out)
-    for b in range(B):
-        for j in range(O):
-            out[b, j] += b_out[j]
+    _head(params, offsets, L, H, O, h[L - 1], out)
     _restore_fp(old_fp)
 
 
