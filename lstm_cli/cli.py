@@ -322,6 +322,10 @@ def data_options(f):
               help="val: after training, scale the network's output (a departure from the anchor) by the "
                    "factor in [0, 1] that fits the validation windows best, shrinking noise toward naive; "
                    "quantile models are left as trained.")
+@click.option("--blend", type=FiniteFloatRange(0.0, 1.0), default=0.5, show_default=True, metavar="W",
+              help="Forecast (1 - W) x the network's forecast + W x seasonal naive (naive without a season, "
+                   "or when the season is longer than --lookback): the combination beat the network alone "
+                   "on real data (docs/accuracy.md). 0: the network alone; quantile models are not blended.")
 @click.option("--sample-series", type=click.IntRange(1), metavar="N",
               help="Train on a seeded random sample of N series (with --id-col; every series keeps its own "
                    "scaler, so predict serves all of them): one global model learns from a few thousand.")
@@ -341,7 +345,7 @@ def data_options(f):
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def train(data, targets, horizon, out, features, time_col, id_col, sep, missing, freq, lookback, cell, hidden, layers,
           dropout, epochs, batch_size, lr, optimizer, momentum, weight_decay, clip, val_frac, patience, quantiles,
-          seed, dtype, scaling, strategy, forget_bias, calibrate, sample_series, warm_start, threads, time_limit, resume, wait,
+          seed, dtype, scaling, strategy, forget_bias, calibrate, blend, sample_series, warm_start, threads, time_limit, resume, wait,
           max_input_bytes, quiet):
     """Train a model on DATA (a .csv or .csv.gz file, or - for stdin) and write it to --out.
 
@@ -379,7 +383,8 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
                            features=_split_names(features), time_col=time_col, id_col=id_col, sep=sep, freq=freq,
                            missing=missing, lookback=lookback, cell=cell, hidden=hidden, layers=layers, dtype=dtype,
                            quantiles=quantiles or (), val_frac=val_frac, threads=threads, train=config,
-                           scaling=scaling, strategy=strategy, forget_bias=forget_bias, calibrate=calibrate, sample_series=sample_series,
+                           scaling=scaling, strategy=strategy, forget_bias=forget_bias, calibrate=calibrate, blend=blend,
+                           sample_series=sample_series,
                            warm_start=warm_start)
 
         with TrainProgress(console) as progress:
@@ -433,6 +438,8 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
                     f"{model.network.layout.size} parameters, {dtype}"),
         *([("calibrated", f"output x {scale:.3g} (fitted on the validation windows)")]
           if (scale := model.training["params"].get("output_scale")) is not None else []),
+        *([("blended", f"{1 - model.spec.blend:.3g} x network + {model.spec.blend:.3g} x {model.spec.blend_partner}")]
+          if model.spec.blend else []),
         ("time", f"{result.seconds:.1f} s"),
     ])
 
@@ -603,6 +610,7 @@ def info(model, fmt):
 
     from lstm_cli import modelfile
     from lstm_cli.console import Console
+    from lstm_cli.model import DataSpec
 
     header, arrays = modelfile.load(model)
     header = dict(header)
@@ -611,6 +619,7 @@ def info(model, fmt):
         click.echo(json.dumps(header, indent=2, sort_keys=True))
         return
     a, d, t = header["arch"], header["data"], header["training"]
+    spec = DataSpec.from_header(d)
     val = [v for v in t["history"]["val_loss"] if v is not None]
     Console().table(f"lstm model {model}", [
         ("created", f"{header['created']} by lstm {header['lstm_version']}"),
@@ -619,7 +628,9 @@ def info(model, fmt):
         ("features", ", ".join(d["features"]) or "-"),
         ("time", f"{d['time_col']} ({d['time_kind']}, freq {d['freq'] or '?'})"),
         ("series", f"{len(header['series']['ids'])}" + (f" by {d['id_col']}" if d["id_col"] else "")),
-        ("window", f"lookback {d['lookback']}, horizon {d['horizon']}, {d['strategy']}"),
+        ("window", f"lookback {d['lookback']}, horizon {d['horizon']}, {d['strategy']}, scaling {d['scaling']}"
+                   f", season {d.get('season', 1)}"),
+        ("blend", f"{spec.blend:g} x {spec.blend_partner}" if spec.blend else "-"),
         ("quantiles", ", ".join(f"{q:g}" for q in d["quantiles"]) or "-"),
         ("training", f"{t['epochs_run']} epochs, best {t['best_epoch']}, seed {t['seed']}, {t['threads']} threads"),
         ("best val loss", f"{min(val):.4g}" if val else "-"),

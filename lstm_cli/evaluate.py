@@ -135,7 +135,7 @@ def refit_request(model, source: str, threads: int | None) -> tuple[TrainRequest
              "features": spec.features, "time_col": spec.time_col, "id_col": spec.id_col, "freq": spec.freq,
              "lookback": spec.lookback, "hidden": arch.hidden_size, "layers": arch.num_layers,
              "dtype": arch.dtype, "cell": arch.cell, "quantiles": spec.quantiles, "scaling": spec.scaling,
-             "strategy": spec.strategy,
+             "strategy": spec.strategy, "blend": spec.blend,
              "threads": threads or (int(recorded_threads) if recorded_threads else None), "train": config}
     request_fields = {f.name for f in dataclasses.fields(TrainRequest)}
     skip = {"sep", "missing", "warm_start"}  # parsing options (the data is already read); a refit starts afresh

@@ -16,6 +16,10 @@ The forecast every format describes (model.Forecaster.forecast, trained horizon 
                                                   row ("level"), or the row one season before
                                                   the step ("seasonal": lookback - season +
                                                   step % season, steps from 0)
+    base[step] = (1 - w) * base[step]             w = blend (0 in older files): seasonal naive
+                 + w * xs[snaive_row[step], :K]   mixed in; snaive_row is the "seasonal" row
+                                                  when 1 < season <= lookback, else the last
+                                                  (the head is already scaled by 1 - w)
     h  = LSTM (or GRU) stack over inputs, last layer's final hidden state   (H,)
     y  = head.weight @ h + head.bias + base       (O,) = [step][target][quantile]
     y  = sort(y over quantiles)                   quantile models only: quantiles never cross
@@ -94,6 +98,7 @@ def metadata(header: dict) -> dict:
         "strategy": d["strategy"],
         "scaling": d["scaling"],
         "season": d.get("season", 1),
+        "blend": d.get("blend", 0.0),
         "ids": list(s["ids"]),
         "last_time": list(s["last_time"]),
         "cell": a["cell"],
@@ -191,6 +196,12 @@ def onnx_doc(header: dict) -> str:
         lines.append(f"The network sees each scaled window minus its last row and forecasts departures "
                      f"from the values one season ({d.get('season', 1)} steps) before each step (seasonal "
                      f"naive); the graph subtracts the last row and adds those values back.")
+    if d.get("blend", 0.0):
+        w, season = d["blend"], d.get("season", 1)
+        partner = (f"seasonal naive (the values {season} steps before each step)"
+                   if windows.has_seasonal_naive(d["lookback"], season) else "naive (the last row)")
+        lines.append(f"The forecast is blended: {1 - w:.6g} x the network's forecast + {w:.6g} x {partner}; "
+                     f"the head is stored already scaled by {1 - w:.6g} and the graph mixes the anchor.")
     lines.append("Scaling and un-scaling run in float64 with the model's exact loc/scale.")
     return "\n".join(lines)
 
@@ -270,15 +281,29 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
     head_bias = const("head_bias", np.asarray(arrays["head.bias"], np.float32))
     steps = 1 if d["strategy"] == "recursive" else horizon  # what one call of the network forecasts
     rows = windows.anchor_rows(lookback, steps, d["scaling"], d.get("season", 1))
+    blend = float(d.get("blend", 0.0))
+    snaive_rows = windows.seasonal_naive_rows(lookback, steps, d.get("season", 1))
+
+    def gather_targets(xs: str, index: np.ndarray, name: str, tag: str) -> str:
+        """xs[:, index, :K] (B, steps, K): the rows of the window an anchor is taken from."""
+        taken = node("Gather", [xs, const(name, index)], f"x_{name}{tag}", axis=1)  # (B, steps, C)
+        return node("Slice", [taken, const("zero", np.array([0], np.int64)),
+                              const("n_targets", np.array([K], np.int64)), axes(2)], f"{name}_targets{tag}")
 
     def call(xs: str, tag: str) -> str:
         """One call of the network on the scaled float64 window xs (B, lookback, C): anchor,
         inputs, the recurrent stack, the head and the quantile sort, as the forecaster does it.
         Returns its forecast (B, steps, K, max(nq, 1)), scaled, float64, anchor added."""
-        if rows is not None:  # the anchor of each step's targets, then the window relative to its last row
-            anchor = node("Gather", [xs, const("anchor_rows", rows)], f"x_anchor_rows{tag}", axis=1)  # (B, steps, C)
-            anchor = node("Slice", [anchor, const("zero", np.array([0], np.int64)),
-                                    const("n_targets", np.array([K], np.int64)), axes(2)], f"anchor{tag}")
+        anchor = None  # the anchor of each step's targets (windows.split_anchor, same float64 operations)
+        if rows is not None:
+            anchor = gather_targets(xs, rows, "anchor_rows", tag)
+            if blend:
+                anchor = node("Mul", [anchor, const("one_minus_blend", np.array(1.0 - blend))], f"anchor_kept{tag}")
+        if blend:
+            snaive = node("Mul", [gather_targets(xs, snaive_rows, "snaive_rows", tag),
+                                  const("blend", np.array(blend))], f"snaive_blended{tag}")
+            anchor = snaive if anchor is None else node("Add", [anchor, snaive], f"anchor_blended{tag}")
+        if rows is not None:  # the network sees the window relative to its last row
             last_row = node("Slice", [xs, const("last_row_start", np.array([-1], np.int64)),
                                       const("int64_max", np.array([np.iinfo(np.int64).max], np.int64)), axes(1)],
                             f"x_level{tag}")  # (B, 1, C)
@@ -302,7 +327,7 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
                                           axis=-1, largest=0, sorted=1))
             y = f"y_sorted{tag}"
         y = node("Cast", [y], f"y_scaled_f64{tag}", to=TensorProto.DOUBLE)
-        if rows is not None:  # add back the anchor (the same for every quantile: the sort holds)
+        if anchor is not None:  # add back the anchor (the same for every quantile: the sort holds)
             y = node("Add", [y, node("Unsqueeze", [anchor, axes(3)], f"anchor_4d{tag}")], f"y_plus_anchor{tag}")
         return y
 
@@ -349,7 +374,7 @@ def onnx_metadata_props(meta: dict) -> dict[str, str]:
     last_time only for at most 10000 series."""
     props = {key: meta[key] for key in ("cell", "targets", "features", "time_col", "id_col", "freq", "step",
                                          "time_kind", "lookback", "horizon", "quantiles", "strategy", "scaling",
-                                         "season", "dtype", "output_layout", "created", "lstm_version")}
+                                         "season", "blend", "dtype", "output_layout", "created", "lstm_version")}
     props["n_series"] = len(meta["ids"])
     if len(meta["ids"]) <= MAX_IDS_IN_ONNX_METADATA:
         props["ids"], props["last_time"] = meta["ids"], meta["last_time"]

@@ -49,10 +49,16 @@ class DataSpec:
     strategy: str = "direct"
     scaling: str = "series"
     season: int = 1  # steps per seasonal cycle; the "seasonal" scaling's anchor is one season back
+    blend: float = 0.0  # weight of seasonal naive in the forecast (windows.split_anchor); 0 in older files
 
     @property
     def columns(self) -> tuple[str, ...]:
         return self.targets + self.features
+
+    @property
+    def blend_partner(self) -> str:
+        """What --blend mixes into the forecast: seasonal naive, or naive when the window holds no season."""
+        return "seasonal naive" if windows.has_seasonal_naive(self.lookback, self.season) else "naive"
 
     @property
     def n_outputs_per_step(self) -> int:
@@ -174,7 +180,7 @@ class Forecaster:
         done = 0
         median = nq // 2
         while done < horizon:
-            inputs, base = windows.split_anchor(window, steps_per_call, K, spec.scaling, spec.season)
+            inputs, base = windows.split_anchor(window, steps_per_call, K, spec.scaling, spec.season, spec.blend)
             raw = self.network.predict(inputs).astype(np.float64)  # (S, O)
             y = raw.reshape(len(series_ids), steps_per_call, K, nq) + base[..., None]
             if nq > 1:

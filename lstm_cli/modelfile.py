@@ -652,7 +652,7 @@ def validate_header(header: dict) -> None:
     _int(arch["output_size"], "arch.output_size", 1, 100_000)
     _choice(arch["dtype"], "arch.dtype", set(_ARCH_DTYPES))
 
-    data = _section(header, "data", _DATA_KEYS, "data", optional={"season"})  # season: since 0.2
+    data = _section(header, "data", _DATA_KEYS, "data", optional={"season", "blend"})  # absent in older files
     time_col = _str(data["time_col"], "data.time_col", nonempty=True)
     id_col = data["id_col"]
     if id_col is not None:
@@ -683,6 +683,7 @@ def validate_header(header: dict) -> None:
     _choice(data["strategy"], "data.strategy", {"direct", "recursive"})
     _choice(data["scaling"], "data.scaling", {"series", "level", "seasonal"})
     season = _int(data.get("season", 1), "data.season", 1, 100_000)
+    _num(data.get("blend", 0.0), "data.blend", 0.0, 1.0)
     if data["scaling"] == "seasonal" and season > data["lookback"]:
         raise _bad("data.season", f"is {season} but a seasonal model needs lookback >= season "
                                   f"(lookback {data['lookback']})")

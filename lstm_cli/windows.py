@@ -84,15 +84,37 @@ def anchor_rows(lookback: int, horizon: int, scaling: str, season: int) -> np.nd
     return lookback - season + np.arange(horizon, dtype=np.int64) % season
 
 
-def split_anchor(x: np.ndarray, horizon: int, n_targets: int, scaling: str, season: int = 1):
+def has_seasonal_naive(lookback: int, season: int) -> bool:
+    """Whether a window holds a whole season, so seasonal naive can be taken from it."""
+    return 1 < season <= lookback
+
+
+def seasonal_naive_rows(lookback: int, horizon: int, season: int) -> np.ndarray:
+    """For each forecast step, the window row seasonal naive forecasts it with: the same point one
+    season earlier, or the last row (naive) when there is no season or it does not fit the window."""
+    if has_seasonal_naive(lookback, season):
+        return anchor_rows(lookback, horizon, "seasonal", season)
+    return anchor_rows(lookback, horizon, "level", season)
+
+
+def split_anchor(x: np.ndarray, horizon: int, n_targets: int, scaling: str, season: int = 1,
+                 blend: float = 0.0):
     """(network inputs, anchor) for scaled windows x (N, lookback, C). Inputs are x relative to
     its last row, so the network sees shapes, not absolute levels (a trend that leaves the
     training range or a level shift does not saturate it); anchor (N, horizon, n_targets) is what
-    its outputs are added to (see anchor_rows; zeros for "series")."""
+    its outputs are added to (see anchor_rows; zeros for "series").
+
+    blend w > 0 (a trained model's DataSpec.blend) mixes seasonal naive into the anchor:
+    (1 - w) * anchor + w * seasonal naive. The model's head is already scaled by 1 - w, so the
+    forecast is (1 - w) * network forecast + w * seasonal naive (see pipeline.scale_head)."""
     rows = anchor_rows(x.shape[1], horizon, scaling, season)
     if rows is None:
-        return x, np.zeros((x.shape[0], horizon, n_targets), dtype=x.dtype)
-    return x - x[:, -1:, :], x[:, rows, :n_targets]
+        inputs, base = x, np.zeros((x.shape[0], horizon, n_targets), dtype=x.dtype)
+    else:
+        inputs, base = x - x[:, -1:, :], x[:, rows, :n_targets]
+    if blend:
+        base = base * (1.0 - blend) + x[:, seasonal_naive_rows(x.shape[1], horizon, season), :n_targets] * blend
+    return inputs, base
 
 
 def last_windows(values: np.ndarray, starts: np.ndarray, lookback: int) -> np.ndarray:

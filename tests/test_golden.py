@@ -19,7 +19,7 @@ GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 PINNED = ["--lookback", "24", "--layers", "1", "--dropout", "0", "--batch-size", "32", "--lr", "0.003",
           "--optimizer", "adam", "--clip", "1.0", "--val-frac", "0.1", "--patience", "15",
           "--dtype", "float32", "--scaling", "level", "--forget-bias", "1.0", "--weight-decay", "0",
-          "--calibrate", "none"]
+          "--calibrate", "none", "--blend", "0"]
 
 
 def test_committed_model_still_loads_and_forecasts_the_same(tmp_path):
@@ -51,7 +51,8 @@ def test_retraining_the_golden_model_reproduces_it(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     new_header, new_arrays = modelfile.load(out)
     old_header, old_arrays = modelfile.load(GOLDEN / "tiny.lstm")
-    # "season" joined the data section later (files without it read as season 1)
-    assert {k: v for k, v in new_header["data"].items() if k != "season"} == old_header["data"]
+    # "season" and "blend" joined the data section later (files without them read as season 1, blend 0)
+    assert new_header["data"]["blend"] == 0.0
+    assert {k: v for k, v in new_header["data"].items() if k not in ("season", "blend")} == old_header["data"]
     for name, old in old_arrays.items():
         np.testing.assert_allclose(new_arrays[name], old, rtol=1e-4, atol=1e-6, err_msg=name)

@@ -56,7 +56,9 @@ def by_hand(model, histories: list[np.ndarray], horizon: int) -> np.ndarray:
     """The recursion written out: (S, horizon, K, nq) in original units, one row of `histories`
     per series of the model (raw rows, in its ids order). Step t's window is the `lookback` rows
     before t of the history followed by the forecasts so far; its anchor is the row one season
-    before t ("seasonal"), the row before t ("level") or 0 ("series"). All series go through one
+    before t ("seasonal"), the row before t ("level") or 0 ("series"), mixed with the row
+    seasonal naive takes (one season before t, or the row before t) by the model's blend w:
+    (1 - w) * anchor + w * that row. All series go through one
     Network.predict call per step, as in the forecaster (float32 results depend on the batch)."""
     spec, net = model.spec, model.network
     K, nq, L, S = len(spec.targets), max(1, len(spec.quantiles)), spec.lookback, len(histories)
@@ -66,14 +68,17 @@ def by_hand(model, histories: list[np.ndarray], horizon: int) -> np.ndarray:
     for _ in range(horizon):
         ts = [len(seq) for seq in seqs]  # the index of the step being forecast, per series
         window = np.stack([np.array(seq[t - L :]) for seq, t in zip(seqs, ts, strict=True)])  # (S, L, C)
-        inputs, base = windows.split_anchor(window, 1, K, spec.scaling, spec.season)
+        inputs, base = windows.split_anchor(window, 1, K, spec.scaling, spec.season, spec.blend)
+        w = spec.blend
+        snaive_back = spec.season if 1 < spec.season <= L else 1
+        snaive = np.stack([seq[t - snaive_back][:K] for seq, t in zip(seqs, ts, strict=True)])
         if spec.scaling == "series":
-            assert not base.any()
+            np.testing.assert_array_equal(base[:, 0], 0.0 * (1 - w) + snaive * w)
             np.testing.assert_array_equal(inputs, window)
         else:
             back = spec.season if spec.scaling == "seasonal" else 1
             anchors = np.stack([seq[t - back][:K] for seq, t in zip(seqs, ts, strict=True)])
-            np.testing.assert_array_equal(base[:, 0], anchors)
+            np.testing.assert_array_equal(base[:, 0], anchors * (1 - w) + snaive * w if w else anchors)
             np.testing.assert_array_equal(inputs, window - window[:, -1:])
         raw = net.predict(inputs).astype(np.float64)
         assert raw.shape == (S, K * nq)  # one step per call
@@ -145,13 +150,16 @@ def test_first_step_is_the_one_step_output_on_the_last_window(recursive_models):
     path, data = recursive_models["lstm_level"]
     model, header = load_model(path)
     history = raw_series(data, header)[0]
-    xs = (history[-model.spec.lookback :] - model.loc[0]) / model.scale[0]
-    one_step = model.network.predict((xs - xs[-1])[None]).astype(np.float64)[0, 0] + xs[-1, 0]
+    spec = model.spec
+    xs = (history[-spec.lookback :] - model.loc[0]) / model.scale[0]
+    snaive_row = spec.lookback - spec.season if 1 < spec.season <= spec.lookback else spec.lookback - 1
+    anchor = xs[-1, 0] * (1 - spec.blend) + xs[snaive_row, 0] * spec.blend if spec.blend else xs[-1, 0]
+    one_step = model.network.predict((xs - xs[-1])[None]).astype(np.float64)[0, 0] + anchor
     first = one_step * model.scale[0, 0] + model.loc[0, 0]
     forecast, _ = model.forecast(model.ids, history, np.array([0, len(history)]))
     assert forecast[0, 0, 0, 0] == pytest.approx(first, rel=1e-12)
     # the second step is not the network on the unchanged window: the first forecast was fed back
-    again = model.network.predict((xs - xs[-1])[None]).astype(np.float64)[0, 0] + xs[-1, 0]
+    again = model.network.predict((xs - xs[-1])[None]).astype(np.float64)[0, 0] + anchor
     assert forecast[0, 1, 0, 0] != pytest.approx(again * model.scale[0, 0] + model.loc[0, 0], rel=1e-9)
 
 
