@@ -126,12 +126,21 @@ def ensemble_mase(model_paths: list[str], path: str) -> float:
     return float(np.nanmean(scores))
 
 
+def _number_or_text(v: str):
+    """'3' -> 3, '0.5' -> 0.5, 'gru' -> 'gru': TrainRequest's numeric fields (hidden, threads, blend,
+    val_frac, ...) must not receive strings."""
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v
+
+
 def parse_overrides(pairs: list[str], req: TrainRequest) -> TrainRequest:
     overrides = dict(kv.split("=", 1) for kv in pairs)
     cfg = {k: type(getattr(req.train, k))(v) for k, v in overrides.items() if hasattr(req.train, k)}
-    top = {k: (int(v) if k in ("hidden", "layers", "lookback") else
-               float(v) if k in ("val_frac", "forget_bias") else v)
-           for k, v in overrides.items() if not hasattr(req.train, k)}
+    top = {k: _number_or_text(v) for k, v in overrides.items() if not hasattr(req.train, k)}
     return replace(req, train=replace(req.train, **cfg), **top)
 
 

@@ -10,6 +10,11 @@ fitted on the validation windows (least squares in [0, 1]; by validation MAE on 
 validation MAE), choosing the better of network / seasonal naive / naive on validation, and the
 average with seasonal naive plus drift. MASE as in bench/accuracy.py (mean over origins and
 seeds); the last lines give the geometric mean of MASE / seasonal naive and the wins over it.
+"ens": the mean of the seeds' network forecasts at each origin, alone and blended 0.5.
+
+--variant log trains on log values and forecasts exp(...) (every series here is positive);
+--variant refit-all retrains on every row (no validation part) for the first run's best epoch
+count, keeping its calibration factor.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from accuracy import DATASETS, SLOW  # noqa: E402
 
 from lstm_cli import frame, metrics, scaling, windows  # noqa: E402
 from lstm_cli.evaluate import _truncate  # noqa: E402
-from lstm_cli.pipeline import TrainRequest, train_on_series  # noqa: E402
+from lstm_cli.pipeline import TrainRequest, scale_head, train_on_series  # noqa: E402
 
 FIXED = (0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -55,14 +60,23 @@ def clipped_ls(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> float:
     return 0.0 if denom == 0 else float(np.clip(np.sum(d * (y - a)) / denom, 0.0, 1.0))
 
 
-def forecasts(name: str, origin: int, seed: int, data_dir: str) -> dict[str, float]:
+def forecasts(name: str, origin: int, seed: int, data_dir: str, variant: str) -> tuple[dict[str, float], tuple]:
+    """({rule: MASE}, what mase_of needs to score another forecast of the same origin)."""
     file, target, id_col, features, horizon = DATASETS[name]
     series = frame.read_series(os.path.join(data_dir, file), targets=(target,), features=features, id_col=id_col)
-    full = _truncate(series, np.diff(series.starts) - origin * -(-horizon // 2))
+    actual = _truncate(series, np.diff(series.starts) - origin * -(-horizon // 2))
+    full = replace(actual, values=np.log(actual.values)) if variant == "log" else actual
     past = _truncate(full, np.diff(full.starts) - horizon)
     req = TrainRequest(data=past.source, out="", targets=(target,), horizon=horizon, features=features,
                        id_col=id_col, blend=0.0, threads=1)
-    model, _ = train_on_series(past, replace(req, train=replace(req.train, seed=seed)))
+    req = replace(req, train=replace(req.train, seed=seed))
+    model, result = train_on_series(past, req)
+    if variant == "refit-all":
+        again, _ = train_on_series(past, replace(req, val_frac=0.0, lookback=model.spec.lookback, calibrate="none",
+                                                 train=replace(req.train, epochs=max(result.best_epoch, 1),
+                                                               patience=10**6)))
+        scale_head(again.network, model.training["params"]["output_scale"] or 1.0)
+        model = again
     spec = model.spec
     L, m = spec.lookback, spec.season
     scaled = scaling.transform(past.values, past.starts, model.loc, model.scale)
@@ -91,16 +105,21 @@ def forecasts(name: str, origin: int, seed: int, data_dir: str) -> dict[str, flo
     rules["pick val"] = pick
     rules["avg drift"] = (0.5 * net_t + 0.5 * drift_t, None)
     rules["snaive"] = (sn_t, None)
-    out = {}
-    lengths = np.diff(past.starts)
-    for rule, (rel, _) in rules.items():
-        f = (rel + base[:, :, 0]) * model.scale[:, None, 0] + model.loc[:, None, 0]
-        scores = []
-        for s in range(len(past.ids)):
-            y = full.values[full.starts[s] : full.starts[s + 1], 0]
-            scores.append(metrics.mase(y[lengths[s] :], f[s], y[: lengths[s]], m))
-        out[rule] = float(np.mean(scores))
-    return out
+    scorer = (actual, np.diff(past.starts), base[:, :, 0], model.scale[:, 0], model.loc[:, 0], m, variant)
+    return {rule: mase_of(rel, scorer) for rule, (rel, _) in rules.items()}, (net_t, sn_t, scorer)
+
+
+def mase_of(rel: np.ndarray, scorer: tuple) -> float:
+    """MASE (mean over series) of a forecast given relative to the windows' last rows, scaled."""
+    actual, lengths, base, scale, loc, m, variant = scorer
+    f = (rel + base) * scale[:, None] + loc[:, None]
+    if variant == "log":
+        f = np.exp(f)
+    scores = []
+    for s in range(len(lengths)):
+        y = actual.values[actual.starts[s] : actual.starts[s + 1], 0]
+        scores.append(metrics.mase(y[lengths[s] :], f[s], y[: lengths[s]], m))
+    return float(np.mean(scores))
 
 
 def main() -> None:
@@ -109,12 +128,21 @@ def main() -> None:
     ap.add_argument("--only", action="append")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--origins", type=int, default=3)
+    ap.add_argument("--variant", choices=("plain", "log", "refit-all"), default="plain")
     args = ap.parse_args()
     names = [n for n in DATASETS if (n in args.only if args.only else n not in SLOW)]
     table = {}
     for name in names:
-        runs = [forecasts(name, o, s, args.data_dir) for s in range(args.seeds) for o in range(args.origins)]
-        table[name] = {rule: float(np.mean([r[rule] for r in runs])) for rule in runs[0]}
+        runs = {(o, s): forecasts(name, o, s, args.data_dir, args.variant)
+                for s in range(args.seeds) for o in range(args.origins)}
+        table[name] = {rule: float(np.mean([r[0][rule] for r in runs.values()])) for rule in runs[0, 0][0]}
+        for label, wt in (("ens", 0.0), ("ens w=0.5", 0.5)):  # the seeds' mean network forecast per origin
+            scores = []
+            for o in range(args.origins):
+                parts = [runs[o, s][1] for s in range(args.seeds)]
+                net = np.mean([p[0] for p in parts], axis=0)
+                scores.append(mase_of((1 - wt) * net + wt * parts[0][1], parts[0][2]))
+            table[name][label] = float(np.mean(scores))
         if name == names[0]:
             print(f"{'data':11}" + "".join(f"{rule:>10}" for rule in table[name]), flush=True)
         print(f"{name:11}" + "".join(f"{v:10.3f}" for v in table[name].values()), flush=True)

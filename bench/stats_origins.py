@@ -1,8 +1,10 @@
 """AutoETS and AutoARIMA at the accuracy study's forecast origins, standalone (statsforecast needs
 pandas<3, which the project's venv does not have), so it runs in its own venv:
 
-    python3 -m venv /tmp/sf && /tmp/sf/bin/pip install statsforecast "pandas<3"
-    /tmp/sf/bin/python bench/stats_origins.py [--origins 3] [--data-dir ../shared/data] [NAME ...]
+    make .venv-stats/bin/python       # python3 -m venv .venv-stats; pip install statsforecast "pandas<3"
+    .venv-stats/bin/python bench/stats_origins.py [--origins 3] [--data-dir ../shared/data] [NAME ...]
+
+(`make accuracy` runs it after the LSTM's study.)
 
 The cuts, season lengths and MASE scale are bench/accuracy.py --origins N's: origin o forecasts
 the last horizon of each series cut by o * ceil(horizon / 2) rows, from the rows before it; MASE
