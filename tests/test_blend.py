@@ -45,16 +45,17 @@ def predicted(model, data=SAMPLE, target=TARGET) -> np.ndarray:
 def test_split_anchor_mixes_seasonal_naive_into_the_anchor(scaling):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, 8, 2))  # lookback 8, two columns (one target)
-    inputs0, base0 = windows.split_anchor(x, 5, 1, scaling, 3)
+    snaive = x[:, [5, 6, 7, 5, 6], :1]  # season 3: the row one season before each of the 5 steps
+    anchor = {"level": x[:, [7] * 5, :1], "seasonal": snaive, "series": np.zeros((3, 5, 1))}[scaling]
+    inputs0, _ = windows.split_anchor(x, 5, 1, scaling, 3)
     inputs, base = windows.split_anchor(x, 5, 1, scaling, 3, blend=0.25)
     np.testing.assert_array_equal(inputs, inputs0)  # the network's inputs do not change
-    snaive = x[:, [5, 6, 7, 5, 6], :1]  # one season (3 rows) before each of the 5 steps
-    np.testing.assert_array_equal(base, base0 * 0.75 + snaive * 0.25)
-    # no season, or a season longer than the window: the partner is naive (the last row)
-    _, base = windows.split_anchor(x, 2, 1, scaling, 12, blend=0.25) if scaling != "seasonal" else (None, None)
-    if base is not None:
-        np.testing.assert_array_equal(base, windows.split_anchor(x, 2, 1, scaling, 12)[1] * 0.75 + x[:, [7, 7], :1] * 0.25)
-    assert windows.seasonal_naive_rows(8, 2, 1).tolist() == [7, 7]
+    np.testing.assert_array_equal(base, anchor * 0.75 + snaive * 0.25)
+    if scaling != "seasonal":  # no season, or one longer than the window: the partner is naive
+        anchor = {"level": x[:, [7, 7], :1], "series": np.zeros((3, 2, 1))}[scaling]
+        for season in (1, 12):
+            _, base = windows.split_anchor(x, 2, 1, scaling, season, blend=0.25)
+            np.testing.assert_array_equal(base, anchor * 0.75 + x[:, [7, 7], :1] * 0.25)
 
 
 def test_blended_forecast_is_the_combination_with_seasonal_naive(tmp_path):
