@@ -34,7 +34,9 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("export_clients")
     out = {}
     for name, options in {"f32": [], "f64": ["--dtype", "float64"],
-                          "f64_seasonal": ["--dtype", "float64", "--scaling", "seasonal"]}.items():
+                          "f64_seasonal": ["--dtype", "float64", "--scaling", "seasonal"],
+                          "f64_series_blend": ["--dtype", "float64", "--scaling", "series", "--blend", "0.3"],
+                          "f64_recursive": ["--dtype", "float64", "--strategy", "recursive"]}.items():
         path = root / f"{name}.lstm"
         result = run("train", A10, "--target", "cost_million_aud", "--horizon", "6", *options, "--out", path, *FAST)
         assert result.exit_code == 0, result.output
@@ -101,7 +103,7 @@ def _doc_torch_snippet() -> str:
     return blocks[0]
 
 
-@pytest.mark.parametrize("name", ["f64", "f64_seasonal"])
+@pytest.mark.parametrize("name", ["f64", "f64_seasonal", "f64_series_blend", "f64_recursive"])
 def test_docs_torch_snippet_reproduces_a_float64_model_to_float64_precision(models, name, tmp_path, monkeypatch):
     """The snippet once built the scaler with torch's default dtype (float32): a float64 model's
     forecast came back with ~1e-10 relative error instead of the model's own precision."""
