@@ -82,7 +82,7 @@ def forecasts(name: str, origin: int, seed: int, data_dir: str, variant: str) ->
     scaled = scaling.transform(past.values, past.starts, model.loc, model.scale)
     w = windows.make_windows(scaled, past.starts, 1, L, horizon, req.val_frac, scaling=spec.scaling, season=m)
     net_v, y_v = model.network.predict(w["x_val"]).astype(np.float64), w["y_val"]  # relative to the last row
-    sn_v, drift_v = relative_parts(w["x_val"][:, :, 0], horizon, m)
+    sn_v = relative_parts(w["x_val"][:, :, 0], horizon, m)[0]
     inputs, base = windows.split_anchor(windows.last_windows(scaled, past.starts, L), horizon, 1, spec.scaling, m)
     net_t = model.network.predict(inputs).astype(np.float64)
     sn_t, drift_t = relative_parts(inputs[:, :, 0], horizon, m)
@@ -90,23 +90,22 @@ def forecasts(name: str, origin: int, seed: int, data_dir: str, variant: str) ->
     def mae(f):
         return float(np.mean(np.abs(y_v - f)))
 
-    rules = {"network": (net_t, net_v)}
-    for wt in FIXED:
-        rules[f"w={wt}"] = ((1 - wt) * net_t + wt * sn_t, None)
-    wt = clipped_ls(net_v, sn_v, y_v)
-    rules["fit LS"] = ((1 - wt) * net_t + wt * sn_t, None)
+    def blended(wt):  # the test forecast with weight wt on seasonal naive
+        return (1 - wt) * net_t + wt * sn_t
+
     grid = np.linspace(0, 1, 21)
-    wt = grid[int(np.argmin([mae((1 - g) * net_v + g * sn_v) for g in grid]))]
-    rules["fit MAE"] = ((1 - wt) * net_t + wt * sn_t, None)
     inv_net, inv_sn = 1 / max(mae(net_v), 1e-12), 1 / max(mae(sn_v), 1e-12)
-    wt = inv_sn / (inv_net + inv_sn)
-    rules["inv MAE"] = ((1 - wt) * net_t + wt * sn_t, None)
-    pick = min(((net_t, net_v), (sn_t, sn_v), (0 * sn_t, 0 * sn_v)), key=lambda c: mae(c[1]))
-    rules["pick val"] = pick
-    rules["avg drift"] = (0.5 * net_t + 0.5 * drift_t, None)
-    rules["snaive"] = (sn_t, None)
+    candidates = ((net_t, net_v), (sn_t, sn_v), (0 * sn_t, 0 * sn_v))  # network, seasonal naive, naive
+    rules = {"network": net_t,
+             **{f"w={wt}": blended(wt) for wt in FIXED},
+             "fit LS": blended(clipped_ls(net_v, sn_v, y_v)),
+             "fit MAE": blended(grid[int(np.argmin([mae((1 - g) * net_v + g * sn_v) for g in grid]))]),
+             "inv MAE": blended(inv_sn / (inv_net + inv_sn)),
+             "pick val": min(candidates, key=lambda c: mae(c[1]))[0],
+             "avg drift": 0.5 * net_t + 0.5 * drift_t,
+             "snaive": sn_t}
     scorer = (actual, np.diff(past.starts), base[:, :, 0], model.scale[:, 0], model.loc[:, 0], m, variant)
-    return {rule: mase_of(rel, scorer) for rule, (rel, _) in rules.items()}, (net_t, sn_t, scorer)
+    return {rule: mase_of(rel, scorer) for rule, rel in rules.items()}, (net_t, sn_t, scorer)
 
 
 def mase_of(rel: np.ndarray, scorer: tuple) -> float:

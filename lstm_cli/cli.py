@@ -372,6 +372,7 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
 
         atomic.check_output_path(out, inputs=() if data == "-" else (data,))  # before any work
         held.enter_context(atomic.output_lock(out, wait=wait))  # before the heavy imports: a 2nd run exits 75 at once
+        from lstm_cli import windows
         from lstm_cli.console import Console, TrainProgress
         from lstm_cli.pipeline import TrainRequest, train_from_csv
         from lstm_cli.train import TrainConfig
@@ -438,8 +439,8 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
                     f"{model.network.layout.size} parameters, {dtype}"),
         *([("calibrated", f"output x {scale:.3g} (fitted on the validation windows)")]
           if (scale := model.training["params"].get("output_scale")) is not None else []),
-        *([("blended", f"{1 - model.spec.blend:.3g} x network + {model.spec.blend:.3g} x {model.spec.blend_partner}")]
-          if model.spec.blend else []),
+        *([("blended", blended)] if (blended := windows.blend_summary(model.spec.blend, model.spec.lookback,
+                                                                     model.spec.season)) else []),
         ("time", f"{result.seconds:.1f} s"),
     ])
 
@@ -608,9 +609,8 @@ def info(model, fmt):
     """
     import json
 
-    from lstm_cli import modelfile
+    from lstm_cli import modelfile, windows
     from lstm_cli.console import Console
-    from lstm_cli.model import DataSpec
 
     header, arrays = modelfile.load(model)
     header = dict(header)
@@ -619,7 +619,7 @@ def info(model, fmt):
         click.echo(json.dumps(header, indent=2, sort_keys=True))
         return
     a, d, t = header["arch"], header["data"], header["training"]
-    spec = DataSpec.from_header(d)
+    season = d.get("season", 1)  # files written before it have no season: 1
     val = [v for v in t["history"]["val_loss"] if v is not None]
     Console().table(f"lstm model {model}", [
         ("created", f"{header['created']} by lstm {header['lstm_version']}"),
@@ -628,9 +628,9 @@ def info(model, fmt):
         ("features", ", ".join(d["features"]) or "-"),
         ("time", f"{d['time_col']} ({d['time_kind']}, freq {d['freq'] or '?'})"),
         ("series", f"{len(header['series']['ids'])}" + (f" by {d['id_col']}" if d["id_col"] else "")),
-        ("window", f"lookback {d['lookback']}, horizon {d['horizon']}, {d['strategy']}, scaling {d['scaling']}"
-                   f", season {d.get('season', 1)}"),
-        ("blend", f"{spec.blend:g} x {spec.blend_partner}" if spec.blend else "-"),
+        ("window", f"lookback {d['lookback']}, horizon {d['horizon']}, {d['strategy']}, scaling {d['scaling']}, "
+                   f"season {season}"),
+        ("blend", windows.blend_summary(d.get("blend", 0.0), d["lookback"], season) or "-"),
         ("quantiles", ", ".join(f"{q:g}" for q in d["quantiles"]) or "-"),
         ("training", f"{t['epochs_run']} epochs, best {t['best_epoch']}, seed {t['seed']}, {t['threads']} threads"),
         ("best val loss", f"{min(val):.4g}" if val else "-"),

@@ -56,11 +56,6 @@ class DataSpec:
         return self.targets + self.features
 
     @property
-    def blend_partner(self) -> str:
-        """What --blend mixes into the forecast: seasonal naive, or naive when the window holds no season."""
-        return "seasonal naive" if windows.has_seasonal_naive(self.lookback, self.season) else "naive"
-
-    @property
     def n_outputs_per_step(self) -> int:
         return len(self.targets) * max(1, len(self.quantiles))
 

@@ -495,7 +495,7 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
     output_scale = None
     if req.calibrate == "val" and quantiles is None and len(w["x_val"]):
         output_scale = calibrate_head(network, w["x_val"], y_val)
-    blend = req.blend if quantiles is None else 0.0  # quantile models keep their trained spread
+    blend = float(req.blend) if quantiles is None else 0.0  # quantile models keep their trained spread
     if blend:
         scale_head(network, 1.0 - blend)
     spec = DataSpec(time_col=series.time_col, id_col=series.id_col, targets=tuple(req.targets),

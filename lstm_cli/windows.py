@@ -89,6 +89,15 @@ def has_seasonal_naive(lookback: int, season: int) -> bool:
     return 1 < season <= lookback
 
 
+def blend_summary(blend: float, lookback: int, season: int) -> str | None:
+    """What train and info print of a model's --blend, e.g. '0.5 x network + 0.5 x seasonal
+    naive' (naive when the window holds no season); None for an unblended model."""
+    if not blend:
+        return None
+    partner = "seasonal naive" if has_seasonal_naive(lookback, season) else "naive"
+    return f"{1 - blend:.3g} x network + {blend:.3g} x {partner}"
+
+
 def seasonal_naive_rows(lookback: int, horizon: int, season: int) -> np.ndarray:
     """For each forecast step, the window row seasonal naive forecasts it with: the same point one
     season earlier, or the last row (naive) when there is no season or it does not fit the window."""

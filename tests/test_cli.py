@@ -45,6 +45,9 @@ def a10_model(tmp_path_factory):
     return path
 
 
+GOLDEN_MODEL = Path(__file__).resolve().parent / "data" / "golden" / "tiny.lstm"
+
+
 def test_every_command_has_help_with_an_example():
     top = run("--help")
     assert top.exit_code == 0
@@ -62,6 +65,15 @@ def test_help_imports_no_heavy_module():
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_info_does_not_load_the_kernels():
+    """`lstm info` reads a header: it must not pay numba's import (the network and kernels)."""
+    code = ("import sys; from click.testing import CliRunner; from lstm_cli.cli import cli; "
+            f"r = CliRunner().invoke(cli, ['info', {str(GOLDEN_MODEL)!r}]); "
+            "print(r.exit_code, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "False"]
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLE_JOBS))
