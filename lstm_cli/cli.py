@@ -621,7 +621,7 @@ def info(model, fmt):
     a, d, t = header["arch"], header["data"], header["training"]
     season = d.get("season", 1)  # files written before it have no season: 1
     val = [v for v in t["history"]["val_loss"] if v is not None]
-    Console().table(f"lstm model {model}", [
+    Console(stream=sys.stdout).table(f"lstm model {model}", [  # the answer: stdout, so `| grep` finds it
         ("created", f"{header['created']} by lstm {header['lstm_version']}"),
         ("network", f"{a['num_layers']} x {a['cell'].upper()}({a['hidden_size']}) -> {a['output_size']} outputs, {a['dtype']}"),
         ("targets", ", ".join(d["targets"])),
@@ -646,7 +646,8 @@ def info(model, fmt):
 @click.option("--step", type=click.IntRange(1, 100_000), help="Steps between origins [default: the horizon].")
 @click.option("--season", type=click.IntRange(1, 100_000), help="Season length for seasonal naive and MASE [default: from the frequency].")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
-              help="table: for people, on stderr; json/csv: per-series scores on stdout.")
+              help="table: the overall scores, on stdout; json/csv: per-series scores on stdout (and the "
+                   "table on stderr).")
 @click.option("--fail-if-worse-than", "gate", type=click.Choice(["naive", "seasonal_naive"]),
               help="Exit 3 when the model's MASE is worse than this baseline's (a retrain gate for cron).")
 @click.option("--refit", is_flag=True,
@@ -751,7 +752,9 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
     for b in ("naive", "seasonal_naive"):
         rows.append((f"skill vs {b}", f"{ev.skill(b):+.1%}  (1 - MASE ratio; > 0 beats it)"))
     rows.append(("mode", mode_text))
-    console.table(f"lstm: evaluation of {model} on {data}: horizon {ev.horizon}, {ev.origins} origin(s), "
+    # --format table: the table is the answer (stdout); beside json/csv it is a summary for people (stderr)
+    table_console = Console(quiet, stream=sys.stdout) if fmt == "table" else console
+    table_console.table(f"lstm: evaluation of {model} on {data}: horizon {ev.horizon}, {ev.origins} origin(s), "
                   f"season {ev.season}, {len({r['series'] for r in ev.records})} series", rows)
     if plot_path:  # written before the gate: a failed gate is a verdict, and the picture helps judge it
         from lstm_cli import atomic
@@ -829,9 +832,9 @@ def validate(data, targets, features, time_col, id_col, sep, missing, freq, mode
     if fmt == "json":
         click.echo(json.dumps({"data": data, "usable": report.usable, "summary": report.summary,
                                "checks": [c.__dict__ for c in report.checks]}))
-    else:
-        Console(quiet).table(f"lstm: {data} is {'usable' if report.usable else 'NOT usable'}",
-                             [(f"{c.status:4} {c.name}", c.detail) for c in report.checks])
+    else:  # the report is the answer: stdout; -q leaves the exit code (and the line below) alone
+        Console(quiet, stream=sys.stdout).table(f"lstm: {data} is {'usable' if report.usable else 'NOT usable'}",
+                                                [(f"{c.status:4} {c.name}", c.detail) for c in report.checks])
     if not report.usable:
         click.get_current_context().exit(EXIT_DATA)
 
@@ -848,6 +851,11 @@ def version(fmt):
     import json
 
     from lstm_cli.diagnostics import version_info
+        failed = [c for c in report.checks if c.status == "fail"]
+        source = "<stdin>" if data == "-" else data
+        first = failed[0].detail if failed[0].detail.startswith(source) else f"{source}: {failed[0].detail}"
+        click.echo(f"lstm: {first}" + (f" (and {len(failed) - 1} more failed check(s))" if len(failed) > 1 else ""),
+                   err=True)
 
     info = version_info()
     if fmt == "json":

@@ -942,7 +942,7 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
     plan = _plan(header_raw, records.header_line, where, sep, targets, features, time_col, id_col, read_sample)
     time_col, columns = plan.time_col, plan.columns
     need = [plan.index[time_col]] + ([plan.index[id_col]] if id_col is not None else [])
-    need += [plan.index[c] for c in columns]
+    need += [plan.index[c] for c in columns] + [plan.index[c] for c in guesses]
     pick = operator.itemgetter(*need)
     lines_list = sample_lines
     picked = [pick(row) for row in sample]
@@ -967,6 +967,7 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
                 raise DataError(f"{where.at(int(lines[i]), id_col)}: empty series id; every row needs one")
         first_codes, uniques = pd.factorize(np.array(raw_ids, dtype=object), sort=False)
         order = sorted(range(len(uniques)), key=lambda k: uniques[k])  # ids sort as strings
+    guesses = _id_candidates(plan, sample or read_sample()) if id_col is None else []
         rank = np.empty(len(order), dtype=np.int64)
         rank[order] = np.arange(len(order))
         ids = tuple(str(uniques[k]) for k in order)
@@ -982,14 +983,56 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
         values[:, j] = _parse_numbers(fields[first_value + j], lines, col, where, semicolon_hint)
     del fields
     return _assemble(source, where, plan, id_col, len(targets), ids, codes, times, kind, values, lines, freq,
-                     missing)
+                     missing, id_guess)
+
+
+def _id_candidates(plan: _Plan, rows: list[list[str]], limit: int = 2) -> list[str]:
+    """Columns that may be a forgotten --id-col: not asked for, and text that repeats in the
+    first rows. Only the careful path reads them (every error message comes from it)."""
+    out = []
+    for h in plan.header:
+        if not h or h == plan.time_col or h in plan.columns:
+            continue
+        vals = [r[plan.index[h]].strip() for r in rows]
+        if vals and all(vals) and len(set(vals)) < len(vals) and not all(_NUMBER.fullmatch(v) for v in vals):
+            out.append(h)
+            if len(out) == limit:
+                break
+    return out
+
+
+def _likely_id_col(id_guess: dict[str, Sequence[str]], times: np.ndarray) -> tuple[str, int] | None:
+    """(column, number of series) of the first candidate that splits the rows (file order) into
+    at least two series, each of two rows or more, with no time twice in one series: a panel
+    read without --id-col."""
+    for name, vals in id_guess.items():
+        codes, uniques = pd.factorize(np.asarray([v.strip() for v in vals], dtype=object))
+        if not 2 <= len(uniques) <= len(times) // 2 or (np.bincount(codes) < 2).any():
+            continue
+        order = np.lexsort((times, codes))
+        c, t = codes[order], times[order]
+        if not ((np.diff(c) != 0) | (np.diff(t) != 0)).all():
+            continue
+        return name, len(uniques)
+    return None
+
+
+def _panel_hint(id_guess: dict[str, Sequence[str]] | None, times: np.ndarray) -> str:
+    """'; this looks like several series ... pass --id-col NAME', or '' when no column fits."""
+    found = _likely_id_col(id_guess, times) if id_guess else None
+    if found is None:
+        return ""
+    name, n = found
+    return (f"; this looks like several series in one file ({name!r} has {n} values, each with one row per "
+            f"time): pass --id-col {name}")
 
 
 def _assemble(source: str, where: _Where, plan: _Plan, id_col: str | None, n_targets: int, ids: tuple[str, ...],
               codes: np.ndarray, times: np.ndarray, kind: str, values: np.ndarray, lines: np.ndarray,
-              freq: str | None, missing: str) -> SeriesSet:
+              freq: str | None, missing: str, id_guess: dict[str, Sequence[str]] | None = None) -> SeriesSet:
     """Both paths end here with the parsed rows in file order: the missing-value policy, sorting,
-    duplicate times, frequency and gaps, interpolation."""
+    duplicate times, frequency and gaps, interpolation. id_guess: text columns (file order) that
+    may be a forgotten --id-col, named in the message when the times fail as one series."""
     time_col, columns = plan.time_col, plan.columns
     if missing == "refuse":
         nan_rows, nan_cols = np.nonzero(np.isnan(values))
@@ -1006,19 +1049,31 @@ def _assemble(source: str, where: _Where, plan: _Plan, id_col: str | None, n_tar
         times, codes, lines, values = times[order], codes[order], lines[order], values[order]
         del order
         dc, dt = np.diff(codes), np.diff(times)
+    id_guess = {c: fields[first_value + len(columns) + j] for j, c in enumerate(guesses)}
     same = (dt == 0) & (dc == 0)
     if same.any():
         k = int(np.flatnonzero(same)[0])
         sid = ids[codes[k]]
         a, b = sorted((int(lines[k]), int(lines[k + 1])))
-        raise DataError(f"{where.at(b, time_col)}: time {_fmt_time(times[k], kind)}{where.series(sid)} "
-                        f"also appears on line {a}; keep one row per time"
+        duplicate = f"{where.at(b, time_col)}: time {_fmt_time(times[k], kind)}{where.series(sid)} also appears on line {a}"
+        panel = _panel_hint(id_guess, file_times)
+        if panel:  # not a bad row: a panel read as one series
+            raise DataError(duplicate + panel)
+        raise DataError(f"{duplicate}; keep one row per time"
                         f"{' and series' if id_col is not None else ''}{plan.chosen if plan.auto_time else ''}")
     starts = np.concatenate([[0], np.flatnonzero(dc) + 1, [len(times)]]).astype(np.int64)
     del dc, dt, same, codes
 
+    file_times = times
     notes: list[str] = []
-    step, out_freq = _frequency(times, starts, ids, kind, freq, lines, time_col, where, notes)
+    try:
+        step, out_freq = _frequency(times, starts, ids, kind, freq, lines, time_col, where, notes)
+    except DataError as e:  # off the grid, or steps that disagree: a panel without --id-col, perhaps
+        panel = _panel_hint(id_guess, file_times)
+        if not panel:
+            raise
+        raise DataError(f"{e}{panel}") from None
+    del file_times
     _fill_missing(values, times, starts, ids, columns, lines, kind, where, notes)
     values = np.ascontiguousarray(values)
     return SeriesSet(source=source, time_col=time_col,
