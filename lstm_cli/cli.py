@@ -836,6 +836,11 @@ def validate(data, targets, features, time_col, id_col, sep, missing, freq, mode
         Console(quiet, stream=sys.stdout).table(f"lstm: {data} is {'usable' if report.usable else 'NOT usable'}",
                                                 [(f"{c.status:4} {c.name}", c.detail) for c in report.checks])
     if not report.usable:
+        failed = [c for c in report.checks if c.status == "fail"]
+        source = "<stdin>" if data == "-" else data
+        first = failed[0].detail if failed[0].detail.startswith(source) else f"{source}: {failed[0].detail}"
+        click.echo(f"lstm: {first}" + (f" (and {len(failed) - 1} more failed check(s))" if len(failed) > 1 else ""),
+                   err=True)
         click.get_current_context().exit(EXIT_DATA)
 
 
@@ -851,11 +856,6 @@ def version(fmt):
     import json
 
     from lstm_cli.diagnostics import version_info
-        failed = [c for c in report.checks if c.status == "fail"]
-        source = "<stdin>" if data == "-" else data
-        first = failed[0].detail if failed[0].detail.startswith(source) else f"{source}: {failed[0].detail}"
-        click.echo(f"lstm: {first}" + (f" (and {len(failed) - 1} more failed check(s))" if len(failed) > 1 else ""),
-                   err=True)
 
     info = version_info()
     if fmt == "json":

@@ -941,6 +941,7 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
 
     plan = _plan(header_raw, records.header_line, where, sep, targets, features, time_col, id_col, read_sample)
     time_col, columns = plan.time_col, plan.columns
+    guesses = _id_candidates(plan, sample or read_sample()) if id_col is None else []
     need = [plan.index[time_col]] + ([plan.index[id_col]] if id_col is not None else [])
     need += [plan.index[c] for c in columns] + [plan.index[c] for c in guesses]
     pick = operator.itemgetter(*need)
@@ -967,7 +968,6 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
                 raise DataError(f"{where.at(int(lines[i]), id_col)}: empty series id; every row needs one")
         first_codes, uniques = pd.factorize(np.array(raw_ids, dtype=object), sort=False)
         order = sorted(range(len(uniques)), key=lambda k: uniques[k])  # ids sort as strings
-    guesses = _id_candidates(plan, sample or read_sample()) if id_col is None else []
         rank = np.empty(len(order), dtype=np.int64)
         rank[order] = np.arange(len(order))
         ids = tuple(str(uniques[k]) for k in order)
@@ -981,6 +981,7 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
     values = np.empty((len(times), len(columns)), dtype=np.float64)
     for j, col in enumerate(columns):
         values[:, j] = _parse_numbers(fields[first_value + j], lines, col, where, semicolon_hint)
+    id_guess = {c: fields[first_value + len(columns) + j] for j, c in enumerate(guesses)}
     del fields
     return _assemble(source, where, plan, id_col, len(targets), ids, codes, times, kind, values, lines, freq,
                      missing, id_guess)
@@ -1034,6 +1035,7 @@ def _assemble(source: str, where: _Where, plan: _Plan, id_col: str | None, n_tar
     duplicate times, frequency and gaps, interpolation. id_guess: text columns (file order) that
     may be a forgotten --id-col, named in the message when the times fail as one series."""
     time_col, columns = plan.time_col, plan.columns
+    file_times = times
     if missing == "refuse":
         nan_rows, nan_cols = np.nonzero(np.isnan(values))
         if len(nan_rows):
@@ -1049,7 +1051,6 @@ def _assemble(source: str, where: _Where, plan: _Plan, id_col: str | None, n_tar
         times, codes, lines, values = times[order], codes[order], lines[order], values[order]
         del order
         dc, dt = np.diff(codes), np.diff(times)
-    id_guess = {c: fields[first_value + len(columns) + j] for j, c in enumerate(guesses)}
     same = (dt == 0) & (dc == 0)
     if same.any():
         k = int(np.flatnonzero(same)[0])
@@ -1064,7 +1065,6 @@ def _assemble(source: str, where: _Where, plan: _Plan, id_col: str | None, n_tar
     starts = np.concatenate([[0], np.flatnonzero(dc) + 1, [len(times)]]).astype(np.int64)
     del dc, dt, same, codes
 
-    file_times = times
     notes: list[str] = []
     try:
         step, out_freq = _frequency(times, starts, ids, kind, freq, lines, time_col, where, notes)
