@@ -6,8 +6,6 @@ answers at once. Library errors become one line on stderr and a documented exit 
 
 from __future__ import annotations
 
-import errno
-import io
 import math
 import os
 import re
@@ -16,7 +14,7 @@ import time
 
 import click
 
-from lstm_cli import __version__
+from lstm_cli import __version__, limits
 from lstm_cli.errors import (
     EXIT_CODES,
     EXIT_INTERNAL,
@@ -25,50 +23,12 @@ from lstm_cli.errors import (
     EXIT_SIGTERM,
     Interrupted,
     LstmError,
+    one_line,
 )
-
-IO_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF}
-
-
-class _ClosedStdout(io.TextIOBase):
-    """Stands in for a stdout the shell closed (`lstm info >&-`, where Python sets sys.stdout to
-    None and click then prints nothing): a write fails as on a closed descriptor, so a command
-    that has data to print says so instead of exiting 0 with nothing."""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        raise OSError(errno.EBADF, "stdout is closed; redirect it or give --out FILE")
+from lstm_cli.runtime import IO_ERRNOS, _ClosedStdout, discard_stdout, io_error_message, memory_error_message
+from lstm_cli.runtime import prepare_jit_cache as _prepare_runtime
 
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
-
-
-def _prepare_runtime() -> None:
-    """Before numba loads: a writable JIT cache (cron may give no HOME and a read-only install).
-    (Single-threaded BLAS inside our shard threads is set by lstm_cli/__init__.py.)"""
-    if "NUMBA_CACHE_DIR" in os.environ:
-        return
-    package_dir = os.path.dirname(os.path.abspath(__file__))
-    if os.access(package_dir, os.W_OK):
-        return  # numba's default: __pycache__ beside the sources
-    import tempfile
-
-    candidates = []
-    if os.environ.get("XDG_CACHE_HOME"):
-        candidates.append(os.path.join(os.environ["XDG_CACHE_HOME"], "lstm-cli", "numba"))
-    if os.environ.get("HOME"):
-        candidates.append(os.path.join(os.environ["HOME"], ".cache", "lstm-cli", "numba"))
-    uid = os.getuid() if hasattr(os, "getuid") else "user"
-    candidates.append(os.path.join(tempfile.gettempdir(), f"lstm-cli-numba-{uid}"))
-    for path in candidates:
-        try:
-            os.makedirs(path, mode=0o700, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(path, os.W_OK):
-            os.environ["NUMBA_CACHE_DIR"] = path
-            return
 
 
 def _debug_enabled(ctx: click.Context | None) -> bool:
@@ -84,38 +44,53 @@ class LstmGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except click.ClickException as e:
+            e.message = one_line(e.message)  # a path with a newline in click's own messages
             raise
         except LstmError as e:
-            click.echo(f"lstm: {e}", err=True)
+            click.echo(one_line(f"lstm: {e}"), err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("lstm: interrupted", err=True)
             ctx.exit(EXIT_SIGINT)
         except BrokenPipeError:
-            # the reader of stdout went away (`| head`): not an error of ours
-            try:
-                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
-            except OSError:
-                pass
+            discard_stdout()  # the reader of stdout went away (`| head`): not an error of ours
             ctx.exit(0)
+        except MemoryError as e:  # whatever allocated it: too big a job more than a bug
+            if _debug_enabled(ctx):
+                raise
+            click.echo(one_line(memory_error_message(e)), err=True)
+            ctx.exit(EXIT_IO)
         except Exception as e:  # a bug: say so, and how to see it
             if isinstance(e, OSError) and e.errno in IO_ERRNOS and not _debug_enabled(ctx):
                 # stdout (or another stream outside atomic writes) failed: disk full, /dev/full, EIO
-                if isinstance(sys.stdout, _ClosedStdout) and e.errno == errno.EBADF:
-                    click.echo(f"lstm: {e.strerror}", err=True)
-                    ctx.exit(EXIT_IO)
-                click.echo(f"lstm: I/O error: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}; "
-                           "the output is incomplete: free space or check the device, then rerun", err=True)
+                click.echo(one_line(io_error_message(e)), err=True)
+                if not isinstance(sys.stdout, _ClosedStdout):
+                    discard_stdout()
                 ctx.exit(EXIT_IO)
             if _debug_enabled(ctx):
                 raise
-            click.echo(f"lstm: internal error ({type(e).__name__}: {e}); this is a bug. "
-                       "Rerun with --debug or LSTM_DEBUG=1 to see the traceback", err=True)
+            click.echo(one_line(f"lstm: internal error ({type(e).__name__}: {e}); this is a bug. "
+                                "Rerun with --debug or LSTM_DEBUG=1 to see the traceback"), err=True)
             ctx.exit(EXIT_INTERNAL)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.ClickException as e:  # the group's own options (--config PATH)
+            e.message = one_line(e.message)
+            raise
 
-@click.group(cls=LstmGroup, epilog=EXIT_CODE_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """Also keeps the command's arguments: notes printed before it parses them follow its --quiet."""
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta["lstm.command"] = (name, command, list(rest))
+        return name, command, rest
+
+
+@click.group(cls=LstmGroup, epilog=EXIT_CODE_HELP, context_settings={"help_option_names": ["--help"]})
 @click.version_option(__version__, "--version", prog_name="lstm", message="%(prog)s %(version)s")
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors (or set LSTM_DEBUG=1).")
 @click.option("--config", "config_file", envvar="LSTM_CONFIG", type=click.Path(dir_okay=False),
@@ -135,15 +110,19 @@ def cli(ctx, debug, config_file):
 
     if not debug and os.environ.get("LSTM_DEBUG", "") in ("", "0"):
         warnings.simplefilter("ignore")  # a successful cron run prints nothing unexpected
-    _prepare_runtime()
-    from lstm_cli import config
+    from lstm_cli import config, runtime
 
     try:
+        notes = _prepare_runtime()
         file_values = config.read_file(config_file) if config_file else {}
         ctx.default_map, sources = config.resolve(_configurable(), file_values, config_file)
     except LstmError as e:
-        click.echo(f"lstm: {e}", err=True)
+        click.echo(one_line(f"lstm: {e}"), err=True)
         ctx.exit(e.exit_code)
+    notes += config.unknown_variables(_configurable())
+    if notes and not runtime.command_is_quiet(ctx):
+        for note in notes:
+            click.echo(one_line(f"lstm: note: {note}"), err=True)
     ctx.meta["lstm.config_sources"] = sources
     ctx.meta["lstm.config_file"] = config_file
 
@@ -172,17 +151,38 @@ class FiniteFloatRange(click.FloatRange):
         return rv
 
 
+def _int_range(name: str) -> click.IntRange:
+    """The option's range from lstm_cli.limits (the model header's training.params check uses it too)."""
+    return click.IntRange(*limits.INTEGERS[name])
+
+
+def _float_range(name: str) -> FiniteFloatRange:
+    lo, hi, lo_open, hi_open = limits.FLOATS[name]
+    return FiniteFloatRange(lo, hi, min_open=lo_open, max_open=hi_open)
+
+
 class DurationType(click.ParamType):
+    """A length of time with its unit (90s, 10m, 2h, 1.5d), in seconds. A bare number is refused,
+    from the command line, LSTM_ variables or a config file alike: `--max-age 2` meant 2 hours as
+    often as 2 seconds. At most MAX_YEARS, so deadlines and ns timestamps cannot overflow."""
+
     name = "duration"
-    units = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+    units = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+    MAX_YEARS = 100
 
     def convert(self, value, param, ctx):
-        if isinstance(value, (int, float)):
-            return float(value)
+        if isinstance(value, (bool, int, float)):  # only a TOML file gives numbers
+            self.fail(f"{value!r} has no unit; write it as a string with one, such as \"{value}s\" or "
+                      f"\"{value}h\"", param, ctx)
         m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?\s*", str(value))
+        if m and not m.group(2):
+            self.fail(f"{value!r} has no unit; write {m.group(1)}s, {m.group(1)}m or {m.group(1)}h", param, ctx)
         if not m or float(m.group(1)) <= 0:
             self.fail(f"{value!r} is not a duration like 90s, 10m or 2h", param, ctx)
-        return float(m.group(1)) * self.units[m.group(2) or ""]
+        seconds = float(m.group(1)) * self.units[m.group(2)]
+        if seconds > self.MAX_YEARS * 365.25 * 86400:
+            self.fail(f"{value!r} is longer than {self.MAX_YEARS} years; give a shorter duration", param, ctx)
+        return seconds
 
 
 class QuantilesType(click.ParamType):
@@ -208,12 +208,14 @@ class StopFlag:
     Interrupted at once. Before (reading the data, waiting for the lock) and while the model is
     saved, a signal raises Interrupted at once: nothing was written yet, or the atomic write
     leaves the previous file. Once the model is saved (`done`) a signal is only recorded.
-    --time-limit stops cleanly and keeps the best model."""
+    --time-limit stops cleanly and keeps the best model. `out` (--out) lets the messages say
+    whether a previous model was kept or none was written."""
 
-    def __init__(self, time_limit: float | None, epochs: int | None = None):
+    def __init__(self, time_limit: float | None, epochs: int | None = None, out: str | None = None):
         self.signum = None
         self.deadline = time.monotonic() + time_limit if time_limit else None
         self.epochs = epochs
+        self.out = out
         self.epoch = 0  # last finished epoch (counting resumed ones)
         self.phase = "start"  # start -> training -> saving -> done
         self._previous = {}
@@ -235,13 +237,20 @@ class StopFlag:
     def deferring(self) -> bool:
         return self.phase == "training"
 
+    def kept(self) -> str:
+        """What a stopped run left at --out: a stop never writes it, so whatever was there before.
+        Asked when the run stops (another run may have written --out while this one waited)."""
+        if self.out is not None and not os.path.exists(self.out):
+            return "no model was written"
+        return "previous model kept"
+
     def message(self) -> str:
         if self.phase == "start":
-            return "interrupted before training started; previous model kept"
+            return f"interrupted before training started; {self.kept()}"
+        resume = "; resume with --resume" if self.epoch else ""  # a checkpoint exists after epoch 1
         if self.phase == "saving" or (self.epochs and self.epoch >= self.epochs):
-            return (f"interrupted at epoch {self.epoch}/{self.epochs} while saving the model; previous model "
-                    "kept; resume with --resume")
-        return f"interrupted at epoch {self.epoch + 1}/{self.epochs}; previous model kept; resume with --resume"
+            return f"interrupted at epoch {self.epoch}/{self.epochs} while saving the model; {self.kept()}{resume}"
+        return f"interrupted at epoch {self.epoch + 1}/{self.epochs}; {self.kept()}{resume}"
 
     def interrupted(self) -> Interrupted:
         return Interrupted(self.message(), self.signum or 2)
@@ -287,25 +296,25 @@ def data_options(f):
 @click.option("--lookback", type=click.IntRange(1, 100_000), help="Input window length [default: 2 seasons or 2 horizons].")
 @click.option("--cell", type=click.Choice(["lstm", "gru"]), default="lstm", show_default=True,
               help="Recurrent cell: LSTM, or GRU (3 gates instead of 4: fewer weights, faster).")
-@click.option("--hidden", type=click.IntRange(1, 4096), default=64, show_default=True, help="Hidden size of the cell.")
-@click.option("--layers", type=click.IntRange(1, 16), default=1, show_default=True, help="Stacked recurrent layers.")
-@click.option("--dropout", type=FiniteFloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
+@click.option("--hidden", type=_int_range("hidden"), default=64, show_default=True, help="Hidden size of the cell.")
+@click.option("--layers", type=_int_range("layers"), default=1, show_default=True, help="Stacked recurrent layers.")
+@click.option("--dropout", type=_float_range("dropout"), default=0.0, show_default=True,
               help="Dropout between layers (training only).")
-@click.option("--epochs", type=click.IntRange(1, 100_000), default=100, show_default=True, help="Maximum epochs.")
-@click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=32, show_default=True)
-@click.option("--lr", type=FiniteFloatRange(0.0, 10.0, min_open=True), default=1e-2, show_default=True, help="Learning rate.")
+@click.option("--epochs", type=_int_range("epochs"), default=100, show_default=True, help="Maximum epochs.")
+@click.option("--batch-size", type=_int_range("batch_size"), default=32, show_default=True)
+@click.option("--lr", type=_float_range("lr"), default=1e-2, show_default=True, help="Learning rate.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
-@click.option("--momentum", type=FiniteFloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
+@click.option("--momentum", type=_float_range("momentum"), default=0.0, show_default=True,
               help="SGD momentum.")
-@click.option("--weight-decay", type=FiniteFloatRange(0.0, 1.0), default=0.0, show_default=True)
+@click.option("--weight-decay", type=_float_range("weight_decay"), default=0.0, show_default=True)
 @click.option("--clip", type=FiniteFloatRange(0.0), default=1.0, show_default=True,
               help="Clip the gradient's global norm (0: off).")
-@click.option("--val-frac", type=FiniteFloatRange(0.0, 0.9), default=0.1, show_default=True,
+@click.option("--val-frac", type=_float_range("val_frac"), default=0.1, show_default=True,
               help="Last part of each series (in time) held out for early stopping.")
-@click.option("--patience", type=click.IntRange(1, 100_000), default=15, show_default=True,
+@click.option("--patience", type=_int_range("patience"), default=15, show_default=True,
               help="Stop after this many epochs without improvement; the best weights are kept.")
 @click.option("--quantiles", type=QuantilesType(), help="Train for these quantiles, e.g. 0.1,0.5,0.9 (pinball loss).")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@click.option("--seed", type=_int_range("seed"), default=0, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option("--scaling", type=click.Choice(["auto", "level", "seasonal", "series"]), default="level", show_default=True,
               help="level: forecast changes from the window's last row (follows trends); seasonal: forecast "
@@ -315,24 +324,24 @@ def data_options(f):
               help="Multi-step forecasts: direct: the network outputs all --horizon steps at once; recursive: it "
                    "forecasts one step and is fed its own forecast as the newest row, --horizon times "
                    "(not with --features).")
-@click.option("--forget-bias", type=FiniteFloatRange(-10.0, 10.0), default=1.0, show_default=True,
+@click.option("--forget-bias", type=_float_range("forget_bias"), default=1.0, show_default=True,
               help="Initial bias of the gate that keeps the state (LSTM forget gate, GRU update gate): "
                    "higher remembers longer at the start of training.")
 @click.option("--calibrate", type=click.Choice(["val", "none"]), default="val", show_default=True,
               help="val: after training, scale the network's output (a departure from the anchor) by the "
                    "factor in [0, 1] that fits the validation windows best, shrinking noise toward naive; "
                    "quantile models are left as trained.")
-@click.option("--blend", type=FiniteFloatRange(0.0, 1.0), default=0.5, show_default=True, metavar="W",
+@click.option("--blend", type=_float_range("blend"), default=0.5, show_default=True, metavar="W",
               help="Forecast (1 - W) x the network's forecast + W x seasonal naive (naive without a season, "
                    "or when the season is longer than --lookback): the combination beat the network alone "
                    "on real data (docs/accuracy.md). 0: the network alone; quantile models are not blended.")
-@click.option("--sample-series", type=click.IntRange(1), metavar="N",
+@click.option("--sample-series", type=_int_range("sample_series"), metavar="N",
               help="Train on a seeded random sample of N series (with --id-col; every series keeps its own "
                    "scaler, so predict serves all of them): one global model learns from a few thousand.")
 @click.option("--warm-start", type=click.Path(dir_okay=False),
               help="Fine-tune this model on DATA instead of starting from scratch: its architecture, lookback, "
                    "scalers and weights are kept; DATA must continue its training range.")
-@click.option("--threads", type=click.IntRange(1, 256), help="Worker threads [default: CPUs, at most 8].")
+@click.option("--threads", type=_int_range("threads"), help="Worker threads [default: CPUs, at most 8].")
 @click.option("--time-limit", type=DurationType(),
               help="Stop cleanly after this long (90s, 10m, 2h; counted from the start, waiting for --wait "
                    "included); keeps the best model.")
@@ -366,12 +375,18 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
     """
     import contextlib
 
-    stop = StopFlag(time_limit, epochs)
+    if warm_start == "-":  # (--out - is refused by check_output_path)
+        from lstm_cli.errors import UsageError
+
+        raise UsageError("--warm-start -: the old model is read from a file, not stdin; give its path "
+                         "(./- for a file named -)")
+    stop = StopFlag(time_limit, epochs, out)
     with stop, contextlib.ExitStack() as held:  # from here on a signal gives one line and 130/143
         from lstm_cli import atomic
 
         atomic.check_output_path(out, inputs=() if data == "-" else (data,))  # before any work
-        held.enter_context(atomic.output_lock(out, wait=wait))  # before the heavy imports: a 2nd run exits 75 at once
+        # before the heavy imports: a 2nd run exits 75 at once; --wait gives up when --time-limit runs out
+        held.enter_context(atomic.output_lock(out, wait=wait, deadline=stop.deadline))
         from lstm_cli import windows
         from lstm_cli.console import Console, TrainProgress
         from lstm_cli.pipeline import TrainRequest, train_from_csv
@@ -422,14 +437,18 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
     if model is None:  # the time limit ran out before the first epoch finished
         from lstm_cli.errors import UsageError
 
-        raise UsageError(f"--time-limit ran out before the first epoch finished; nothing was saved "
-                         f"({out} unchanged); raise --time-limit")
-    reason = {None: "all epochs", "early_stop": "early stopping", "time_limit": "time limit",
-              "diverged": "loss diverged"}[result.stopped_by]
+        raise UsageError(f"--time-limit ran out before the first epoch finished; {stop.kept()} ({out}); "
+                         "raise --time-limit")
+    ran = f"{result.epochs_run} of {epochs}: "
+    reason = {None: f"ran all {epochs} epochs",
+              "early_stop": f"{ran}early stopping (no improvement for {patience} epochs)",
+              "time_limit": f"{ran}stopped by time limit (--time-limit {time_limit:g}s)" if time_limit else "",
+              "diverged": f"{ran}stopped: the loss diverged (nan or inf); the best epoch's weights were kept",
+              }[result.stopped_by]
     best_val = result.val_loss[result.best_epoch - 1] if result.best_epoch else None
     best_train = result.train_loss[result.best_epoch - 1] if result.best_epoch else None
     console.table(f"lstm: trained {out}", [
-        ("epochs", f"{result.epochs_run} of {epochs} (stopped by {reason})" +
+        ("epochs", reason +
          (f", resumed after epoch {result.resumed_from}" if result.resumed_from else "")),
         ("best epoch", f"{result.best_epoch}  train loss {best_train:.4g}" +
          (f"  val loss {best_val:.4g}" if best_val is not None else "")),
@@ -467,12 +486,18 @@ def export(model, fmt, out, quiet):
     from lstm_cli.console import Console
     from lstm_cli.export import export_model
 
+    if model == "-":
+        from lstm_cli.errors import UsageError
+
+        raise UsageError("MODEL -: the model is read from a file, not stdin; give its path")
     done = export_model(model, fmt, out)
     Console(quiet).line(f"lstm: exported {model} to {'stdout' if out == '-' else out} ({fmt}, {done['bytes']:,} bytes)")
 
 
 def _parse_now(text: str | None) -> int | None:
-    """--now as nanoseconds since the epoch (UTC; naive values are taken as UTC)."""
+    """--now as nanoseconds since the epoch (UTC; naive values are taken as UTC), exactly (no float
+    timestamp), and inside the times a pandas stamp holds, whole seconds (the stale message
+    shows `now` to the second): 1677-09-21 00:12:44 .. 2262-04-11 23:47:16 UTC."""
     if text is None:
         return None
     import datetime as dt
@@ -484,7 +509,16 @@ def _parse_now(text: str | None) -> int | None:
                                  param_hint="--now") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
-    return int(moment.timestamp()) * 10**9 + moment.microsecond * 1000
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    try:  # year 1 or 9999 with an offset is outside what datetime holds in UTC
+        ns = (moment - epoch) // dt.timedelta(microseconds=1) * 1000
+    except OverflowError:
+        ns = None
+    lo, hi = -(2**63 // 10**9) * 10**9, 2**63 - 1
+    if ns is None or not lo <= ns <= hi:
+        raise click.BadParameter(f"{text!r} is outside the times lstm can hold (1677-09-21 00:12:44 to "
+                                 "2262-04-11 23:47:16 UTC); check the year", param_hint="--now")
+    return ns
 
 
 def _write_output(text: str, out: str | None) -> None:
@@ -517,7 +551,14 @@ def _write_output(text: str, out: str | None) -> None:
               help="Exit 4 when DATA's newest row is older than this (2h, 1d) before now: a stalled feed.")
 @click.option("--now", "now", help="The 'now' of --max-age, ISO 8601 (default: the clock; UTC if no offset).")
 @click.option("--provenance", is_flag=True,
-              help="Add origin, step, model_sha256 and model_created columns to every forecast row.")
+              help="Add origin, step, model_sha256 and model_created columns to every forecast row "
+                   "(lstm_origin, ... when the forecast has a column of that name).")
+@click.option("--precision", type=click.IntRange(1, 17), metavar="DIGITS",
+              help="Round forecasts to this many significant digits [default: the shortest text that "
+                   "reads back as the model's float32 (float64 models: every digit)].")
+@click.option("--excel-safe", is_flag=True,
+              help="CSV for spreadsheets: put ' before ids and names that start with = + - @ (or a tab), "
+                   "so they are never run as formulas; numbers are unchanged. Ids then no longer join back.")
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="local: all series in one pass in this process. dask: split the input (CSV, gzip, "
                    "globs, Parquet) by series over a dask cluster; needs --out and lstm-cli[dask].")
@@ -525,7 +566,7 @@ def _write_output(text: str, out: str | None) -> None:
                                   "[default: a local cluster, one worker per core].")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def predict(model, data, out, horizon, fmt, sep, missing, threads, max_input_bytes, max_age, now, provenance,
-            engine, scheduler, quiet):
+            precision, excel_safe, engine, scheduler, quiet):
     """Forecast the steps after the end of every series in DATA with MODEL.
 
     DATA needs the model's columns and at least its lookback rows per series. Output: the time
@@ -544,9 +585,12 @@ def predict(model, data, out, horizon, fmt, sep, missing, threads, max_input_byt
     os.close(modelfile._open_model(model)[0])  # a missing model: exit 66 before pandas and numba load
     if scheduler and engine != "dask":
         raise click.UsageError("--scheduler needs --engine dask")
+    if excel_safe and fmt != "csv":
+        raise click.UsageError("--excel-safe changes CSV cells for spreadsheets; JSON is not opened in one, "
+                               "so leave out --excel-safe or use --format csv")
     if engine == "dask":
         _predict_dask(model, data, out, horizon, fmt, sep, missing, threads, max_age, now, provenance, scheduler,
-                      quiet)
+                      quiet, precision=precision, excel_safe=excel_safe)
         return
     if out and out != "-":  # before any work; never over the model or the input
         from lstm_cli import atomic
@@ -559,7 +603,8 @@ def predict(model, data, out, horizon, fmt, sep, missing, threads, max_input_byt
     console = Console(quiet)
     columns, rows, notes, meta = predict_from_csv(model, data, horizon=horizon, sep=sep, missing=missing,
                                                   threads=threads, max_bytes=max_input_bytes, max_age=max_age,
-                                                  now_ns=_parse_now(now), provenance=provenance)
+                                                  now_ns=_parse_now(now), provenance=provenance,
+                                                  precision=precision)
     for n in notes:
         console.note(n)
     if fmt == "json":
@@ -567,11 +612,12 @@ def predict(model, data, out, horizon, fmt, sep, missing, threads, max_input_byt
         records = [{c: rows[c][i] for c in columns} for i in range(n)]
         text = json.dumps({"header": meta, "columns": columns, "forecast": records}, allow_nan=False) + "\n"
     else:
-        text = frame.write_csv_text(rows, columns)
+        text = frame.write_csv_text(rows, columns, excel_safe=excel_safe)
     _write_output(text, out)
 
 
-def _predict_dask(model, data, out, horizon, fmt, sep, missing, threads, max_age, now, provenance, scheduler, quiet):
+def _predict_dask(model, data, out, horizon, fmt, sep, missing, threads, max_age, now, provenance, scheduler, quiet,
+                  precision=None, excel_safe=False):
     from lstm_cli import engine_dask
     from lstm_cli.console import Console
 
@@ -590,7 +636,8 @@ def _predict_dask(model, data, out, horizon, fmt, sep, missing, threads, max_age
 
     notes, meta = engine_dask.predict_dask(model, data, out, scheduler=scheduler, horizon=horizon, sep=sep,
                                            missing=missing, threads=threads, max_age=max_age,
-                                           now_ns=_parse_now(now), provenance=provenance, on_progress=progress)
+                                           now_ns=_parse_now(now), provenance=provenance, precision=precision,
+                                           excel_safe=excel_safe, on_progress=progress)
     for n in notes:
         console.note(n)
     console.line(f"lstm: {meta['series']:,} series forecast in {meta['seconds']:.1f}s -> {out}")
@@ -612,8 +659,7 @@ def info(model, fmt):
     from lstm_cli import modelfile, windows
     from lstm_cli.console import Console
 
-    header, arrays = modelfile.load(model)
-    header = dict(header)
+    header = dict(modelfile.load_header(model))  # the payload is checked as it streams, never held
     header["sha256"] = modelfile.file_sha256(model)
     if fmt == "json":
         click.echo(json.dumps(header, indent=2, sort_keys=True))
@@ -654,8 +700,9 @@ def info(model, fmt):
               help="At every origin, train a new model on the rows before it only (the options recorded in "
                    "MODEL), then forecast: an honest backtest of the training, one origin at a time.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
-              help="Write a PNG (atomically): history, actuals, forecasts and seasonal naive, one panel per "
-                   "series and target (at most 12). Needs matplotlib: pip install 'lstm-cli[plot]'.")
+              help="Write a picture (atomically) in the format its suffix names: .png, .pdf or .svg. History, "
+                   "actuals, forecasts and seasonal naive, one panel per series and target (at most 12). "
+                   "Needs matplotlib: pip install 'lstm-cli[plot]'.")
 @click.option("--sep", default=",", show_default=True, help="Field separator of DATA.")
 @click.option("--missing", type=click.Choice(["interpolate", "refuse"]), default="interpolate", show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256))
@@ -664,9 +711,11 @@ def info(model, fmt):
                    "over a dask cluster, as predict does; the same scores. Needs lstm-cli[dask].")
 @click.option("--scheduler", help="--engine dask: address of a running scheduler (tcp://host:8786) "
                                   "[default: a local cluster, one worker per core].")
+@click.option("--excel-safe", is_flag=True,
+              help="--format csv for spreadsheets: put ' before ids and names that start with = + - @ (or a tab).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and the data on stdout).")
 def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, sep, missing, threads, engine,
-             scheduler, quiet):
+             scheduler, excel_safe, quiet):
     """Score MODEL on the end of every series in DATA, next to the naive baselines.
 
     Holds out the last horizon of each series (or --backtest N rolling origins), forecasts it
@@ -686,15 +735,22 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
 
     if scheduler and engine != "dask":
         raise click.UsageError("--scheduler needs --engine dask")
+    if excel_safe and fmt != "csv":
+        raise click.UsageError("--excel-safe changes CSV cells for spreadsheets; use it with --format csv")
     if engine == "dask" and (refit or plot_path):
         raise click.UsageError(f"{'--refit' if refit else '--plot'} needs --engine local ("
                                + ("--refit trains one model on all series per origin" if refit else
                                   "the plot draws history rows kept in this process") + ")")
-    if plot_path:  # before any work: a hopeless path or a missing matplotlib fail at once
-        from lstm_cli import atomic
-        from lstm_cli.plot import require_matplotlib
+    if model == "-":
+        from lstm_cli.errors import UsageError
 
-        atomic.check_output_path(plot_path, inputs=(model,) + (() if data == "-" else (data,)))
+        raise UsageError("MODEL -: the model is read from a file, not stdin (DATA can be -); give its path")
+    if plot_path:  # before any work: a hopeless path, suffix or a missing matplotlib fail at once
+        from lstm_cli import atomic
+        from lstm_cli.plot import plot_format, require_matplotlib
+
+        atomic.check_output_path(plot_path, inputs=(model,) + (() if data == "-" else (data,)), option="--plot")
+        plot_format(plot_path)
         require_matplotlib()
     from lstm_cli import frame
     from lstm_cli.console import Console
@@ -738,12 +794,14 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
                           "step": ev.step, "season": ev.season, "mode": ev.mode},
                "overall": {m: {k: num(v) for k, v in d.items()} for m, d in overall.items()},
                "skill": {b: num(ev.skill(b)) for b in ("naive", "seasonal_naive")},
-               "records": [{k: (num(v) if isinstance(v, float) else v) for k, v in r.items()} for r in ev.records]}
+               "records": [{k: (num(v) if isinstance(v, float) else v) for k, v in r.items()}
+                           for r in _scores_as_printed(ev.records, model)]}
         click.echo(json.dumps(doc, allow_nan=False))
     elif fmt == "csv":
-        columns = list(dict.fromkeys(k for r in ev.records for k in r))
-        rows = {c: [r.get(c, "") for r in ev.records] for c in columns}
-        sys.stdout.write(frame.write_csv_text(rows, columns))
+        records = _scores_as_printed(ev.records, model)
+        columns = list(dict.fromkeys(k for r in records for k in r))
+        rows = {c: [r.get(c, "") for r in records] for c in columns}
+        sys.stdout.write(frame.write_csv_text(rows, columns, excel_safe=excel_safe))
     rows = []
     for method, scores in overall.items():
         cells = "  ".join(f"{k} {scores[k]:.4g}" for k in METRIC_NAMES)
@@ -758,15 +816,15 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
                   f"season {ev.season}, {len({r['series'] for r in ev.records})} series", rows)
     if plot_path:  # written before the gate: a failed gate is a verdict, and the picture helps judge it
         from lstm_cli import atomic
-        from lstm_cli.plot import render_png
+        from lstm_cli.plot import plot_format, render
 
         if ev.panels_total > len(ev.panels):
             console.note(f"--plot: {len(ev.panels)} of {ev.panels_total} series x target panels drawn, "
                          f"{ev.panels_total - len(ev.panels)} left out (at most {PANEL_LIMIT})")
-        png = render_png(ev, f"{os.path.basename(model)} on {os.path.basename(data)}: horizon {ev.horizon}, "
-                             f"{ev.origins} origin(s), {mode_text}")
+        picture = render(ev, f"{os.path.basename(model)} on {os.path.basename(data)}: horizon {ev.horizon}, "
+                             f"{ev.origins} origin(s), {mode_text}", plot_format(plot_path))
         with atomic.output_lock(plot_path):
-            atomic.atomic_write(plot_path, png)
+            atomic.atomic_write(plot_path, picture)
         console.line(f"lstm: plot written to {plot_path}")
     if gate:
         m_model, m_base = overall["lstm"]["mase"], overall[gate]["mase"]
@@ -776,6 +834,22 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
                             "divides by is 0); gate on data that varies, or without --fail-if-worse-than")
         if not (m_model <= m_base):
             raise WorseThanBaseline(f"MASE {m_model:.4g} of the model is worse than {m_base:.4g} of {gate}")
+
+
+def _scores_as_printed(records: list[dict], model: str) -> list[dict]:
+    """The per-series scores with no more digits than the model's forecasts have (a float32
+    model's: the shortest text that reads back as the same float32, frame.output_floats)."""
+    import numpy as np
+
+    from lstm_cli import frame, modelfile
+
+    dtype = modelfile.load_header(model)["arch"]["dtype"]
+    where = [(i, k) for i, r in enumerate(records) for k, v in r.items() if isinstance(v, float)]
+    values = frame.output_floats(np.array([records[i][k] for i, k in where], dtype=np.float64), dtype).tolist()
+    out = [dict(r) for r in records]
+    for (i, k), v in zip(where, values, strict=True):
+        out[i][k] = v
+    return out
 
 
 @cli.command()
@@ -855,7 +929,7 @@ def version(fmt):
     """
     import json
 
-    from lstm_cli.diagnostics import version_info
+    from lstm_cli.diagnostics import jit_cache_summary, version_info
 
     info = version_info()
     if fmt == "json":
@@ -864,8 +938,7 @@ def version(fmt):
     cache = info.pop("jit_cache")
     for key, value in info.items():
         click.echo(f"{key:10} {value}")
-    click.echo(f"{'jit cache':10} {cache['dir']} ({'warm' if cache['warm'] else 'cold: run lstm warmup'}"
-               f"{'' if cache['writable'] else ', not writable'})")
+    click.echo(f"{'jit cache':10} {jit_cache_summary(cache)}")
 
 
 def _plain_default(option: click.Option):
@@ -925,20 +998,9 @@ def config_show(ctx, fmt):
 
 
 def main() -> None:
-    import signal
+    from lstm_cli.runtime import run
 
-    if sys.stdout is None:
-        sys.stdout = _ClosedStdout()
-    try:
-        cli.main(prog_name="lstm")
-    except KeyboardInterrupt:
-        click.echo("lstm: interrupted", err=True)
-        sys.exit(EXIT_SIGINT)
-    finally:
-        # The command is over and its exit code decided: a signal during interpreter shutdown
-        # (joining worker threads) must not turn it into a death by signal.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
+    run(lambda: cli.main(prog_name="lstm"))  # streams made safe first; exits with the command's code
 
 
 __all__ = ["cli", "main", "EXIT_SIGTERM"]

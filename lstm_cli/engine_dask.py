@@ -88,7 +88,8 @@ def _model_from_bytes(model_bytes: bytes, source: str, threads: int):
 def _read_partition(part, spec, missing: str, source: str) -> frame.SeriesSet:
     """A partition's rows (a pandas DataFrame) through the model's reader, as the local engine reads
     a file; messages name `source` instead of <stdin>."""
-    buf = io.BytesIO(part.to_csv(index=False).encode("utf-8"))
+    # '\r\n': the csv module quotes a field holding '\r' (an id) only when the terminator holds one
+    buf = io.BytesIO(part.to_csv(index=False, lineterminator="\r\n").encode("utf-8"))
     try:
         return pipeline.read_like_model("-", spec, missing=missing, max_bytes=2**62, stdin=buf)
     except DataError as e:
@@ -109,10 +110,12 @@ def _forecast_partition(part, model_bytes: bytes, opts: dict, partition_info=Non
     source = f"{opts['source']} (partition {number})"
     series = _read_partition(part, model.spec, opts["missing"], source)
     prov = pipeline.Provenance(*opts["provenance"]) if opts["provenance"] else None
-    columns, rows, notes = pipeline.predict_series(series, model, horizon=opts["horizon"], provenance=prov)
+    columns, rows, notes = pipeline.predict_series(series, model, horizon=opts["horizon"], provenance=prov,
+                                                   precision=opts.get("precision"))
     notes = [n.replace("<stdin>", source) for n in notes]
     newest = int(series.times[series.starts[1:] - 1].max())
-    return pd.DataFrame({"number": [number], "text": [frame.write_csv_text(rows, columns)],
+    text = frame.write_csv_text(rows, columns, excel_safe=opts.get("excel_safe", False))
+    return pd.DataFrame({"number": [number], "text": [text],
                          "notes": ["\n".join(notes)], "series": [len(series.ids)], "newest": [newest]})
 
 
@@ -234,7 +237,7 @@ def _by_series(dd, data: str, spec, sep: str, blocksize, npartitions: int | None
     ddf = _read_input(dd, data, columns, sep, blocksize)
     if spec.id_col is None:  # one series: it must not be split
         return ddf.repartition(npartitions=1)
-    ddf[spec.id_col] = ddf[spec.id_col].astype(str).str.strip()  # read_series strips ids too
+    ddf[spec.id_col] = ddf[spec.id_col].astype(str)  # verbatim, as read_series keeps them
     return ddf.shuffle(on=spec.id_col, npartitions=npartitions or ddf.npartitions)
 
 
@@ -300,8 +303,8 @@ def _publish_dir(tmp: str, target: str) -> None:
 def predict_dask(model_path: str, data: str, out: str, *, scheduler: str | None = None,
                  horizon: int | None = None, sep: str = ",", missing: str = "interpolate",
                  threads: int | None = None, max_age: float | None = None, now_ns: int | None = None,
-                 provenance: bool = False, npartitions: int | None = None, blocksize="64MB",
-                 retries: int = 2, n_workers: int | None = None,
+                 provenance: bool = False, precision: int | None = None, excel_safe: bool = False,
+                 npartitions: int | None = None, blocksize="64MB", retries: int = 2, n_workers: int | None = None,
                  on_progress: Callable[[int, int, int], None] = lambda done, total, series: None):
     """Forecast every series of data (path or glob; CSV, gzip or Parquet) on a dask cluster
     (`scheduler` address, else a LocalCluster of one single-threaded worker process per core)
@@ -317,7 +320,8 @@ def predict_dask(model_path: str, data: str, out: str, *, scheduler: str | None 
     model_sha = hashlib.sha256(model_bytes).hexdigest()
     h = horizon or spec.horizon
     opts = {"model_source": model_path, "source": data, "threads": threads or 1, "missing": missing,
-            "horizon": h, "provenance": (model_sha, header.get("created")) if provenance else None}
+            "horizon": h, "provenance": (model_sha, header.get("created")) if provenance else None,
+            "precision": precision, "excel_safe": excel_safe}
 
     target = atomic.resolve_target(out)
     with _connect(distributed, scheduler, n_workers) as client:

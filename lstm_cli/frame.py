@@ -38,7 +38,9 @@ refused as ambiguous. ISO 8601 values with offsets or `Z` are converted to UTC a
 UTC. Mixing formats, or values with and without offsets, is a DataError naming line and value.
 Times are int64: nanoseconds since the epoch for dates, the numbers themselves for integers.
 
-Series. With `id_col`, ids are the stripped strings ('1' and '01' differ; empty is an error) and
+Series. With `id_col`, ids are the fields' text verbatim, spaces and all, so that forecasts join
+back on them (' a', 'a' and 'a ' are three series, as '1' and '01' are two; an empty or blank id is
+an error; header names, by contrast, are stripped, as they are matched to options) and
 series come in sorted-id order. Rows are sorted by (id, time), so row order in the file does not
 matter; a time that appears twice in one series is a DataError.
 
@@ -101,6 +103,7 @@ MAX_INTERPOLATED_RUN = 3  # consecutive missing values one interpolation may fil
 MAX_MISSING_FRACTION = 0.10  # of a series' rows, per column
 SAMPLE_ROWS = 100  # rows read before choosing a time column by its content
 MAX_GRID = 20_000_000  # calendar stamps generated to check a grid; beyond it only steps are checked
+MAX_STEP_YEARS = 10  # longest frequency step: the ns dates 1677..2262 (584 years) then hold 58+ steps
 
 DAY_NS = 86_400 * 10**9
 _NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*", re.ASCII)
@@ -650,10 +653,10 @@ def _on_grid(t: np.ndarray, freq: str) -> np.ndarray:
     offset = _offset(freq)
     fixed = _fixed_ns(offset)
     if fixed:
-        return (t - t[0]) % fixed == 0
+        return (t % fixed - t[0] % fixed) % fixed == 0  # t - t[0] overflows past 292 years of ns
     if len(t) < 2:
         return np.array([offset.is_on_offset(pd.Timestamp(int(x))) for x in t], dtype=bool)
-    if (t[-1] - t[0]) / max(1, int(np.diff(t).min())) > MAX_GRID:  # too many stamps to list
+    if (float(t[-1]) - float(t[0])) / max(1, int(np.diff(t).min())) > MAX_GRID:  # too many stamps to list
         return np.array([offset.is_on_offset(pd.Timestamp(int(x))) for x in t], dtype=bool)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -701,20 +704,45 @@ def _same_grid(a: str, b: str) -> bool:
     return bool((ga == gb).all())
 
 
-def _check_freq(freq: str | None) -> None:
-    if freq is None:
-        return
-    if not isinstance(freq, str) or not freq.strip():
-        raise UsageError(f"--freq {freq!r} is not a pandas offset alias (examples: D, W-MON, MS, QS, YS, h, 5min)")
+def freq_problem(freq) -> str | None:
+    """Why `freq` is not a usable frequency, or None. Usable: a pandas offset alias (anchored ones
+    such as W-MON and QS-DEC included) with a positive multiple, one step of which is at most
+    MAX_STEP_YEARS long, so that a series, its lookback and its horizon fit in the ns dates. The one
+    check of --freq (train, validate) and of a model file's data.freq."""
+    examples = "(examples: D, W-MON, MS, QS, YS, h, 5min)"
+    if not isinstance(freq, str) or not freq.strip() or len(freq) > 40 or not freq.isascii():
+        return f"is not a pandas offset alias {examples}"
     try:
-        _offset(freq)
-    except (ValueError, TypeError) as e:
+        offset = _offset(freq)
+    except Exception as e:  # to_offset raises ValueError, OverflowError, ... for junk: all mean "not an alias"
         hint = ""
         m = re.search(r"Did you mean (\w[\w-]*)\??", str(e)) or re.search(r"[Pp]lease use '([^']+)'", str(e))
         if m:
             hint = f"; did you mean {m.group(1)!r}?"
-        raise UsageError(f"--freq {freq!r} is not a pandas offset alias (examples: D, W-MON, MS, QS, YS, "
-                         f"h, 5min){hint}") from None
+        return f"is not a pandas offset alias {examples}{hint}"
+    if offset.n < 1:
+        return f"has the multiple {offset.n}; a step needs a positive one, such as 1h, 15min or 2W"
+    ref = pd.Timestamp("2000-01-01")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            first = ref + offset
+            length = (first + offset) - first
+        too_long = length > pd.Timedelta(days=366 * MAX_STEP_YEARS)
+    except (OverflowError, ValueError):  # OutOfBoundsDatetime is a ValueError
+        too_long = True
+    if too_long:
+        return (f"steps by more than {MAX_STEP_YEARS} years; the supported dates "
+                f"{pd.Timestamp.min:%Y}..{pd.Timestamp.max:%Y} leave room for too few steps")
+    return None
+
+
+def _check_freq(freq: str | None) -> None:
+    if freq is None:
+        return
+    problem = freq_problem(freq)
+    if problem:
+        raise UsageError(f"--freq {_q(str(freq))} {problem}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -962,9 +990,9 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
         raise FreqNotApplicable(f"--freq {freq!r} does not apply: the time column {time_col!r} holds integers "
                          "(steps or years); leave --freq out")
     if id_col is not None:
-        raw_ids = [s.strip() for s in fields[1]]
+        raw_ids = list(fields[1])  # verbatim: forecasts must join back on the file's own ids
         for i, s in enumerate(raw_ids):
-            if not s:
+            if not s.strip():
                 raise DataError(f"{where.at(int(lines[i]), id_col)}: empty series id; every row needs one")
         first_codes, uniques = pd.factorize(np.array(raw_ids, dtype=object), sort=False)
         order = sorted(range(len(uniques)), key=lambda k: uniques[k])  # ids sort as strings
@@ -1416,13 +1444,13 @@ def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_
     times = stamps[rows.time[:n]]
     rows.time = None
     if id_col is not None:
-        stripped = [s.strip() for s in id_text.table]
-        if not all(stripped):
+        verbatim = list(id_text.table)  # distinct field texts, kept as they are (as the careful path does)
+        if not all(s.strip() for s in verbatim):
             raise _Unusual("an empty id")
-        ids = tuple(sorted(set(stripped)))
+        ids = tuple(sorted(verbatim))
         rank = {s: k for k, s in enumerate(ids)}
         codes = rows.id[:n]
-        np.take(np.array([rank[s] for s in stripped], dtype=np.int32), codes, out=codes)
+        np.take(np.array([rank[s] for s in verbatim], dtype=np.int32), codes, out=codes)
     else:
         ids = ("",)
         codes = np.zeros(n, dtype=np.int32)
@@ -1435,10 +1463,10 @@ def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_
 def _frequency(times, starts, ids, kind, freq, lines, time_col, where: _Where, notes: list[str]):
     """(step, freq) per the module rules; appends the gap warnings to notes."""
     spans = _Spans(times, starts)
-    inner = np.ones(max(0, len(times) - 1), dtype=bool)  # pairs (i, i + 1) within one series
-    inner[starts[1:-1] - 1] = False
+    inner = _inner_pairs(len(times), starts)
     constant = _constant_step(times, inner)  # the one difference within every series, if only one
     d = np.diff(times) if constant is None else None  # made when needed: regular data needs none
+    _check_no_wrap(times, inner, constant, d, ids, starts, kind, where)
     pooled = constant if constant is not None else _mode(d[inner]) if inner.any() else 0
 
     if freq is None:
@@ -1472,9 +1500,9 @@ def _frequency(times, starts, ids, kind, freq, lines, time_col, where: _Where, n
         if constant is not None and constant % fixed == 0:  # every time is its series' first + k * constant
             bad = ()
         else:
-            rel = np.repeat(times[starts[:-1]], np.diff(starts))  # each row's series start, then its offset
-            np.subtract(times, rel, out=rel)
-            np.remainder(rel, fixed, out=rel)
+            rel = np.remainder(times, fixed)  # each row's phase on the grid, then its offset from its series'
+            np.subtract(rel, np.repeat(rel[starts[:-1]], np.diff(starts)), out=rel)  # (times - start would
+            np.remainder(rel, fixed, out=rel)  # overflow for series longer than 292 years of ns)
             bad = np.flatnonzero(rel)
             del rel
         if len(bad):
@@ -1519,12 +1547,28 @@ def _constant_step(times: np.ndarray, inner: np.ndarray, chunk: int = 1 << 20) -
     if not inner.any():
         return None
     k = int(np.argmax(inner))
-    first = times[k + 1] - times[k]
+    first = (times[k + 1 : k + 2] - times[k : k + 1])[0]  # an array difference: wraps without a warning
     for a in range(0, len(inner), chunk):
         b = min(a + chunk, len(inner))
         if not ((times[a + 1 : b + 1] - times[a:b] == first) | ~inner[a:b]).all():
             return None
     return int(first)
+
+
+def _check_no_wrap(times, inner, constant, d, ids, starts, kind, where: _Where) -> None:
+    """Refuse consecutive times of one series more than int64 apart: their difference wraps to a
+    negative step (times are sorted and distinct, so a true difference is positive)."""
+    if constant is not None:
+        bad = np.flatnonzero(inner)[:1] if constant < 0 else ()
+    else:
+        bad = np.flatnonzero(inner & (d < 0))[:1] if d is not None and len(d) else ()
+    if len(bad):
+        k = int(bad[0])
+        s = int(np.searchsorted(starts, k, side="right") - 1)
+        fix = "count from a nearer origin (smaller numbers)" if kind == "integer" else "fix or drop the distant row"
+        raise DataError(f"{where.file}: times {_fmt_time(times[k], kind)} and {_fmt_time(times[k + 1], kind)}"
+                        f"{where.series(ids[s])} are too far apart (their difference does not fit in 64 bits); "
+                        f"{fix}")
 
 
 class _Spans:
@@ -1570,9 +1614,56 @@ def _agree(per_freq, spans, ids, where: _Where) -> str | None:
 def _off_grid(i, times, t, s, lines, time_col, freq, ids, kind, where: _Where):
     """Raise for row i (sorted order), which is off the grid of series s (stamps t)."""
     start = "" if times[i] == t[0] else f" that starts at {_fmt_time(t[0], kind)}"  # not 'X ... starts at X'
-    raise DataError(f"{where.at(int(lines[i]), time_col)}: time {_fmt_time(times[i], kind)}"
-                    f"{where.series(ids[s])} is not on the {freq} grid{start}; "
-                    "fix the time or pass the right --freq")
+    what = f"{where.at(int(lines[i]), time_col)}: time {_fmt_time(times[i], kind)}{where.series(ids[s])}"
+    error = DataError(f"{what} is not on the {freq} grid{start}; fix the time or pass the right --freq")
+    # read_like_model says it this way, for a model's frequency: no --freq can be passed there
+    error.for_model = (f"{what} is not on the {freq} grid{start}; give data at the model's frequency "
+                       f"({freq}), or retrain on this data")
+    raise error
+
+
+def check_model_step(series: SeriesSet, time_kind: str, freq: str | None, step: int) -> None:
+    """Refuse DATA read for a model (time_kind, freq, step of its header) whose step is another: on
+    the grid of a 30-minute model, hourly data is all 'gaps', and the forecast would go on at 30
+    minutes. The most common difference between consecutive times of a series must be one model step
+    (for a calendar freq: such a pair must be one offset apart). Other time kinds are the caller's."""
+    times, starts = series.times, series.starts
+    inner = _inner_pairs(len(times), starts)
+    if series.time_kind != time_kind or not inner.any():
+        return
+    constant = _constant_step(times, inner)
+    if constant is not None:
+        common, k = constant, int(np.argmax(inner))
+    else:
+        d = np.diff(times)
+        common = _mode(d[inner])
+        k = int(np.flatnonzero(inner & (d == common))[0])
+    offset = _offset(freq) if freq is not None else None
+    fixed = _fixed_ns(offset) if offset is not None else None
+    if offset is None or fixed:
+        if common == (fixed or step):
+            return
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if (pd.DatetimeIndex(times[k : k + 1]) + offset).asi8[0] == times[k + 1]:
+                return
+    s = int(np.searchsorted(starts, k, side="right") - 1)
+    t = times[starts[s] : starts[s + 1]]
+    found = _infer_freq(pd.DatetimeIndex(t)) if time_kind == "datetime" and len(t) >= 3 else None
+    theirs = found or _fmt_duration(common, time_kind)
+    ours = freq or _fmt_duration(step, time_kind)
+    where = _Where(series.source, series.id_col)
+    raise DataError(f"{where.file}: times step by {theirs}{where.series(series.ids[s])} (the most common "
+                    f"difference), but the model's step is {ours}; give data at the model's step, or retrain "
+                    "on this data")
+
+
+def _inner_pairs(n: int, starts: np.ndarray) -> np.ndarray:
+    """Mask of the pairs (i, i + 1) of n sorted rows that lie within one series."""
+    inner = np.ones(max(0, n - 1), dtype=bool)
+    inner[starts[1:-1] - 1] = False
+    return inner
 
 
 def _gap_notes(times, gap, short, inner, starts, step, freq, ids, kind, where: _Where, notes: list[str],
@@ -1650,6 +1741,10 @@ def future_times(last: int, step: int, freq: str | None, time_kind: str, n: int)
     if time_kind == "integer":
         if step <= 0:
             raise ValueError(f"step must be positive, got {step}")
+        if int(last) + int(step) * n > np.iinfo(np.int64).max:  # Python ints: int64 would wrap silently
+            raise DataError(f"forecast times after {int(last)} (steps of {int(step)}) pass the 64-bit integer "
+                            f"limit {np.iinfo(np.int64).max}; forecast fewer steps or count time from a "
+                            "nearer origin")
         return np.int64(last) + k * np.int64(step)
     if time_kind != "datetime":
         raise ValueError(f"time_kind must be 'datetime' or 'integer', got {time_kind!r}")
@@ -1692,7 +1787,25 @@ def format_times(times: np.ndarray, time_kind: str, freq: str | None) -> list[st
     return [t.isoformat(sep=" ") for t in idx]
 
 
-def _cell(v) -> str:
+_FORMULA_START = frozenset("=+-@\uff1d\uff0b\uff0d\uff20")  # and their fullwidth forms, which Excel also takes
+
+
+def formula_like(text: str) -> bool:
+    """Whether a spreadsheet would run this text cell as a formula (CSV injection): it starts,
+    after spaces, with = + - @ (or their fullwidth forms), or with a tab or line end. Plain
+    numbers such as -1.5 or +3 are numbers, not formulas."""
+    if not text or not (text[0] in "\t\r\n" or text.lstrip(" ")[:1] in _FORMULA_START):
+        return False
+    return _NUMBER.fullmatch(text) is None
+
+
+def spreadsheet_safe(text: str) -> str:
+    """text, with a single quote before it when it is formula_like: spreadsheets show the text
+    and never run it (OWASP's advice for CSV injection). --excel-safe only: the ids change."""
+    return "'" + text if formula_like(text) else text
+
+
+def _cell(v, excel_safe: bool = False) -> str:
     if v is None:
         return ""
     if isinstance(v, (bool, np.bool_)):
@@ -1704,12 +1817,15 @@ def _cell(v) -> str:
         if math.isnan(v):
             return "NaN"
         return repr(v)
-    return str(v)
+    return spreadsheet_safe(str(v)) if excel_safe else str(v)
 
 
-def write_csv_text(rows: dict[str, list], columns: list[str]) -> str:
+def write_csv_text(rows: dict[str, list], columns: list[str], excel_safe: bool = False) -> str:
     """CSV text of rows[column] lists in `columns` order: '\\n' line ends, floats in repr precision
-    (round-trip exact), NaN as 'NaN' (a missing token), fields quoted only when they need it."""
+    (round-trip exact), NaN as 'NaN' (a missing token), fields quoted only when they need it.
+    Text is written verbatim (ids must join back) unless excel_safe: then the header and text
+    cells that a spreadsheet would run as formulas get a leading ' (spreadsheet_safe); numbers,
+    negative ones too, never change."""
     missing = [c for c in columns if c not in rows]
     if missing:
         raise ValueError(f"no values for columns {missing}")
@@ -1718,22 +1834,110 @@ def write_csv_text(rows: dict[str, list], columns: list[str]) -> str:
         raise ValueError(f"columns differ in length: { {c: len(rows[c]) for c in columns} }")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
+    _write_rows(out, writer, [[spreadsheet_safe(c) for c in columns] if excel_safe else list(columns)])
     n = lengths.pop() if lengths else 0
     for a in range(0, n, 1 << 16):  # cells as text a chunk of rows at a time
-        writer.writerows(zip(*(_cells(rows[c][a : a + (1 << 16)]) for c in columns), strict=True))
+        _write_rows(out, writer, [_cells(rows[c][a : a + (1 << 16)], excel_safe) for c in columns], by_column=True)
     return out.getvalue()
 
 
-def _cells(values) -> list[str]:
-    """[_cell(v) for v in values], a whole column at a time when it holds only str, only int or
-    only float values."""
+def _write_rows(out: io.StringIO, writer, cells: list[list[str]], by_column: bool = False) -> None:
+    """Write rows (or columns, by_column) of text cells. csv.writer quotes a field holding a
+    carriage return only when its line terminator holds one (Python 3.11), so an id with a
+    '\\r' would end the line early: rows of such a chunk are written with '\\r\\n', then the '\\r'
+    of the terminator is dropped."""
+    rows = zip(*cells, strict=True) if by_column else cells
+    if not any("\r" in "".join(part) for part in cells):
+        writer.writerows(rows)
+        return
+    line = io.StringIO()
+    quoting_cr = csv.writer(line, lineterminator="\r\n")
+    for row in rows:
+        line.seek(0)
+        line.truncate()
+        quoting_cr.writerow(row)
+        out.write(line.getvalue()[:-2] + "\n")
+
+
+def _cells(values, excel_safe: bool = False) -> list[str]:
+    """[_cell(v, excel_safe) for v in values], a whole column at a time when it holds only str,
+    only int or only float values (text: each distinct value checked once)."""
     kinds = set(map(type, values))
     if kinds <= {str}:
-        return list(values)
+        risky = {s: spreadsheet_safe(s) for s in set(values) if formula_like(s)} if excel_safe else None
+        return [risky.get(s, s) for s in values] if risky else list(values)
     if kinds == {float}:
         out = list(map(float.__repr__, values))
         return [("NaN" if c == "nan" else c) for c in out] if "nan" in out else out
     if kinds == {int}:
         return list(map(int.__repr__, values))
-    return [_cell(v) for v in values]
+    return [_cell(v, excel_safe) for v in values]
+
+
+_F32_TINY = float(np.finfo(np.float32).tiny)
+_F32_MAX = float(np.finfo(np.float32).max)
+_EXACT_TENS = 10.0 ** np.arange(23)  # 10**0 .. 10**22, all exact in float64
+
+
+def _round_significant(x: np.ndarray, digits: int, ties: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(r, exact) for finite nonzero x: where exact, r is the float64 nearest to x rounded to
+    `digits` significant digits (an integer below 10**15 and a power of ten up to 10**22 are
+    exact, so one division rounds once and repr(r) shows those digits); elsewhere r is unusable:
+    the scale is not exact, or (with `ties`) x scaled lies so near a half that the rounding of the
+    scaling itself could decide which way it goes."""
+    shift = digits - 1 - np.floor(np.log10(np.abs(x))).astype(np.int64)  # decimals to keep
+    tens = _EXACT_TENS[np.minimum(np.abs(shift), 22)]
+    scaled = np.where(shift >= 0, x * tens, x / tens)
+    whole = np.round(scaled)
+    exact = (np.abs(shift) <= 22) & (digits <= 15)
+    if ties:
+        exact &= np.abs(np.abs(scaled - np.trunc(scaled)) - 0.5) > 1e-15 * np.abs(scaled)
+    with np.errstate(over="ignore", invalid="ignore"):
+        r = np.where(shift >= 0, whole / tens, whole * tens)
+    return r, exact
+
+
+def output_floats(values: np.ndarray, dtype: str = "float64", precision: int | None = None) -> np.ndarray:
+    """Forecasts as the float64 values to print, so that repr (CSV) and json show no digits the
+    model does not have: a float32 model's forecasts become the shortest decimal that reads back
+    as the same float32 (9.8436 rather than 9.843599151388043), float64 models keep every digit,
+    and `precision` rounds to that many significant digits instead. Values a float32 cannot hold
+    (beyond 3.4e38, below its normal range) keep their float64 value. A few array passes for
+    1.2M values; a Python loop only for magnitudes beyond exact scaling (below 1e-14, above 1e22)."""
+    x = np.asarray(values, dtype=np.float64)
+    if precision is None and dtype != "float32":
+        return x
+    out = x.copy()
+    flat = out.reshape(-1)
+    usable = np.isfinite(x) & (x != 0)
+    if precision is None:
+        usable &= (np.abs(x) >= _F32_TINY) & (np.abs(x) <= _F32_MAX)
+    idx = np.flatnonzero(usable.ravel())
+    if precision is not None:
+        pending = x.ravel()[idx]
+        r, exact = _round_significant(pending, precision)
+        flat[idx[exact]] = r[exact]
+        idx, pending = idx[~exact], pending[~exact]
+        flat[idx] = [float(f"{v:.{precision}g}") for v in pending.tolist()]
+        return out
+    x32 = x.ravel()[idx].astype(np.float32)
+
+    def reads_back(at: np.ndarray, digits: int) -> np.ndarray:
+        """Positions (into idx) whose value rounded to `digits` reads back as its float32; stored."""
+        r, exact = _round_significant(x32[at].astype(np.float64), digits, ties=False)
+        with np.errstate(over="ignore"):
+            ok = exact & (r.astype(np.float32) == x32[at])
+        flat[idx[at[ok]]] = r[ok]
+        return ok
+
+    # Reading back is monotone in the digits, and most float32 values need 7 or 8 (of at most 9):
+    # try 7 on all, then fewer on those that took it and more on the rest.
+    todo = np.arange(len(idx))
+    ok = reads_back(todo, 7)
+    shorter, longer = todo[ok], todo[~ok]
+    for digits in (6, 5, 4, 3, 2, 1):
+        shorter = shorter[reads_back(shorter, digits)]
+    for digits in (8, 9):
+        longer = longer[~reads_back(longer, digits)]
+    flat[idx[longer]] = [float(str(v)) for v in x32[longer]]  # beyond exact scaling: numpy's shortest text
+    return out

@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from lstm_cli import atomic, frame, modelfile, scaling, windows
-from lstm_cli.errors import DataError, FreqNotApplicable, StaleInputError, UsageError
+from lstm_cli.errors import DataError, FreqNotApplicable, ModelFileError, StaleInputError, UsageError
 from lstm_cli.model import STRATEGIES, DataSpec, Forecaster, unknown_features
-from lstm_cli.network import Architecture, Network, default_threads
+from lstm_cli.network import MIN_SHARD, Architecture, Network, default_threads
 from lstm_cli.train import TrainConfig, TrainResult, fit
 
 DAY_NS = 86_400 * 10**9
@@ -149,6 +149,36 @@ def _check_seasonal(req: TrainRequest, season: int, lookback: int) -> None:
                          f"or supply more history")
 
 
+def check_training_memory(req: TrainRequest, n_inputs: int, n_outputs: int, lookback: int, threads: int,
+                          n_windows: int | None = None) -> None:
+    """Refuse, before anything is allocated, a training run that cannot fit in memory: the
+    network's weights, gradients and optimizer state (and, once the windows are counted, one
+    batch's caches): the options decide those (UsageError, exit 2); then with the windows, which
+    the data decides (DataError, exit 65)."""
+    from lstm_cli import memory
+    from lstm_cli.cells import GATES
+
+    itemsize = 4 if req.dtype == "float32" else 8
+    gates = GATES.get(req.cell, 4)
+    weights = memory.parameter_count(n_inputs, req.hidden, req.layers, n_outputs, gates)
+    batch = min(req.train.batch_size, n_windows) if n_windows else req.train.batch_size
+    shards = max(1, min(threads, batch // MIN_SHARD))
+    need = memory.model_state_bytes(weights, itemsize, shards, req.train.optimizer)
+    what = f"--hidden {req.hidden} --layers {req.layers} ({weights:,} weights, {req.dtype})"
+    remedy = "use a smaller --hidden or --layers"
+    if n_windows:
+        need += memory.batch_bytes(batch, lookback, n_inputs, req.hidden, req.layers, n_outputs, gates, itemsize,
+                                   req.train.dropout > 0)
+        what += f" with --batch-size {req.train.batch_size}"
+        remedy += ", or a smaller --batch-size"
+    memory.require(need, what + " for the weights, gradients and optimizer state", remedy, UsageError)
+    if n_windows:
+        need += memory.windows_bytes(n_windows, lookback, n_inputs, n_outputs, itemsize)
+        memory.require(need, f"training on {n_windows:,} windows of lookback {lookback} x {n_inputs} columns",
+                       "train on a sample of the series (--sample-series N), with a shorter --lookback, "
+                       "or on less history", DataError)
+
+
 def _check_strategy(req: TrainRequest) -> None:
     if req.strategy not in STRATEGIES:
         raise UsageError(f"unknown --strategy {req.strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -196,7 +226,9 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
     """Read, check, window, scale, train and save atomically to req.out. on_event receives
     ('data', info dict), ('resume', {'epoch' (0: none), 'epochs', 'path', 'problem' (why a damaged
     checkpoint was not used, or None)}), ('epoch', EpochReport), ('fitted', TrainResult),
-    ('saved', path).
+    ('saved', path); before each slow step ('phase', {'phase': 'reading' (+ 'source'), 'windows'
+    (+ 'series', 'rows') or 'compiling'}), and inside long epochs ('batch', {'epoch', 'epochs',
+    'batch', 'batches', 'seconds'}) at most every train.BATCH_REPORT_SECONDS.
 
     The caller holds atomic.output_lock(req.out) for the whole call (the CLI does): after every
     epoch a checkpoint is written atomically beside req.out (checkpoint.py), and removed once the
@@ -212,19 +244,26 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
         raise UsageError(f"column {sorted(overlap)[0]!r} is both a --target and a --feature; name it once")
     if not req.warm_start:  # a warm start keeps the old model's strategy (checked in train_on_series)
         _check_strategy(req)
+        steps = 1 if req.strategy == "recursive" else req.horizon  # before reading: the network alone may not fit
+        check_training_memory(req, len(req.targets) + len(req.features),
+                              steps * len(req.targets) * max(1, len(req.quantiles)), req.lookback or 1,
+                              req.threads or default_threads())
     ckpt_path = checkpoint.checkpoint_path_for(req.out)
+    found = checkpoint.claim(ckpt_path)  # a file there that lstm did not write: refused, never replaced
     atomic.check_output_path(ckpt_path)
     checkpoint.remove_stale_temps(req.out)  # of a killed run (we hold the lock)
-    if not resume:
-        checkpoint.remove(ckpt_path)  # another run's: ignored, and never resumed by mistake later
+    # without --resume a stopped run's checkpoint is ignored, said so, and kept until this run's
+    # first checkpoint replaces it: a rerun that forgot --resume can be stopped and rerun with it
+    ckpt_notes = [] if resume or found is None else [checkpoint.kept_note(ckpt_path, found)]
+    on_event("phase", {"phase": "reading", "source": "<stdin>" if req.data == "-" else req.data})
     series = frame.read_series(req.data, targets=req.targets, features=req.features, time_col=req.time_col,
                                id_col=req.id_col, sep=req.sep, freq=req.freq, missing=req.missing,
                                max_bytes=max_input_bytes)
     old = None
-    warm_notes: list[str] = []
+    warm_notes: list[str] = ckpt_notes
     if req.warm_start:
         old, _ = load_model(req.warm_start, req.threads)
-        warm_notes = check_warm_start(old, series, req)
+        warm_notes += check_warm_start(old, series, req)
         req = replace(req, hidden=old.network.arch.hidden_size, layers=old.network.arch.num_layers,
                       cell=old.network.arch.cell, dtype=old.network.arch.dtype, quantiles=old.spec.quantiles,
                       scaling=old.spec.scaling, lookback=old.spec.lookback, strategy=old.spec.strategy)
@@ -244,17 +283,25 @@ def load_model(path: str, threads: int | None = None) -> tuple[Forecaster, dict]
 
 
 def read_like_model(data: str, spec: DataSpec, *, sep: str = ",", missing: str = "interpolate",
-                    max_bytes: int = 2_000_000_000, stdin=None) -> frame.SeriesSet:
-    """DATA read with the model's columns and frequency: the one reader of predict, evaluate and
-    the dask partitions."""
+                    max_bytes: int = 2_000_000_000, stdin=None, check_step: bool = True) -> frame.SeriesSet:
+    """DATA read with the model's columns and frequency: the one reader of predict, evaluate,
+    validate --model and the dask partitions. DATA must step like the model (check_step; validate
+    reports it as a check of its own)."""
     try:
-        return frame.read_series(data, targets=spec.targets, features=spec.features, time_col=spec.time_col,
-                                 id_col=spec.id_col, sep=sep, freq=spec.freq, missing=missing, max_bytes=max_bytes,
-                                 stdin=stdin)
+        series = frame.read_series(data, targets=spec.targets, features=spec.features, time_col=spec.time_col,
+                                   id_col=spec.id_col, sep=sep, freq=spec.freq, missing=missing,
+                                   max_bytes=max_bytes, stdin=stdin)
     except FreqNotApplicable:  # the frequency is the model's, not an option the user can leave out
         raise DataError(f"{'<stdin>' if data == '-' else data}: the time column {spec.time_col!r} holds integers, "
                         f"but the model was trained on dates (freq {spec.freq}); give dates, or retrain on "
                         "this data") from None
+    except DataError as e:  # off the model's grid: "pass the right --freq" cannot apply either
+        if not hasattr(e, "for_model"):
+            raise
+        raise DataError(e.for_model) from None
+    if check_step:
+        frame.check_model_step(series, spec.time_kind, spec.freq, spec.step)
+    return series
 
 
 def check_freshness(series: frame.SeriesSet, model: Forecaster, max_age: float | None,
@@ -289,15 +336,55 @@ class Provenance:
     model_created: str | None
 
 
+PROVENANCE_COLUMNS = ("origin", "step", "model_sha256", "model_created")
+
+
+def value_columns(targets, quantiles) -> list[str]:
+    """One forecast column per target, or per target and quantile (sales_q0.1) for quantile models."""
+    return [f"{t}_q{q:g}" for t in targets for q in quantiles] if quantiles else list(targets)
+
+
+def output_column_clash(time_col: str, id_col: str | None, targets, quantiles) -> str | None:
+    """Why the forecast's own columns would repeat a name (an id column named like the quantile
+    column sales_q0.5 of target sales), or None: a CSV header or JSON record must not hold a name twice."""
+    seen: dict[str, str] = {}
+    named = [(time_col, "the time column"), (id_col, "the id column")]
+    for t in targets:
+        named += ([(f"{t}_q{q:g}", f"the forecast of {t!r} at quantile {q:g}") for q in quantiles] if quantiles
+                  else [(t, f"the forecast of {t!r}")])
+    for name, what in named:
+        if name is None:
+            continue
+        if name in seen:
+            return f"the output column {name!r} would be both {seen[name]} and {what}"
+        seen[name] = what
+    return None
+
+
+def provenance_columns(data_columns: list[str]) -> list[str]:
+    """origin, step, model_sha256 and model_created, each prefixed with 'lstm_' (again, until the
+    name is free) when the forecast's own columns use it: an id column named 'origin' keeps its
+    name and the forecast origin goes to 'lstm_origin', so no name is ever written twice."""
+    taken = set(data_columns)
+    out = []
+    for name in PROVENANCE_COLUMNS:
+        while name in taken:
+            name = "lstm_" + name
+        taken.add(name)
+        out.append(name)
+    return out
+
+
 def forecast_columns(spec: DataSpec, provenance: bool = False) -> list[str]:
-    """Output columns: time, id (if any), provenance columns (if asked), one value column per
-    target (per target and quantile for quantile models)."""
-    cols = [spec.time_col] + ([spec.id_col] if spec.id_col else [])
-    if provenance:
-        cols += ["origin", "step", "model_sha256", "model_created"]
-    for target in spec.targets:
-        cols += [f"{target}_q{q:g}" for q in spec.quantiles] if spec.quantiles else [target]
-    return cols
+    """Output columns: time, id (if any), provenance columns (if asked, see provenance_columns),
+    one value column per target (per target and quantile for quantile models). All distinct:
+    a model whose own columns clash (made before train refused that) is a ModelFileError."""
+    clash = output_column_clash(spec.time_col, spec.id_col, spec.targets, spec.quantiles)
+    if clash:
+        raise ModelFileError(f"the model's forecast columns clash: {clash}; retrain it with the column renamed")
+    data = [spec.time_col] + ([spec.id_col] if spec.id_col else [])
+    values = value_columns(spec.targets, spec.quantiles)
+    return data + (provenance_columns(data + values) if provenance else []) + values
 
 
 def horizon_notes(spec: DataSpec, h: int) -> list[str]:
@@ -308,9 +395,12 @@ def horizon_notes(spec: DataSpec, h: int) -> list[str]:
 
 def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int | None = None,
                    provenance: Provenance | None = None, max_age: float | None = None,
-                   now_ns: int | None = None) -> tuple[list[str], dict[str, list], list[str]]:
+                   now_ns: int | None = None, precision: int | None = None
+                   ) -> tuple[list[str], dict[str, list], list[str]]:
     """The partition function of both engines: validated rows of whole series (all of the input
     for --engine local, one shuffled partition for --engine dask) -> (columns, rows, notes).
+    Forecasts are floats whose repr is as short as the model's precision allows
+    (frame.output_floats; `precision`: that many significant digits instead).
 
     One batched forecast for all series, and the rows are built with array operations: ids are
     repeated, steps tiled, and future stamps computed and formatted once per distinct forecast
@@ -336,31 +426,46 @@ def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int |
     origins, which = np.unique(last, return_inverse=True)  # forecast origins; series -> origin
     stamps = np.empty((len(origins), h), dtype=object)  # (U, h) formatted future times
     for u, t in enumerate(origins):  # once per distinct origin: the output equals per-series formatting
-        future = frame.future_times(int(t), series.step, freq, series.time_kind, h)
+        try:
+            future = frame.future_times(int(t), series.step, freq, series.time_kind, h)
+        except DataError as e:  # past 2262 or int64: name the (first) series that ends there
+            who = f"series {series.ids[int(np.argmax(which == u))]!r}" if spec.id_col else "the series"
+            raise DataError(f"{series.source}: {who}: {e}") from None
         stamps[u] = frame.format_times(future, series.time_kind, freq)
     columns = forecast_columns(spec, provenance is not None)
     rows: dict[str, list] = {spec.time_col: stamps[which].ravel().tolist()}  # (S * h,), series-major
     if spec.id_col:
         rows[spec.id_col] = np.repeat(np.asarray(series.ids, dtype=object), h).tolist()
+    notes = list(series.warnings) + stale_notes + forecast_notes
     if provenance is not None:
+        origin_col, step_col, sha_col, created_col = columns[len(rows) : len(rows) + 4]
         origin_text = np.array([frame.format_times(origins[u : u + 1], series.time_kind, freq)[0]
                                 for u in range(len(origins))], dtype=object)  # (U,)
-        rows["origin"] = np.repeat(origin_text[which], h).tolist()
-        rows["step"] = np.tile(np.arange(1, h + 1), n).tolist()
-        rows["model_sha256"] = [provenance.model_sha256] * (n * h)
-        rows["model_created"] = [provenance.model_created] * (n * h)
+        rows[origin_col] = np.repeat(origin_text[which], h).tolist()
+        rows[step_col] = np.tile(np.arange(1, h + 1), n).tolist()
+        rows[sha_col] = [provenance.model_sha256] * (n * h)
+        rows[created_col] = [provenance.model_created] * (n * h)
+        renamed = [(old, new) for old, new in zip(PROVENANCE_COLUMNS, columns[len(rows) - 4 : len(rows)],
+                                                  strict=True) if new != old]
+        if renamed:
+            many = "s" if len(renamed) > 1 else ""
+            notes.append(f"--provenance: the forecast has its own column{many} "
+                         f"{', '.join(repr(old) for old, _ in renamed)}, so the provenance column{many} "
+                         f"{'are' if many else 'is'} {', '.join(repr(new) for _, new in renamed)}")
     value_cols = columns[len(rows):]
+    rounded = frame.output_floats(values, model.network.arch.dtype, precision)  # (S, h, K, nq)
     col = 0
     for k in range(len(spec.targets)):
         for q in range(max(1, len(spec.quantiles))):
-            rows[value_cols[col]] = values[:, :, k, q].ravel().tolist()
+            rows[value_cols[col]] = rounded[:, :, k, q].ravel().tolist()
             col += 1
-    return columns, rows, list(series.warnings) + stale_notes + forecast_notes
+    return columns, rows, notes
 
 
 def predict_from_csv(model_path: str, data: str, *, horizon: int | None = None, sep: str = ",",
                      missing: str = "interpolate", threads: int | None = None, max_bytes: int = 2_000_000_000,
-                     max_age: float | None = None, now_ns: int | None = None, provenance: bool = False):
+                     max_age: float | None = None, now_ns: int | None = None, provenance: bool = False,
+                     precision: int | None = None):
     """Forecast the steps after the end of every series in data (--engine local: the whole input
     is one partition for predict_series). Returns (columns, rows dict, notes, meta) ready for CSV
     or JSON. With provenance every row also carries its forecast origin, step number, and the
@@ -372,7 +477,7 @@ def predict_from_csv(model_path: str, data: str, *, horizon: int | None = None, 
     model_sha = modelfile.file_sha256(model_path)
     prov = Provenance(model_sha, header.get("created")) if provenance else None
     columns, rows, notes = predict_series(series, model, horizon=horizon, provenance=prov, max_age=max_age,
-                                          now_ns=now_ns)
+                                          now_ns=now_ns, precision=precision)
     h = horizon or spec.horizon
     notes += horizon_notes(spec, h)
     meta = {"model": model_path, "model_sha256": model_sha,
@@ -401,6 +506,25 @@ def warm_up() -> None:
         net.predict(x)
 
 
+def compile_kernels(network: Network, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, config: TrainConfig,
+                    quantiles: np.ndarray | None) -> None:
+    """One training step's kernels run on one window, with a throwaway gradient, RNG and optimizer
+    (network.params untouched), so that Numba compiles or loads them now, as a phase the progress
+    shows, and not silently inside the first batch (up to ~20 s on a first run)."""
+    from lstm_cli import kernels
+    from lstm_cli.optim import make_optimizer
+
+    dt = network.arch.np_dtype
+    grad = np.empty_like(network.params)
+    network.loss_and_grad(np.ascontiguousarray(x, dtype=dt), np.ascontiguousarray(y, dtype=dt),
+                          dropout=config.dropout, rng=np.random.default_rng(0), quantiles=quantiles, grad_out=grad)
+    kernels.clip_grad_norm(grad, config.clip)
+    make_optimizer(config.optimizer, network.params.copy(), lr=config.lr, weight_decay=config.weight_decay,
+                   momentum=config.momentum).step(grad)
+    if len(x_val):
+        network.predict(np.ascontiguousarray(x_val, dtype=dt))
+
+
 def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecaster | None = None,
                     notes: list[str] | tuple[str, ...] = (),
                     on_event: Callable[[str, object], None] = lambda kind, x: None,
@@ -418,6 +542,9 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
     if req.warm_start and old is None:
         raise UsageError("train_on_series: a warm start needs the old model (old=)")
     _check_strategy(req)
+    clash = output_column_clash(series.time_col, series.id_col, req.targets, req.quantiles)
+    if clash:
+        raise UsageError(f"{series.source}: {clash}; rename that column in the data")
     lengths = np.diff(series.starts)
     horizon = req.horizon
     steps = 1 if req.strategy == "recursive" else horizon  # what one window's targets cover
@@ -431,6 +558,7 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
                    f"lookback {lookback} + {targets_what} + {val_rows} validation rows "
                    f"+ {MIN_TRAIN_WINDOWS - 1} more for {MIN_TRAIN_WINDOWS} training windows")
     n_targets = len(req.targets)
+    on_event("phase", {"phase": "windows", "series": len(series.ids), "rows": int(lengths.sum())})
     train_rows = np.array([n - windows.val_rows_for(n, req.val_frac, horizon) for n in lengths])
     loc, scale = scaling.fit(series.values, series.starts, train_rows)
     if old is not None:  # known series keep the scaler the network was trained with
@@ -448,6 +576,9 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
         scaled, window_starts = take_series(scaled, series.starts, sample)
     else:
         window_starts = series.starts
+    n_windows = int(np.maximum(0, np.diff(window_starts) - lookback - steps + 1).sum())
+    check_training_memory(req, len(series.columns), steps * n_targets * max(1, len(req.quantiles)), lookback,
+                          req.threads or default_threads(), n_windows)
     # recursive: one-step windows, validated on the same last rows of each series as a direct model
     w = windows.make_windows(scaled, window_starts, n_targets, lookback, steps, req.val_frac,
                              scaling=req.scaling, season=season, val_horizon=horizon)
@@ -487,8 +618,14 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
             state, problem = checkpoint.resume_state(checkpoint_path, settings=settings, data_sha256=data_sha256)
             on_event("resume", {"epoch": state.epoch if state else 0, "epochs": req.train.epochs,
                                 "path": checkpoint_path, "problem": problem})
+    on_event("phase", {"phase": "compiling"})
+    compile_kernels(network, w["x_train"][:1], y_train[:1], w["x_val"][:1], req.train, quantiles)
     result = fit(network, w["x_train"], y_train, w["x_val"], y_val, req.train, quantiles=quantiles,
-                 on_epoch=lambda r: on_event("epoch", r), should_stop=should_stop, resume=state, on_state=writer)
+                 on_epoch=lambda r: on_event("epoch", r),
+                 on_batch=lambda epoch, done, batches, seconds: on_event(
+                     "batch", {"epoch": epoch, "epochs": req.train.epochs, "batch": done, "batches": batches,
+                               "seconds": seconds}),
+                 should_stop=should_stop, resume=state, on_state=writer)
     on_event("fitted", result)
     if result.epochs_run == 0 or result.stopped_by == "signal":
         return None, result

@@ -32,24 +32,48 @@ class Report:
         self.checks.append(Check(name, status, detail))
 
 
+def _shown(items: list[str]) -> str:
+    return ", ".join(map(repr, items[:3])) + (" ..." if len(items) > 3 else "")
+
+
+def _spreadsheet_checks(report: Report, series: frame.SeriesSet) -> None:
+    """Warnings about text the forecast CSV repeats verbatim: ids and names a spreadsheet would
+    run as formulas, and ids with spaces around them (kept: ' a' and 'a' are two series)."""
+    names = [c for c in (series.time_col, series.id_col, *series.columns[: series.n_targets]) if c]
+    risky = [n for n in names if frame.formula_like(n)]
+    if series.id_col:
+        risky += [s for s in series.ids if frame.formula_like(s)]
+    if risky:
+        report.add("spreadsheet", "warn", f"{len(risky)} id{'s' if len(risky) > 1 else ''} or column "
+                   f"name{'s' if len(risky) > 1 else ''} start like a formula ({_shown(risky)}): a spreadsheet "
+                   "opening the forecast CSV would run them; use predict --excel-safe for CSV meant for one")
+    spaced = [s for s in series.ids if s != s.strip()] if series.id_col else []
+    if spaced:
+        report.add("ids", "warn", f"{len(spaced)} series id{'s' if len(spaced) > 1 else ''} with spaces around "
+                   f"({_shown(spaced)}): ids are kept verbatim, so ' a' and 'a' are different series")
+
+
 def validate_csv(data: str, *, targets=(), features=(), time_col=None, id_col=None, sep=",", freq=None,
                  missing="interpolate", model_path: str | None = None, lookback: int | None = None,
                  horizon: int | None = None) -> Report:
     """Read DATA as train/predict would, and report. With model_path the model's contract
     (columns, time kind, frequency, lookback) is what DATA is checked against."""
     report = Report(source=data)
+    model = None
     if model_path is not None:
         from lstm_cli.pipeline import load_model
 
         model, _ = load_model(model_path)
-        spec = model.spec
-        targets, features, time_col, id_col = spec.targets, spec.features, spec.time_col, spec.id_col
-        freq = spec.freq
-        lookback = spec.lookback
+        lookback = model.spec.lookback
         horizon = None  # predict needs only the lookback
     try:
-        series = frame.read_series(data, targets=targets, features=features, time_col=time_col, id_col=id_col,
-                                   sep=sep, freq=freq, missing=missing)
+        if model is None:
+            series = frame.read_series(data, targets=targets, features=features, time_col=time_col, id_col=id_col,
+                                       sep=sep, freq=freq, missing=missing)
+        else:  # as predict reads it: the model's columns and frequency
+            from lstm_cli.pipeline import read_like_model
+
+            series = read_like_model(data, model.spec, sep=sep, missing=missing, check_step=False)
     except InputMissingError:
         raise
     except DataError as e:
@@ -63,9 +87,15 @@ def validate_csv(data: str, *, targets=(), features=(), time_col=None, id_col=No
                f"{frame._fmt_duration(series.step, series.time_kind)}, rows taken as consecutive steps")
     for note in series.warnings:
         report.add("note", "warn", note)
-    if model_path is not None and series.time_kind != model.spec.time_kind:
+    _spreadsheet_checks(report, series)
+    if model is not None and series.time_kind != model.spec.time_kind:
         report.add("model contract", "fail", f"{series.time_kind} times, the model was trained on "
                    f"{model.spec.time_kind} times")
+    elif model is not None:
+        try:
+            frame.check_model_step(series, model.spec.time_kind, model.spec.freq, model.spec.step)
+        except DataError as e:
+            report.add("model contract", "fail", str(e))
     if lookback:
         need = lookback + (horizon or 0)
         short = [(sid, int(n)) for sid, n in zip(series.ids, lengths, strict=True) if n < need]
