@@ -28,8 +28,12 @@ N-th write raises OSError(ENOSPC).
 The lock (`output_lock`) is fcntl.flock on a sidecar `.{basename}.lock` in the target's directory.
 The lock file is deliberately never deleted: unlinking it on exit races with a waiter that has
 already opened the old inode (it would then "hold" a lock on a deleted file while a third run
-locks a fresh one, and both write). An empty hidden file per output path is the price. The holder
-writes its pid into the file for the "being written by pid N" message and truncates it on release.
+locks a fresh one, and both write). A small hidden file per output path is the price. It starts
+with the marker line `lstm lock` (LOCK_MARKER), so the tool can tell its own lock from a user's file
+of that name: a non-empty file there without the marker is refused (OutputError), never truncated.
+The holder writes its pid after the marker for the "being written by pid N" message and cuts the
+file back to the marker on release. The lock file is opened O_NOFOLLOW | O_NONBLOCK and must be a
+regular file with one link: a symlink, FIFO, directory or hard link planted there is refused.
 
 Does not import numpy: the CLI can check paths before any heavy import.
 """
@@ -40,19 +44,25 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from lstm_cli.errors import LockedError, OutputError, WriteError
+from lstm_cli.errors import LockedError, OutputError, UsageError, WriteError
 
 T = TypeVar("T")
 
 DEFAULT_BUFFER = 256 * 1024  # bytes kept in memory before a write(2); 0 = write through
 NAME_MAX = 255  # bytes in one path component (Linux, macOS)
 _LONG_BASENAME = 200  # longer basenames are shortened in sidecar names so they fit NAME_MAX
+LOCK_MARKER = b"lstm lock\n"  # first line of every lock file this tool writes
+_LEGACY_LOCK = re.compile(rb"\d{0,20}\n?")  # lock files of lstm before the marker: empty, or a pid
+_LOCK_HEAD = 32  # bytes read to tell a lock file (the marker and a pid, or a legacy pid) from others
+LOCK_POLL_SECONDS = 0.1  # how often output_lock(wait=True, deadline=...) retries a busy lock
 
 # Creating the temporary file failed for a reason the user must fix, not a transient I/O error.
 _CANNOT_CREATE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR,
@@ -132,15 +142,35 @@ def _same_file(a: str, b) -> bool:
             return False
 
 
-def check_output_path(path, inputs: Iterable = ()) -> None:
+def _is_lock_file(target: str) -> bool:
+    """Whether the regular file `target` is a lock file of this tool (starts with LOCK_MARKER)."""
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return os.pread(fd, len(LOCK_MARKER), 0) == LOCK_MARKER
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def check_output_path(path, inputs: Iterable = (), option: str = "--out") -> None:
     """Refuse, before any work, an output path that cannot or must not be written.
 
+    "-" is a UsageError (exit 2): the callers that can write to stdout handle it before; here a
+    file named "-" would be written where the user meant stdout (`./-` names such a file).
     Raises OutputError (exit 73) with one line naming the path and the fix when the path is empty,
     an existing directory or other non-regular file, its parent directory is missing, not a
-    directory or not writable, or it is the same file as one of `inputs` (same inode or same
-    resolved path). A nonexistent output in a writable directory passes.
+    directory or not writable, it is the lock file of another output, or it is the same file as
+    one of `inputs` (same inode or same resolved path). A nonexistent output in a writable
+    directory passes. `option` names the path in the "-" message.
     """
     shown = os.fspath(path)
+    if shown == "-":
+        raise UsageError(f"{option} -: this command writes a file, not stdout; give a file path "
+                         "(./- for a file named -)")
     if not shown:
         raise OutputError("the output path is empty; give a file path such as model.lstm")
     target = resolve_target(path)
@@ -157,6 +187,9 @@ def check_output_path(path, inputs: Iterable = ()) -> None:
         if not stat.S_ISREG(st.st_mode):
             raise OutputError(f"output {shown} exists and is not a regular file (device, FIFO or "
                               "socket); choose a regular file path")
+        if _is_lock_file(target):
+            raise OutputError(f"output {shown} is a lock file lstm keeps beside another output; "
+                              "choose another path")
     parent = os.path.dirname(target)
     try:
         pst = os.stat(parent)
@@ -362,6 +395,8 @@ def atomic_write(path, content: Callable[[AtomicFile], T] | bytes | str, mode: s
 
 
 def _open_lock_file(lock_path: str, shown: str) -> int:
+    """Open (creating) the lock file without following a symlink or blocking on a FIFO, and refuse
+    anything there that this tool did not write (see the module doc): it is never truncated."""
     flags = os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
     try:
         fd = os.open(lock_path, os.O_RDWR | flags, 0o666)
@@ -375,54 +410,93 @@ def _open_lock_file(lock_path: str, shown: str) -> int:
         raise OutputError(f"cannot lock {shown}: cannot open {lock_path}: {_reason(e)}; "
                           "fix the directory or choose another path") from e
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise OutputError(f"cannot lock {shown}: {lock_path} is not a regular file; remove it")
+        if st.st_nlink != 1:
+            raise OutputError(f"cannot lock {shown}: {lock_path} has other hard links, so lstm did not "
+                              "write it; move it away or choose another output path")
+        if not is_lock_content(os.pread(fd, _LOCK_HEAD, 0)):
+            raise OutputError(f"{lock_path} exists and was not written by lstm (lstm keeps its lock for "
+                              f"{shown} there); move it away or choose another output path")
+    except OSError as e:
+        os.close(fd)
+        raise OutputError(f"cannot lock {shown}: cannot read {lock_path}: {_reason(e)}") from e
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
+def is_lock_content(head: bytes) -> bool:
+    """Whether a file starting with `head` (its first _LOCK_HEAD bytes) is a lock file of this
+    tool: the marker, or all that lstm wrote before it had one (nothing, or a pid)."""
+    return head.startswith(LOCK_MARKER) or (len(head) < _LOCK_HEAD and _LEGACY_LOCK.fullmatch(head) is not None)
+
+
 def _holder_pid(fd: int) -> int | None:
     try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        text = os.pread(fd, len(LOCK_MARKER) + 32, 0).removeprefix(LOCK_MARKER).decode("ascii", "replace").strip()
         return int(text) if text.isdigit() else None
     except (OSError, ValueError):
         return None
 
 
+def _busy(shown: str, fd: int) -> str:
+    pid = _holder_pid(fd)
+    return f"{shown} is being written by another lstm run ({'pid unknown' if pid is None else f'pid {pid}'})"
+
+
+def _acquire(fd: int, shown: str, lock_path: str, wait: bool, deadline: float | None) -> None:
+    """flock `fd`: at once, or waiting (until `deadline`, a time.monotonic() value, if given).
+    Waiting polls rather than blocks in flock so the deadline holds; a signal handler that raises
+    (StopFlag) interrupts either wait."""
+    started = time.monotonic()
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if not wait or deadline is not None else 0))
+            return
+        except BlockingIOError:
+            if not wait:
+                raise LockedError(f"{_busy(shown, fd)}; retry later or pass --wait") from None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LockedError(f"{_busy(shown, fd)}; waited {time.monotonic() - started:.1f} s for it and "
+                                  "the time limit ran out; retry later or raise --time-limit") from None
+            time.sleep(min(LOCK_POLL_SECONDS, left))
+        except OSError as e:
+            raise OutputError(f"cannot lock {shown} ({lock_path}): {_reason(e)}") from e
+
+
 @contextmanager
-def output_lock(path, wait: bool = False) -> Iterator[str]:
+def output_lock(path, wait: bool = False, deadline: float | None = None) -> Iterator[str]:
     """Hold an exclusive advisory lock for writing `path` (yields the lock file's path).
 
-    Busy and not `wait` -> LockedError (exit 75) naming the holder's pid. With `wait`, blocks
-    until the holder finishes (Ctrl-C still interrupts). The lock is per open file description:
+    Busy and not `wait` -> LockedError (exit 75) naming the holder's pid. With `wait`, waits until
+    the holder finishes (Ctrl-C still interrupts), or until `deadline` (time.monotonic(); the
+    --time-limit, which counts the wait), then LockedError. The lock is per open file description:
     a second output_lock on the same path in the same process is refused like any other.
     """
     shown = os.fspath(path)
     lock_path = lock_path_for(path)
     fd = _open_lock_file(lock_path, shown)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            pid = _holder_pid(fd)
-            who = f"pid {pid}" if pid is not None else "pid unknown"
-            raise LockedError(f"{shown} is being written by another lstm run ({who}); "
-                              "retry later or pass --wait") from None
-        except OSError as e:
-            raise OutputError(f"cannot lock {shown} ({lock_path}): {_reason(e)}") from e
+        _acquire(fd, shown, lock_path, wait, deadline)
+        marked = False
         try:
             try:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                content = LOCK_MARKER + f"{os.getpid()}\n".encode()
+                os.pwrite(fd, content, 0)
+                marked = True
+                os.ftruncate(fd, len(content))
             except OSError:
                 pass  # read-only lock file: the lock still holds, only the message lacks the pid
             yield lock_path
         finally:
-            try:
-                os.ftruncate(fd, 0)
-            except OSError:
-                pass
+            if marked:
+                try:
+                    os.ftruncate(fd, len(LOCK_MARKER))  # the pid goes, the marker stays
+                except OSError:
+                    pass
     finally:
         os.close(fd)  # releases the flock

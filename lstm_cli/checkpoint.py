@@ -18,7 +18,8 @@ It is written atomically (atomic.atomic_output: temp file, fsync, rename, fsync 
 directory) after every finished epoch (Writer skips epochs only while checkpoints would cost more
 than a tenth of the run), so it is always a complete, checksummed state; the final model is
 saved before the checkpoint is removed. All of this runs under atomic.output_lock(out), which
-is also what makes remove_stale_temps safe.
+is also what makes remove_stale_temps safe. What is at the checkpoint path when a run starts is
+claimed first (claim): a file lstm did not write there is refused, never replaced or removed.
 
 Resuming is exact because the loop's whole state is in the file and the kernels are
 deterministic for a given thread count (which the fingerprint covers). A damaged checkpoint
@@ -33,12 +34,13 @@ import json
 import math
 import os
 import re
+import stat
 import time
 
 import numpy as np
 
 from lstm_cli import atomic, modelfile
-from lstm_cli.errors import DataError, InputMissingError, ModelFileError
+from lstm_cli.errors import DataError, InputMissingError, ModelFileError, OutputError
 from lstm_cli.train import TrainState
 
 FORMAT = "lstm-checkpoint"
@@ -226,19 +228,87 @@ class Writer:
         self._last_cost = self._last_end - start
 
 
+def _not_ours(path: str, what: str) -> OutputError:
+    return OutputError(f"{path} exists and {what}, so lstm did not write it (lstm keeps its training "
+                       "checkpoint there); move it away or choose another --out")
+
+
+def claim(path: str) -> int | None:
+    """Before any work: the epoch of the lstm checkpoint at `path` (0 for a damaged one, which
+    only costs time), or None when there is none. Whatever else is there (a symlink, a FIFO, a
+    directory, a hard link, a file lstm did not write, such as a user's model or notes named
+    like the checkpoint) is refused with OutputError (exit 73): it is never replaced or removed.
+    An lstm checkpoint is an lstm container (modelfile.MAGIC) whose header, when it still reads,
+    names the checkpoint format."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise OutputError(f"cannot use the checkpoint path {path}: {e.strerror or e}; choose another --out") from e
+    if stat.S_ISLNK(st.st_mode):
+        raise _not_ours(path, "is a symbolic link")
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_ours(path, "is not a regular file")
+    if st.st_nlink != 1:
+        raise _not_ours(path, "has other hard links")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            head = os.pread(fd, len(modelfile.MAGIC), 0)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise OutputError(f"cannot read the checkpoint {path}: {e.strerror or e}; move it away or "
+                          "choose another --out") from e
+    if head != modelfile.MAGIC:
+        raise _not_ours(path, "is not an lstm checkpoint")
+    try:
+        header, _ = modelfile.load(path, schema=False)
+    except (ModelFileError, InputMissingError):
+        return 0  # an lstm container that no longer reads: a damaged checkpoint
+    if header.get("format") != FORMAT:
+        raise _not_ours(path, f"is an lstm file of format {header.get('format')!r}, not a checkpoint")
+    epoch = header.get("epoch")
+    return epoch if type(epoch) is int and epoch >= 0 else 0
+
+
+def kept_note(path: str, epoch: int) -> str:
+    """The note of a run without --resume that finds a checkpoint (claim's epoch): the checkpoint
+    stays until this run's first one replaces it, so a rerun with --resume can still use it."""
+    found = f"checkpoint {path} of a stopped run after epoch {epoch}" if epoch else f"a damaged checkpoint {path}"
+    return (f"found {found}; training from epoch 1 without it (pass --resume to continue from it); "
+            "this run's first checkpoint replaces it")
+
+
 def remove(path: str) -> None:
     """Best effort: a leftover checkpoint of a finished run is harmless (ignored without
-    --resume; with it, the last epoch is redone and gives the same model)."""
+    --resume; with it, the last epoch is redone and gives the same model). Only a regular file
+    is removed: claim() checked at the start that it is lstm's."""
     try:
-        os.unlink(path)
+        if stat.S_ISREG(os.lstat(path).st_mode):
+            os.unlink(path)
     except OSError:
         pass
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0  # another user's process, or not a pid at all
+    return True
 
 
 def remove_stale_temps(out) -> list[str]:
     """Delete temporary files a killed run left beside `out` and its checkpoint
     (`.{name}.tmp-{pid}-{random}`). Only call it holding atomic.output_lock(out): every writer of
-    these paths holds that lock, so any such file is an orphan. Returns the removed paths."""
+    these paths holds that lock, so such a file is an orphan. What is deleted is only what an
+    lstm run created: the exact mkstemp name, a regular file (not a symlink) with one link, owned
+    by us, whose pid is no running process (a live one may be another output's writer whose
+    name happens to match: `--out .m.lstm.ckpt` writes `..m.lstm.ckpt.tmp-*`). Returns the removed paths."""
     directory = os.path.dirname(atomic.resolve_target(out))
     prefixes = []
     for target in (atomic.resolve_target(out), checkpoint_path_for(out)):
@@ -252,11 +322,12 @@ def remove_stale_temps(out) -> list[str]:
         return removed
     for name in names:
         m = pattern.fullmatch(name)
-        if m is None or int(m.group(1)) == os.getpid():
+        if m is None or _running(int(m.group(1))):  # (our own pid is running: never ours in progress)
             continue
         path = os.path.join(directory, name)
         try:
-            if os.path.isfile(path) and not os.path.islink(path):
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_uid == os.geteuid():
                 os.unlink(path)
                 removed.append(path)
         except OSError:

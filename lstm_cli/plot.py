@@ -1,19 +1,23 @@
-"""`lstm evaluate --plot FILE.png`: one panel per (series, target), up to PANEL_LIMIT, with the
-recent history, the held-out actuals, the model's forecast at every backtest origin (the quantile
-interval shaded for quantile models) and the seasonal-naive forecast faintly for reference.
+"""`lstm evaluate --plot FILE.png|.pdf|.svg`: one panel per (series, target), up to PANEL_LIMIT,
+with the recent history, the held-out actuals, the model's forecast at every backtest origin (the
+quantile interval shaded for quantile models) and the seasonal-naive forecast faintly for reference.
 
 matplotlib is the optional extra `lstm-cli[plot]`, imported only here and only when a plot is
 asked for, through its object API and the Agg canvas: no pyplot, no display, no global backend
-switch. render_png returns the PNG's bytes; the caller writes them atomically."""
+switch. The file's suffix picks the format (plot_format, checked before any work: a PNG under a
+.pdf name would open nowhere); render returns the file's bytes; the caller writes them atomically.
+No creation date, tool name or random ids are embedded (SVG ids are salted with a constant), so
+the same evaluation gives the same bytes."""
 
 from __future__ import annotations
 
 import io
 import math
+import os
 
 import numpy as np
 
-from lstm_cli.errors import MissingDependencyError
+from lstm_cli.errors import MissingDependencyError, UsageError
 
 PANEL_LIMIT = 12
 DPI = 100
@@ -21,6 +25,10 @@ PANEL_WIDTH = 7.2  # inches per panel column
 PANEL_HEIGHT = 3.4  # inches per panel row
 HEADER_HEIGHT = 0.9  # inches for the figure title and the legend
 INSTALL = "pip install 'lstm-cli[plot]'"
+FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}  # suffix -> matplotlib format
+# what each format must not embed for reproducible bytes (matplotlib's metadata keys per format)
+_NO_METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None, "CreationDate": None},
+                "svg": {"Creator": None, "Date": None}}
 
 FORECAST_COLOR = "#1f77b4"
 ACTUAL_COLOR = "#222222"
@@ -35,6 +43,18 @@ def require_matplotlib() -> None:
         from matplotlib.figure import Figure  # noqa: F401
     except ImportError:
         raise MissingDependencyError(f"--plot needs matplotlib: {INSTALL}") from None
+
+
+def plot_format(path) -> str:
+    """The format --plot PATH asks for by its suffix (case-insensitive); UsageError (exit 2) for
+    another or no suffix, before any work."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix not in FORMATS:
+        names = ", ".join(list(FORMATS)[:-1]) + f" or {list(FORMATS)[-1]}"
+        got = f"not {suffix}" if suffix else "it has no suffix"
+        raise UsageError(f"--plot {os.fspath(path)}: the file name must end in {names}, the format written "
+                         f"({got}); rename the plot file")
+    return FORMATS[suffix]
 
 
 def grid(n_panels: int) -> tuple[int, int]:
@@ -57,9 +77,11 @@ def _fmt(x: float) -> str:
     return "-" if not math.isfinite(x) else f"{x:.3g}"
 
 
-def render_png(ev, title: str) -> bytes:
-    """The evaluation's panels (ev.panels, see evaluate.Panel) as PNG bytes."""
+def render(ev, title: str, fmt: str = "png") -> bytes:
+    """The evaluation's panels (ev.panels, see evaluate.Panel) as the bytes of a `fmt` file
+    (a value of FORMATS)."""
     require_matplotlib()
+    from matplotlib import rc_context
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
@@ -121,5 +143,6 @@ def render_png(ev, title: str) -> bytes:
                fontsize=9,
                frameon=False)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    with rc_context({"svg.hashsalt": "lstm"}):  # else random element ids in every SVG
+        fig.savefig(buf, format=fmt, dpi=DPI, metadata=_NO_METADATA[fmt])
     return buf.getvalue()

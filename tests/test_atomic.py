@@ -459,7 +459,7 @@ def test_lock_held_by_another_process(tmp_path):
     with atomic.output_lock(out):  # free again once the holder exits
         pass
     lock = Path(atomic.lock_path_for(out))
-    assert lock.exists() and lock.read_bytes() == b""  # kept (see module doc), pid cleared
+    assert lock.exists() and lock.read_bytes() == atomic.LOCK_MARKER  # kept (see module doc), pid cleared
 
 
 def test_wait_blocks_until_the_holder_releases(tmp_path):
@@ -471,7 +471,7 @@ def test_wait_blocks_until_the_holder_releases(tmp_path):
     try:
         with atomic.output_lock(out, wait=True) as lock_path:
             waited = time.monotonic() - start
-            assert Path(lock_path).read_text().strip() == str(os.getpid())
+            assert Path(lock_path).read_bytes() == atomic.LOCK_MARKER + f"{os.getpid()}\n".encode()
     finally:
         timer.join()
         proc.wait(timeout=10)
