@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 
 def is_interactive(stream) -> bool:
@@ -30,7 +31,11 @@ class Console:
         return self._rich_console
 
     def line(self, text: str) -> None:
-        if not self.quiet:
+        if self.quiet:
+            return
+        if self.rich:  # through rich, so a live bar or spinner stays below the line instead of tearing
+            self.rich_console.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
+        else:
             print(text, file=self.stream, flush=True)
 
     def note(self, text: str) -> None:
@@ -60,26 +65,58 @@ def _fmt_loss(x) -> str:
     return "-" if x is None else f"{x:.4g}"
 
 
+def _fmt_seconds(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def _best(r) -> str:
+    """'best 12 (val 0.0931)': the epoch and the loss it is best by (validation, else training)."""
+    return f"best {r.best_epoch} ({'val' if r.val_loss is not None else 'train'} {_fmt_loss(r.best_loss)})"
+
+
+PHASES = {
+    "reading": lambda p: f"reading {p['source']}",
+    "windows": lambda p: f"scaling and cutting windows: {p['series']} series, {p['rows']} rows",
+    "compiling": lambda p: "loading the kernels (the first run on a machine compiles them, ~20 s; "
+                           "`lstm warmup` does it ahead)",
+}
+
+
 class TrainProgress:
-    """Turns training events into a rich progress bar, or a few plain lines when piped."""
+    """Turns training events into what people see: on a terminal a spinner for each phase before
+    training (reading, windows, kernels), then a bar that moves batch by batch, with the last
+    epoch's losses, the best epoch and its loss, and a labelled ETA; when piped a line per phase
+    and a few epoch lines (cron mails them); with --quiet nothing."""
 
     def __init__(self, console: Console):
         self.console = console
+        self._status = None
         self._progress = None
         self._task = None
-        self._last_plain = 0
+        self._stats = ""
+        self._phase_text, self._phase_start = None, 0.0  # the phase the spinner shows, on a terminal
+        self._resumed_from = 0  # epochs done before this run: its pace counts the others only
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
+        self._stop_status()
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
 
     def __call__(self, kind: str, payload) -> None:
         c = self.console
-        if kind == "data":
+        if c.quiet:
+            return
+        if kind == "phase":
+            self._phase(payload)
+        elif kind == "resume":
+            self._resumed_from = payload["epoch"]
+        elif kind == "data":
             for w in payload["warnings"]:
                 c.note(w)
             sampled = f" (training on a seeded sample of {payload['sampled']})" if payload.get("sampled") else ""
@@ -88,33 +125,71 @@ class TrainProgress:
                    f"{' (auto)' if payload['scaling_option'] == 'auto' else ''}; "
                    f"{payload['train_windows']} training / {payload['val_windows']} validation windows, "
                    f"{payload['parameters']} parameters")
+        elif kind == "batch" and c.rich:
+            p = payload
+            self._bar(p["epochs"], p["epoch"] - 1 + p["batch"] / p["batches"], p["seconds"],
+                      f"epoch {p['epoch']}/{p['epochs']} batch {p['batch']}/{p['batches']}")
         elif kind == "epoch":
             self._epoch(payload)
+        elif kind == "fitted":  # the summary follows: the bar ends here
+            self.__exit__()
+
+    def _phase(self, p) -> None:
+        text = "lstm: " + (PHASES[p["phase"]](p) if p["phase"] in PHASES else p["phase"])
+        c = self.console
+        if not c.rich:
+            c.line(text)
+            return
+        self._phase_done()
+        self._phase_text, self._phase_start = text, time.monotonic()
+        if self._status is None:
+            self._status = c.rich_console.status(text)
+            self._status.start()
+        else:
+            self._status.update(text)
+
+    def _phase_done(self) -> None:
+        """On a terminal a finished phase stays as a line with its time; the spinner moves on."""
+        if self._phase_text is not None:
+            self.console.line(f"{self._phase_text}: {time.monotonic() - self._phase_start:.1f} s")
+            self._phase_text = None
+
+    def _stop_status(self) -> None:
+        self._phase_done()
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def eta(self, epochs: int, completed: float, seconds: float) -> str:
+        """'ETA (at most) 0:01:23' at this run's pace so far (seconds count from its first batch:
+        the kernels are loaded before); early stopping may end sooner, hence 'at most'."""
+        done = completed - self._resumed_from
+        if done <= 0 or seconds <= 0:
+            return ""
+        return f"ETA (at most) {_fmt_seconds((epochs - completed) * seconds / done)}"
+
+    def _bar(self, epochs: int, completed: float, seconds: float, where: str) -> None:
+        self._stop_status()
+        if self._progress is None:
+            from rich.progress import BarColumn, Progress, TextColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]train"), BarColumn(), TextColumn("{task.fields[where]}"),
+                TextColumn("{task.fields[stats]}"), TextColumn("{task.fields[eta]}"),
+                console=self.console.rich_console, transient=False)
+            self._progress.start()
+            self._task = self._progress.add_task("train", total=epochs, where="", stats="", eta="")
+        self._progress.update(self._task, completed=completed, where=where, stats=self._stats,
+                              eta=self.eta(epochs, completed, seconds))
 
     def _epoch(self, r) -> None:
         c = self.console
-        if c.quiet:
-            return
         if c.rich:
-            if self._progress is None:
-                from rich.progress import (
-                    BarColumn,
-                    MofNCompleteColumn,
-                    Progress,
-                    TextColumn,
-                    TimeRemainingColumn,
-                )
-
-                self._progress = Progress(
-                    TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-                    TimeRemainingColumn(), console=c.rich_console, transient=False)
-                self._progress.start()
-                self._task = self._progress.add_task("train", total=r.epochs, stats="")
-            stats = (f"loss {_fmt_loss(r.train_loss)} val {_fmt_loss(r.val_loss)} best {r.best_epoch} "
-                     f"lr {r.lr:.2g} {r.samples_per_s:,.0f} samples/s")
-            self._progress.update(self._task, completed=r.epoch, stats=stats)
+            self._stats = (f"loss {_fmt_loss(r.train_loss)} val {_fmt_loss(r.val_loss)} {_best(r)} "
+                           f"lr {r.lr:.2g} {r.samples_per_s:,.0f} samples/s")
+            self._bar(r.epochs, r.epoch, r.seconds, f"epoch {r.epoch}/{r.epochs}")
         else:
             step = max(1, r.epochs // 10)
             if r.epoch == 1 or r.epoch % step == 0 or r.epoch == r.epochs:
                 c.line(f"epoch {r.epoch}/{r.epochs}  train {_fmt_loss(r.train_loss)}  val {_fmt_loss(r.val_loss)}  "
-                       f"best {r.best_epoch}  lr {r.lr:.2g}  {r.samples_per_s:,.0f} samples/s")
+                       f"{_best(r)}  lr {r.lr:.2g}  {r.samples_per_s:,.0f} samples/s")

@@ -19,6 +19,8 @@ from lstm_cli import kernels
 from lstm_cli.network import Network
 from lstm_cli.optim import ReduceOnPlateau, make_optimizer
 
+BATCH_REPORT_SECONDS = 0.25  # on_batch at most this often: a live bar inside long epochs, at no cost
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -115,6 +117,7 @@ def _check_resume(state: TrainState, network: Network, config: TrainConfig, opti
 def fit(network: Network, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
         config: TrainConfig, *, quantiles: np.ndarray | None = None,
         on_epoch: Callable[[EpochReport], None] | None = None,
+        on_batch: Callable[[int, int, int, float], None] | None = None,
         should_stop: Callable[[], str | None] | None = None,
         resume: TrainState | None = None,
         on_state: Callable[[TrainState], None] | None = None) -> TrainResult:
@@ -122,7 +125,9 @@ def fit(network: Network, x_train: np.ndarray, y_train: np.ndarray, x_val: np.nd
     y columns repeat each target once per quantile and the loss is the pinball loss.
 
     resume: continue after resume.epoch from that state (network.params are overwritten).
-    on_state: called after every completed epoch that does not end training (see TrainState)."""
+    on_state: called after every completed epoch that does not end training (see TrainState).
+    on_batch(epoch, batches done, batches per epoch, seconds since the start): during an epoch, at
+    most every BATCH_REPORT_SECONDS (one clock read per batch), so long epochs show progress."""
     rng = np.random.default_rng(config.seed + 1)  # init used `seed`; batches and dropout their own stream
     dt = network.arch.np_dtype
     x_train = np.ascontiguousarray(x_train, dtype=dt)
@@ -152,12 +157,14 @@ def fit(network: Network, x_train: np.ndarray, y_train: np.ndarray, x_val: np.nd
         result.val_loss = [None if v is None else float(v) for v in resume.val_loss]
         first = int(resume.epoch) + 1
     n = len(x_train)
+    n_batches = -(-n // config.batch_size)
     start = time.perf_counter()
+    next_batch_report = start + BATCH_REPORT_SECONDS
     for epoch in range(first, config.epochs + 1):
         t0 = time.perf_counter()
         order = rng.permutation(n)
         total = 0.0
-        for lo in range(0, n, config.batch_size):
+        for batch, lo in enumerate(range(0, n, config.batch_size), 1):
             idx = np.sort(order[lo : lo + config.batch_size])
             loss, _ = network.loss_and_grad(x_train[idx], y_train[idx], dropout=config.dropout, rng=rng,
                                             quantiles=quantiles, grad_out=grad)
@@ -167,6 +174,9 @@ def fit(network: Network, x_train: np.ndarray, y_train: np.ndarray, x_val: np.nd
             kernels.clip_grad_norm(grad, config.clip)
             optimizer.step(grad)
             total += loss * len(idx)
+            if on_batch is not None and batch < n_batches and (now := time.perf_counter()) >= next_batch_report:
+                next_batch_report = now + BATCH_REPORT_SECONDS
+                on_batch(epoch, batch, n_batches, now - start)
             if should_stop is not None and (reason := should_stop()):
                 result.stopped_by = reason
                 break
