@@ -791,7 +791,8 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
 
     if fmt == "json":
         doc = {"header": {"model": model, "data": data, "horizon": ev.horizon, "origins": ev.origins,
-                          "step": ev.step, "season": ev.season, "mode": ev.mode},
+                          "step": ev.step, "season": ev.season, "mode": ev.mode,
+                          "in_sample_series": ev.in_sample_series()},
                "overall": {m: {k: num(v) for k, v in d.items()} for m, d in overall.items()},
                "skill": {b: num(ev.skill(b)) for b in ("naive", "seasonal_naive")},
                "records": [{k: (num(v) if isinstance(v, float) else v) for k, v in r.items()}
@@ -837,14 +838,16 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
 
 
 def _scores_as_printed(records: list[dict], model: str) -> list[dict]:
-    """The per-series scores with no more digits than the model's forecasts have (a float32
-    model's: the shortest text that reads back as the same float32, frame.output_floats)."""
+    """The per-series scores of the model's forecasts with no more digits than those have (a
+    float32 model's: the shortest text that reads back as the same float32, frame.output_floats);
+    the baselines' scores, float64 arithmetic on the data, keep theirs."""
     import numpy as np
 
     from lstm_cli import frame, modelfile
 
     dtype = modelfile.load_header(model)["arch"]["dtype"]
-    where = [(i, k) for i, r in enumerate(records) for k, v in r.items() if isinstance(v, float)]
+    where = [(i, k) for i, r in enumerate(records) if r["method"] == "lstm"
+             for k, v in r.items() if isinstance(v, float)]
     values = frame.output_floats(np.array([records[i][k] for i, k in where], dtype=np.float64), dtype).tolist()
     out = [dict(r) for r in records]
     for (i, k), v in zip(where, values, strict=True):

@@ -89,7 +89,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from lstm_cli.errors import DataError, FreqNotApplicable, InputMissingError, UsageError
+from lstm_cli.errors import DataError, FreqNotApplicable, InputMissingError, UsageError, shown
 
 try:  # public since pandas 2.2
     from pandas.tseries.api import guess_datetime_format
@@ -161,7 +161,7 @@ def _q(value: str, limit: int = 40) -> str:
 
 
 def _name(source: str) -> str:
-    return source if source.isprintable() else repr(source)
+    return shown(source)  # one quoting for every path in every message
 
 
 def _fmt_time(t: int, kind: str) -> str:

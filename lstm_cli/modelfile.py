@@ -43,6 +43,7 @@ from datetime import datetime
 
 import numpy as np
 
+from lstm_cli import limits, memory
 from lstm_cli.atomic import atomic_output
 from lstm_cli.cells import GATES
 from lstm_cli.errors import InputMissingError, ModelFileError
@@ -67,6 +68,9 @@ ARRAY_KEYS = frozenset({"name", "dtype", "shape", "offset", "nbytes"})
 _NAME_RE = re.compile(r"[A-Za-z0-9_.]+")
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _FINITE_CHUNK = 1 << 20  # elements per np.isfinite call: bounds the temporary bool array
+_PAYLOAD_CHUNK = 1 << 24  # bytes per read of a model file's payload
+_VERIFY_FIRST = 1 << 26  # a payload larger than this is checksummed before it is allocated
+_HEADER_PARSE_FACTOR = 6  # the header bytes, their text and the JSON objects built from them
 
 ModelArrays = dict  # dict[str, np.ndarray]
 
@@ -239,8 +243,15 @@ ArraysCheck = Callable[[dict, Mapping[str, np.ndarray]], None]
 
 
 def _load_from(read: Callable[[int], bytes], total: int, source: str,
-               header_check: HeaderCheck | None, arrays_check: ArraysCheck | None):
-    """Parse a model file of `total` bytes whose bytes come from read(n) in order."""
+               header_check: HeaderCheck | None, arrays_check: ArraysCheck | None,
+               file: ReadableFile | None = None, payload: bool = True):
+    """Parse a model file of `total` bytes whose bytes come from read(n) in order.
+
+    file (a file, not bytes in memory): the payload is read in bounded chunks straight into one
+    buffer, and one above _VERIFY_FIRST bytes is checksummed in a first streaming pass, so a
+    file whose header promises a huge (e.g. sparse) payload is refused before it is allocated.
+    payload=False: stream the payload through the checksum and value checks without keeping
+    it (returns the header and no arrays)."""
     if total == 0:
         raise ModelFileError(f"not an lstm model file: {source} is empty (0 bytes)")
     prefix = bytes(read(min(total, PREFIX.size)))
@@ -261,6 +272,9 @@ def _load_from(read: Callable[[int], bytes], total: int, source: str,
     if payload_start > total:
         raise _corrupt(source, f"header of {header_len} bytes (and its padding) runs past the end "
                                f"of the {total}-byte file (truncated?)")
+    memory.require(_HEADER_PARSE_FACTOR * header_len, f"reading the {memory.fmt(header_len)} header of "
+                   f"model file {source}", "free memory, or check that the file is a model lstm wrote",
+                   ModelFileError)
     raw_header = bytes(read(header_len))
     padding = bytes(read(payload_start - PREFIX.size - header_len))
     if padding.count(0) != len(padding):
@@ -278,9 +292,16 @@ def _load_from(read: Callable[[int], bytes], total: int, source: str,
             header_check(header)
         except ModelFileError as e:
             raise _corrupt(source, str(e)) from None
-    payload = read(payload_len)
-    if hashlib.sha256(payload).hexdigest() != payload_sha:
-        raise _corrupt(source, "payload checksum mismatch (the arrays were altered or damaged)")
+    if not payload:
+        _stream_payload(read, payload_len, table, payload_sha, source, positive=("scaler.scale",)
+                        if arrays_check is not None else ())
+        return header, {}
+    memory.require(payload_len, f"model file {source} ({len(table)} arrays)",
+                   "free memory, or use a machine with more memory for this model", ModelFileError)
+    if file is not None and payload_len > _VERIFY_FIRST:
+        _stream_payload(read, payload_len, (), payload_sha, source)
+        file.seek(payload_start)
+    payload = _read_payload(read, payload_len, payload_sha, source, file)
     arrays = {}
     for name, dtype, shape, offset, nbytes in table:
         count = nbytes // DTYPES[dtype].itemsize
@@ -298,6 +319,82 @@ def _load_from(read: Callable[[int], bytes], total: int, source: str,
         except ModelFileError as e:
             raise _corrupt(source, str(e)) from None
     return header, arrays
+
+
+class ReadableFile:
+    """A model file open for reading: exact reads (a short one means the file shrank), I/O
+    errors as InputMissingError."""
+
+    def __init__(self, fd: int, shown: str):
+        self._f = open(fd, "rb", closefd=False)  # noqa: SIM115 - the caller closes fd
+        self._shown = shown
+
+    def _io(self, fn, *args):
+        try:
+            return fn(*args)
+        except OSError as e:
+            raise InputMissingError(f"cannot read model file {self._shown}: {e.strerror or e}") from None
+
+    def read(self, n: int) -> bytes:
+        data = self._io(self._f.read, n)
+        if len(data) != n:
+            raise _corrupt(self._shown, "the file shrank while it was being read")
+        return data
+
+    def readinto(self, view: memoryview) -> None:
+        if self._io(self._f.readinto, view) != len(view):
+            raise _corrupt(self._shown, "the file shrank while it was being read")
+
+    def seek(self, pos: int) -> None:
+        self._io(self._f.seek, pos)
+
+
+def _read_payload(read: Callable[[int], bytes], n: int, digest: str, source: str, file: ReadableFile | None):
+    """The payload as one read-only buffer, checked against its SHA-256. From a file: read
+    _PAYLOAD_CHUNK bytes at a time straight into one buffer (the peak is the payload)."""
+    sha = hashlib.sha256()
+    if file is not None:
+        buffer = bytearray(n)
+        view = memoryview(buffer)
+        for start in range(0, n, _PAYLOAD_CHUNK):
+            chunk = view[start : start + _PAYLOAD_CHUNK]
+            file.readinto(chunk)
+            sha.update(chunk)
+        payload = view.toreadonly()  # nothing else holds `buffer`: the arrays' one immutable copy
+    else:
+        payload = read(n)
+        sha.update(payload)
+    if sha.hexdigest() != digest:
+        raise _corrupt(source, "payload checksum mismatch (the arrays were altered or damaged)")
+    return payload
+
+
+def _stream_payload(read: Callable[[int], bytes], n: int, table, digest: str, source: str,
+                    positive: tuple[str, ...] = ()) -> None:
+    """Check the payload's SHA-256 (and, for the arrays in `table`, finite values; > 0 for those
+    named in `positive`) reading it _PAYLOAD_CHUNK bytes at a time and keeping none of it."""
+    sha = hashlib.sha256()
+    spans = sorted(table, key=lambda t: t[3])
+    problem = None
+    pos = 0
+    for name, dtype, _, offset, nbytes in spans:
+        while pos < offset + nbytes:
+            end = min(pos + _PAYLOAD_CHUNK, offset + nbytes) if pos >= offset else offset
+            chunk = read(end - pos)
+            sha.update(chunk)
+            if pos >= offset and DTYPES[dtype].kind == "f" and problem is None:
+                values = np.frombuffer(chunk, dtype=DTYPES[dtype])
+                if not np.isfinite(values).all():
+                    problem = f"array {name} holds NaN or infinite values"
+                elif name in positive and not (values > 0).all():
+                    problem = "invalid model arrays: scaler.scale holds zero or negative values"
+            pos = end
+    for start in range(pos, n, _PAYLOAD_CHUNK):
+        sha.update(read(min(_PAYLOAD_CHUNK, n - start)))
+    if sha.hexdigest() != digest:
+        raise _corrupt(source, "payload checksum mismatch (the arrays were altered or damaged)")
+    if problem:
+        raise _corrupt(source, problem)
 
 
 def loads(data: bytes, source: str = "<bytes>", *, header_check: HeaderCheck | None = None,
@@ -367,7 +464,7 @@ def _open_model(path) -> tuple[int, str]:
 
 
 def load(path, *, header_check: HeaderCheck | None = None,
-         arrays_check: ArraysCheck | None = None, schema: bool = True):
+         arrays_check: ArraysCheck | None = None, schema: bool = True, payload: bool = True):
     """Read and validate the model file at `path`; returns (header, read-only arrays).
 
     Opens read-only and never writes, locks or touches any other path. Reads are bounded: the
@@ -377,21 +474,17 @@ def load(path, *, header_check: HeaderCheck | None = None,
     fd, shown = _open_model(path)
     try:
         total = os.fstat(fd).st_size
-        f = open(fd, "rb", closefd=False)  # BufferedReader: read(n) loops until n bytes or EOF
-
-        def read(n: int) -> bytes:
-            try:
-                data = f.read(n)
-            except OSError as e:
-                raise InputMissingError(f"cannot read model file {shown}: {e.strerror or e}") from None
-            if len(data) != n:
-                raise _corrupt(shown, "the file shrank while it was being read")
-            return data
-
+        file = ReadableFile(fd, shown)
         hcheck, acheck = _combine(schema, header_check, arrays_check)
-        return _load_from(read, total, shown, hcheck, acheck)
+        return _load_from(file.read, total, shown, hcheck, acheck, file=file, payload=payload)
     finally:
         os.close(fd)
+
+
+def load_header(path, *, schema: bool = True) -> dict:
+    """The validated header of the model file at `path`, for `lstm info`: the payload is
+    checked (checksum, finite values, positive scales) as it streams by, never held in memory."""
+    return load(path, schema=schema, payload=False)[0]
 
 
 def file_sha256(path) -> str:
@@ -615,6 +708,21 @@ def expected_arrays(arch: dict, n_series: int) -> dict[str, tuple[str, tuple[int
     return out
 
 
+def _check_freq_field(freq: str, data: dict) -> None:
+    """data.freq passes the check of --freq (frame.freq_problem: pandas, imported only for a model
+    with a frequency), belongs to dates, and a fixed-length one matches data.step."""
+    from lstm_cli import frame
+
+    problem = frame.freq_problem(freq)
+    if problem:
+        raise _bad("data.freq", f"{_short(freq)} {problem}")
+    if data["time_kind"] != "datetime":
+        raise _bad("data.freq", f"is {_short(freq)} but data.time_kind is {data['time_kind']!r} (no frequency)")
+    fixed = frame._fixed_ns(frame._offset(freq))
+    if fixed is not None and data["step"] != fixed:
+        raise _bad("data.step", f"is {data['step']} ns but one {freq} step is {fixed} ns")
+
+
 def validate_header(header: dict) -> None:
     """Enforce the model header schema field by field; ModelFileError("invalid model header: ...").
 
@@ -647,8 +755,8 @@ def validate_header(header: dict) -> None:
     arch = _section(header, "arch", _ARCH_KEYS, "arch")
     _choice(arch["cell"], "arch.cell", set(GATES))
     _int(arch["input_size"], "arch.input_size", 1, 4096)
-    _int(arch["hidden_size"], "arch.hidden_size", 1, 4096)
-    _int(arch["num_layers"], "arch.num_layers", 1, 16)
+    _int(arch["hidden_size"], "arch.hidden_size", *limits.INTEGERS["hidden"])
+    _int(arch["num_layers"], "arch.num_layers", *limits.INTEGERS["layers"])
     _int(arch["output_size"], "arch.output_size", 1, 100_000)
     _choice(arch["dtype"], "arch.dtype", set(_ARCH_DTYPES))
 
@@ -669,7 +777,7 @@ def validate_header(header: dict) -> None:
     _choice(data["time_kind"], "data.time_kind", {"datetime", "integer"})
     _int(data["step"], "data.step", 1, _INT64 - 1)
     if data["freq"] is not None:
-        _str(data["freq"], "data.freq", nonempty=True)
+        _check_freq_field(_str(data["freq"], "data.freq", nonempty=True), data)
     _int(data["lookback"], "data.lookback", 1, 100_000)
     horizon = _int(data["horizon"], "data.horizon", 1, 100_000)
     quantiles = data["quantiles"]
@@ -711,7 +819,7 @@ def validate_header(header: dict) -> None:
     _int(training["seed"], "training.seed", 0, 2**64 - 1)
     epochs = _int(training["epochs_run"], "training.epochs_run", 0, _INT64 - 1)
     _int(training["best_epoch"], "training.best_epoch", 0, epochs)
-    _int(training["threads"], "training.threads", 1, 4096)
+    _int(training["threads"], "training.threads", *limits.INTEGERS["threads"])  # refit runs with them
     params = training["params"]
     if not isinstance(params, dict):
         raise _bad("training.params", "must be an object")
@@ -719,6 +827,7 @@ def validate_header(header: dict) -> None:
         if value is not None and type(value) not in (bool, int, float, str):
             raise _bad(f"training.params.{key}", f"must be a number, string, bool or null, got "
                                                  f"{type(value).__name__}")
+        _check_training_param(key, value)
     history = _section(training, "history", _HISTORY_KEYS, "training.history")
     for key, nullable in (("train_loss", False), ("val_loss", True)):
         values = history[key]
@@ -751,6 +860,24 @@ def validate_header(header: dict) -> None:
             raise _bad(f"array {name}", f"has dtype {_short(entry.get('dtype'))}, expected {dtype}")
         if entry.get("shape") != list(shape):
             raise _bad(f"array {name}", f"has shape {_short(entry.get('shape'))}, expected {list(shape)}")
+
+
+def _check_training_param(key: str, value) -> None:
+    """A setting `evaluate --refit` trains with again: within the range of its `lstm train`
+    option (lstm_cli.limits), or null (unset: the default). Unknown keys are free-form."""
+    where = f"training.params.{key}"
+    if value is None:
+        return
+    if key in limits.INTEGERS:
+        _int(value, where, *limits.INTEGERS[key])
+    elif key in limits.FLOATS:
+        _num(value, where)
+        if problem := limits.float_problem(key, value):
+            raise _bad(where, f"{problem}, got {_short(value)}")
+    elif key in limits.CHOICES:
+        _choice(value, where, set(limits.CHOICES[key]))
+    elif key == "warm_start_sha256" and not (isinstance(value, str) and _SHA_RE.fullmatch(value)):
+        raise _bad(where, f"must be a lowercase hex SHA-256 or null, got {_short(value)}")
 
 
 def validate_arrays(header: dict, arrays: Mapping[str, np.ndarray]) -> None:

@@ -243,8 +243,10 @@ def models(draw):
                                 horizon=1 if strategy == "recursive" else horizon,
                                 quantiles=tuple(quantiles), ids=tuple(ids), dtype=dtype, id_col=id_col)
     header["created"] = stamp
-    header["data"].update(time_col=time_col, time_kind=draw(st.sampled_from(["datetime", "integer"])),
-                          step=draw(st.integers(1, 2**63 - 1)), freq=draw(st.none() | names),
+    time_kind = draw(st.sampled_from(["datetime", "integer"]))  # a freq: a valid calendar alias of dates
+    freq = draw(st.none() | st.sampled_from(["MS", "W-MON", "QS-DEC", "YS"])) if time_kind == "datetime" else None
+    header["data"].update(time_col=time_col, time_kind=time_kind,
+                          step=draw(st.integers(1, 2**63 - 1)), freq=freq,
                           lookback=draw(st.integers(1, 100_000)), horizon=horizon, strategy=strategy)
     header["series"]["last_time"] = draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=n_series,
                                                   max_size=n_series))

@@ -1,0 +1,344 @@
+"""Issue 15, the time axis: frequencies (flag and model file), DATA whose step is not the model's,
+forecast and difference arithmetic past int64 / 2262, --now outside the ns range, durations
+without a unit. Each test failed (exit 70, exit 0 with wrong output, or a misleading message)
+before its fix. CliRunner, tiny shapes, 1 thread."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lstm_cli import engine_dask, frame, modelfile
+from lstm_cli.cli import cli
+from lstm_cli.errors import DataError, UsageError
+
+FAST = ["--epochs", "2", "--hidden", "4", "--threads", "1", "--lookback", "6", "--horizon", "3", "-q"]
+
+
+def run(*args, input=None, env=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input, env=env, catch_exceptions=False)
+
+
+def one_error_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lstm: "), result.stderr
+    assert "Traceback" not in result.output and result.stdout == ""
+    return lines[0]
+
+
+def usage_error(result) -> str:
+    """The message of an exit-2 error: one 'lstm: ' line, or the 'Error:' line of click's usage text."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.stdout == ""
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith(("lstm: ", "Error: "))]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def write_csv(path: Path, times, col: str = "time", ids=None) -> Path:
+    """A wavy y over the given times (and an id column when ids is given: one id per row)."""
+    head = f"{col},y" if ids is None else f"{col},id,y"
+    rows = [f"{t},{'' if ids is None else ids[i] + ','}{10 + 5 * math.sin(i / 4):.4f}" for i, t in enumerate(times)]
+    path.write_text(head + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def stamps(start: str, n: int, freq: str) -> list[str]:
+    idx = pd.date_range(start, periods=n, freq=freq)
+    return list(idx.strftime("%Y-%m-%d" if (idx.asi8 % frame.DAY_NS == 0).all() else "%Y-%m-%d %H:%M:%S"))
+
+
+@pytest.fixture(scope="module")
+def d(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("time")
+
+
+def train(d: Path, name: str, data: Path, *extra) -> Path:
+    out = d / f"{name}.lstm"
+    result = run("train", data, "--target", "y", *FAST, *extra, "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def half_hour(d) -> Path:
+    return train(d, "half", write_csv(d / "half.csv", stamps("2024-01-01", 120, "30min")))
+
+
+@pytest.fixture(scope="module")
+def weekly(d) -> Path:
+    return train(d, "weekly", write_csv(d / "weekly.csv", stamps("2020-01-05", 60, "W-SUN")))
+
+
+@pytest.fixture(scope="module")
+def daily(d) -> Path:
+    return train(d, "daily", write_csv(d / "daily.csv", stamps("2020-01-01", 60, "D")))
+
+
+@pytest.fixture(scope="module")
+def integer(d) -> Path:
+    return train(d, "int", write_csv(d / "int.csv", range(100, 160), "t"), "--time-col", "t")
+
+
+def with_header(d: Path, model: Path, name: str, **data_fields) -> Path:
+    """A copy of model whose header's data section has data_fields (checksums recomputed)."""
+    header, arrays = modelfile.load(model)
+    header = dict(header, data=dict(header["data"], **data_fields))
+    out = d / f"{name}.lstm"
+    modelfile.save(out, header, arrays, schema=False)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# freq_values
+
+
+BAD_FREQS = ["0h", "0D", "-1h", "-0min", "1000000D", "3000YS", "11YS", "121MS", "99999999999999999999h",
+             "9223372036854775807ns", "1e3h", "10**20", "H", "", " ", "D\x00", "é"]
+
+
+@pytest.mark.parametrize("freq", BAD_FREQS)
+def test_freq_values_bad_flag_is_a_usage_error_before_training(d, freq):
+    data = write_csv(d / "daily_train.csv", stamps("2020-01-01", 40, "D"))
+    out = d / "never.lstm"
+    result = run("train", data, "--target", "y", *FAST, "--freq", freq, "--out", out)
+    assert "--freq" in usage_error(result)
+    assert not out.exists()
+    checked = run("validate", data, "--target", "y", "--freq", freq)
+    assert "--freq" in usage_error(checked)
+
+
+@pytest.mark.parametrize("freq", ["D", "h", "5min", "1D1h", "W-MON", "2W", "QS-DEC", "MS", "ME", "YS", "10YS",
+                                  "120MS", "3660D", "B", "bh", "SMS", "WOM-1MON"])
+def test_freq_values_anchored_and_long_aliases_are_valid(freq):
+    assert frame.freq_problem(freq) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=12),
+                 st.from_regex(r"[+-]?[0-9]{0,22}(ns|us|ms|s|min|h|D|W|MS|ME|QS|YS|B)(-[A-Z]{3})?", fullmatch=True)))
+def test_freq_values_any_string_validates_or_is_a_usage_error(text):
+    try:
+        frame._check_freq(text)
+    except UsageError as e:
+        assert "\n" not in str(e) and str(e).startswith("--freq ")
+
+
+@pytest.mark.parametrize("freq", ["0h", "-1h", "1000000D", "3000YS", "nonsense"])
+def test_freq_values_bad_freq_in_a_model_file_names_the_file_and_field(d, half_hour, freq):
+    model = with_header(d, half_hour, f"badfreq{BAD_FREQS.index(freq) if freq in BAD_FREQS else 'x'}", freq=freq)
+    data = d / "half.csv"
+    for args in (("predict", model, data), ("evaluate", model, data), ("validate", data, "--model", model),
+                 ("info", model)):
+        result = run(*args)
+        assert result.exit_code == 65, (args, result.output)
+        line = one_error_line(result)
+        assert str(model) in line and "data.freq" in line and "--freq" not in line, line
+
+
+def test_freq_values_model_step_that_contradicts_its_fixed_freq_is_refused(d, half_hour):
+    model = with_header(d, half_hour, "badstep", step=3600 * 10**9)  # freq 30min, step 1h
+    result = run("predict", model, d / "half.csv")
+    assert result.exit_code == 65
+    line = one_error_line(result)
+    assert "data.step" in line and str(model) in line
+
+
+def test_freq_values_model_of_integers_with_a_freq_is_refused(d, integer):
+    model = with_header(d, integer, "intfreq", freq="D")
+    result = run("predict", model, d / "int.csv")
+    assert result.exit_code == 65 and "data.freq" in one_error_line(result)
+
+
+# ----------------------------------------------------------------------------------------------
+# step_mismatch
+
+
+def test_step_mismatch_hourly_data_for_a_half_hour_model(d, half_hour):
+    """Every hourly time is on the 30-minute grid: it forecast on at 30 minutes, exit 0."""
+    hourly = write_csv(d / "hourly.csv", stamps("2024-02-01", 40, "h"))
+    for args in (("predict", half_hour, hourly), ("evaluate", half_hour, hourly)):
+        result = run(*args)
+        assert result.exit_code == 65, (args, result.output)
+        line = one_error_line(result)
+        assert "hourly.csv" in line and "30min" in line and "by h" in line, line
+    checked = run("validate", hourly, "--model", half_hour, "--format", "json")
+    assert checked.exit_code == 65
+    assert '"usable": false' in checked.stdout and "model contract" in checked.stdout
+
+
+def test_step_mismatch_integer_steps(d, integer):
+    every_other = write_csv(d / "int2.csv", range(100, 220, 2), "t")
+    result = run("predict", integer, every_other)
+    assert result.exit_code == 65
+    assert "step by 2" in one_error_line(result) and "step is 1" in one_error_line(result)
+    assert run("validate", every_other, "--model", integer, "-q").exit_code == 65
+
+
+def test_step_mismatch_calendar_data_on_the_model_grid(d, daily):
+    """Month starts lie on the D grid: they were 'gaps' of a daily model, exit 0."""
+    monthly = write_csv(d / "monthly.csv", stamps("2015-01-01", 40, "MS"))
+    result = run("predict", daily, monthly)
+    assert result.exit_code == 65
+    line = one_error_line(result)
+    assert "by MS" in line and "step is D" in line
+
+
+def test_step_mismatch_calendar_data_off_the_model_grid_does_not_say_pass_freq(d, weekly):
+    monthly = write_csv(d / "monthly.csv", stamps("2015-01-01", 40, "MS"))
+    result = run("predict", weekly, monthly)
+    assert result.exit_code == 65
+    line = one_error_line(result)
+    assert "W-SUN" in line and "model's frequency" in line and "--freq" not in line
+
+
+def test_step_mismatch_same_step_with_gaps_still_forecasts(d, half_hour):
+    t = stamps("2024-03-01", 60, "30min")
+    gappy = write_csv(d / "gappy.csv", t[:20] + t[21:40] + t[42:])
+    result = run("predict", half_hour, gappy)
+    assert result.exit_code == 0, result.output
+    assert "gaps in time" in result.stderr
+
+
+def test_step_mismatch_in_a_dask_partition(d, half_hour):
+    """--engine dask reads each partition through the same reader."""
+    from lstm_cli.pipeline import load_model
+
+    model, _ = load_model(str(half_hour))
+    part = pd.DataFrame({"time": stamps("2024-02-01", 30, "h"), "y": np.arange(30.0)})
+    with pytest.raises(DataError, match=r"data\.csv \(partition 0\): times step by h"):
+        engine_dask._read_partition(part, model.spec, "interpolate", "data.csv (partition 0)")
+
+
+# ----------------------------------------------------------------------------------------------
+# time_overflow
+
+
+def test_time_overflow_integer_forecast_past_int64(d):
+    top = 2**63 - 1
+    data = write_csv(d / "top.csv", range(top - 60, top - 1), "t")
+    model = train(d, "top", data, "--time-col", "t")
+    result = run("predict", model, data)  # ends at top - 2: the 3 forecast steps pass top
+    assert result.exit_code == 65, result.output
+    line = one_error_line(result)
+    assert str(top - 2) in line and "64-bit" in line and "top.csv" in line
+
+
+def test_time_overflow_future_times_integers():
+    top = 2**63 - 1
+    assert frame.future_times(top - 3, 1, None, "integer", 3).tolist() == [top - 2, top - 1, top]
+    with pytest.raises(DataError, match="64-bit integer limit"):
+        frame.future_times(top - 3, 1, None, "integer", 4)
+    with pytest.raises(DataError, match="64-bit integer limit"):
+        frame.future_times(0, 2**62, None, "integer", 2)
+
+
+def test_time_overflow_dates_name_the_series(d):
+    t = stamps("2257-01-01", 60, "MS")
+    data = write_csv(d / "late.csv", t + t, ids=["a"] * 60 + ["b"] * 60)
+    model = train(d, "late", data, "--id-col", "id")
+    result = run("predict", model, data, "--horizon", "50")
+    assert result.exit_code == 65
+    line = one_error_line(result)
+    assert "series 'a'" in line and "2262-04-11" in line
+
+
+def test_time_overflow_integer_times_too_far_apart_to_subtract(d):
+    data = write_csv(d / "far.csv", [-(2**62 + 2**61), 2**62 + 2**61, 2**62 + 2**61 + 1], "t")
+    with pytest.raises(DataError, match="too far apart"):
+        frame.read_series(str(data), targets=["y"], time_col="t")
+
+
+def test_time_overflow_dates_more_than_292_years_apart(d):
+    """The ns difference of 1700 and 2200 wraps: a negative step."""
+    data = write_csv(d / "far_dates.csv", ["1700-01-01", "2200-01-01", "2201-01-01"])
+    with pytest.raises(DataError, match="too far apart"):
+        frame.read_series(str(data), targets=["y"])
+
+
+def test_time_overflow_fixed_grid_of_a_series_longer_than_292_years(d):
+    """times - first wrapped for an hourly grid spanning 500 years: a false 'not on the h grid'."""
+    data = write_csv(d / "long_hours.csv", ["1700-01-01 00:00:00", "1950-01-01 00:00:00", "2200-01-01 00:00:00"])
+    series = frame.read_series(str(data), targets=["y"], freq="h")
+    assert series.step == 3600 * 10**9
+    t = series.times
+    assert frame._on_grid(t, "h").all()
+
+
+# ----------------------------------------------------------------------------------------------
+# now_value
+
+
+@pytest.mark.parametrize("now", ["9999-12-31", "9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59",
+                                 "1600-01-01", "2262-04-11T23:47:17Z", "1677-09-21T00:12:43Z", "", " ",
+                                 "tomorrow"])
+def test_now_value_outside_the_ns_range_is_a_usage_error(d, daily, now):
+    result = run("predict", daily, d / "daily.csv", "--max-age", "2d", "--now", now)
+    assert "--now" in usage_error(result)
+
+
+def test_now_value_edges_and_fractions_before_1970():
+    from lstm_cli.cli import _parse_now
+
+    assert _parse_now("1969-12-31T23:59:59.5") == -500_000_000  # was +500 ms (float truncation)
+    assert _parse_now("2024-01-01T05:30:00+05:30") == pd.Timestamp("2024-01-01").value
+    assert _parse_now("2262-04-11T23:47:16Z") == pd.Timestamp("2262-04-11 23:47:16").value
+    assert _parse_now("1677-09-21T00:12:44Z") == pd.Timestamp("1677-09-21 00:12:44").value
+
+
+def test_now_value_at_the_edge_gives_a_stale_verdict_not_a_crash(d, daily):
+    result = run("predict", daily, d / "daily.csv", "--max-age", "1d", "--now", "2262-04-11T23:47:16Z")
+    assert result.exit_code == 4
+    assert "2262-04-11 23:47:16" in one_error_line(result)
+
+
+# ----------------------------------------------------------------------------------------------
+# duration_units
+
+
+@pytest.mark.parametrize("option", ["--max-age", "--time-limit"])
+@pytest.mark.parametrize("value", ["2", "90", "1.5", " 2 "])
+def test_duration_units_a_bare_number_is_refused(d, daily, option, value):
+    if option == "--max-age":
+        result = run("predict", daily, d / "daily.csv", option, value)
+    else:
+        result = run("train", d / "daily.csv", "--target", "y", *FAST, option, value, "--out", d / "no.lstm")
+    line = usage_error(result)
+    assert option in line and "no unit" in line and f"{value.strip()}s" in line
+
+
+@pytest.mark.parametrize("value", ["1e400s", "99999999999999999999d", "101y", "inf", "nan", "0s", "-2h",
+                                   "36600000000000000000000000000000000h"])
+def test_duration_units_absurd_durations_are_refused(d, daily, value):
+    result = run("predict", daily, d / "daily.csv", "--max-age", value)
+    assert "--max-age" in usage_error(result)
+
+
+def test_duration_units_a_config_file_number_is_refused(d, daily, tmp_path):
+    conf = tmp_path / "job.toml"
+    conf.write_text("[predict]\nmax-age = 2\n", encoding="utf-8")
+    result = run("--config", conf, "predict", daily, d / "daily.csv")
+    line = usage_error(result)
+    assert "no unit" in line and '"2s"' in line
+    conf.write_text('[predict]\nmax-age = "20000d"\n', encoding="utf-8")
+    assert run("--config", conf, "predict", daily, d / "daily.csv", "-q").exit_code == 0
+
+
+def test_duration_units_an_environment_number_is_refused(d, daily):
+    result = run("predict", daily, d / "daily.csv", env={"LSTM_MAX_AGE": "2"})
+    assert "no unit" in usage_error(result)
+
+
+def test_duration_units_with_units_still_work():
+    from lstm_cli.cli import DurationType
+
+    t = DurationType()
+    assert [t.convert(v, None, None) for v in ("90s", "10m", "10min", "2h", "1.5d", " 3 h ")] == \
+        [90.0, 600.0, 600.0, 7200.0, 129600.0, 10800.0]
