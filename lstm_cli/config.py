@@ -14,7 +14,7 @@ import os
 
 import click
 
-from lstm_cli.errors import UsageError
+from lstm_cli.errors import UsageError, shown
 
 ENV_PREFIX = "LSTM_"
 NOT_OPTIONS = {"help"}
@@ -32,22 +32,83 @@ def options_of(command: click.Command) -> dict[str, click.Option]:
             if isinstance(p, click.Option) and p.name not in NOT_OPTIONS}
 
 
+MAX_CONFIG_BYTES = 1_000_000
+# variables the tool reads besides LSTM_<OPTION>
+OWN_VARIABLES = {"LSTM_DEBUG", "LSTM_CONFIG"}
+
+
+def _read_config_bytes(path: str) -> bytes:
+    """The file's bytes, or UsageError: only a regular file (a FIFO would hang, /dev/zero never
+    ends), at most MAX_CONFIG_BYTES, and one that no other user can write (its options decide what
+    the tool reads and writes)."""
+    import stat
+
+    from lstm_cli.runtime import file_problem
+
+    name = shown(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise UsageError(f"config file {name} does not exist") from None
+    except OSError as e:
+        raise UsageError(f"cannot read config file {name}: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"config file {name} is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"config file {name} is not a regular file (a pipe or a device); give a TOML file")
+    try:  # O_NONBLOCK: a FIFO swapped in after the stat cannot hang the open
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as e:
+        raise UsageError(f"cannot read config file {name}: {e.strerror}") from None
+    with open(fd, "rb", closefd=True) as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"config file {name} is not a regular file (a pipe or a device); give a TOML file")
+        problem = file_problem(path, st)
+        if problem:
+            raise UsageError(f"config file {name} {problem}; another user could change the options: "
+                             "make it yours and writable only by you (chmod go-w)")
+        try:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        except OSError as e:
+            raise UsageError(f"cannot read config file {name}: {e.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UsageError(f"config file {name} is larger than {MAX_CONFIG_BYTES:,} bytes; a config is a few lines "
+                         "of TOML")
+    return data
+
+
 def read_file(path: str) -> dict:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         raise UsageError("--config needs Python 3.11 or newer (tomllib)") from None
+    data = _read_config_bytes(path)
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"config file {path} is a directory") from None
-    except OSError as e:
-        raise UsageError(f"cannot read config file {path}: {e.strerror}") from None
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise UsageError(f"config file {shown(path)} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"config file {path} is not valid TOML: {e}") from None
+        raise UsageError(f"config file {shown(path)} is not valid TOML: {e}") from None
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.upper().replace("-", "_")
+
+
+def unknown_variables(commands: dict[str, click.Command], environ=os.environ) -> list[str]:
+    """Notes naming the LSTM_ variables no command reads: a misspelled one would be ignored silently."""
+    import difflib
+
+    known = set(OWN_VARIABLES)
+    for command in commands.values():
+        known.update(env_name(flag) for flag in options_of(command))
+    notes = []
+    for name in sorted(v for v in environ if v.startswith(ENV_PREFIX) and v not in known):
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        notes.append(f"{shown(name)} is not an option of any command"
+                     + (f" (did you mean {close[0]}?)" if close else "") + "; it is ignored")
+    return notes
 
 
 def _as_param_value(option: click.Option, value):
@@ -61,23 +122,23 @@ def resolve(commands: dict[str, click.Command], file_values: dict, file_name: st
     """default_map {command: {option: value}} and sources {command: {option: 'env LSTM_X' | 'file F'}}."""
     for section, body in file_values.items():
         if section not in commands:
-            raise UsageError(f"config file {file_name}: unknown section [{section}]; sections are "
+            raise UsageError(f"config file {shown(file_name)}: unknown section [{section}]; sections are "
                              f"{', '.join(f'[{c}]' for c in sorted(commands))}")
         if not isinstance(body, dict):
-            raise UsageError(f"config file {file_name}: {section} must be a [{section}] section")
+            raise UsageError(f"config file {shown(file_name)}: {section} must be a [{section}] section")
         known = options_of(commands[section])
         for key in body:
             if key.replace("_", "-") not in known:
-                raise UsageError(f"config file {file_name}: [{section}] has no option {key!r}; options are "
+                raise UsageError(f"config file {shown(file_name)}: [{section}] has no option {key!r}; options are "
                                  f"{', '.join(sorted(known))}")
     default_map: dict[str, dict] = {}
     sources: dict[str, dict] = {}
     for name, command in commands.items():
         section = {k.replace("_", "-"): v for k, v in file_values.get(name, {}).items()}
         for flag, option in options_of(command).items():
-            env_name = ENV_PREFIX + flag.upper().replace("-", "_")
-            if env_name in environ:
-                value, source = environ[env_name], f"env {env_name}"
+            variable = env_name(flag)
+            if variable in environ:
+                value, source = environ[variable], f"env {variable}"
             elif flag in section:
                 value, source = section[flag], f"file {file_name}"
             else:

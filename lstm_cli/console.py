@@ -7,6 +7,8 @@ import os
 import sys
 import time
 
+from lstm_cli.errors import one_line
+
 
 def is_interactive(stream) -> bool:
     try:
@@ -33,6 +35,7 @@ class Console:
     def line(self, text: str) -> None:
         if self.quiet:
             return
+        text = one_line(text)  # a path's newline or ESC spelled out
         if self.rich:  # through rich, so a live bar or spinner stays below the line instead of tearing
             self.rich_console.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
         else:

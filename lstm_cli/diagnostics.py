@@ -23,8 +23,9 @@ def cpu_name() -> str:
 
 
 def jit_cache_state() -> dict:
-    """Where Numba caches our kernels and how many compiled builds of each are there."""
+    """Where Numba caches our kernels, why there, and how many compiled builds of each are there."""
     from lstm_cli import kernels
+    from lstm_cli.runtime import JIT_CACHE
 
     builds = {}
     cache_dir = None
@@ -34,8 +35,20 @@ def jit_cache_state() -> dict:
         stem = cache._cache_file._index_name[: -len(".nbi")]
         index = os.path.join(cache_dir, cache._cache_file._index_name)
         builds[name] = len(glob.glob(os.path.join(cache_dir, glob.escape(stem) + ".*.nbc"))) if os.path.exists(index) else 0
+    # a disabled cache is a directory of this run only (see runtime.prepare_jit_cache)
+    ours = bool(JIT_CACHE["dir"] and cache_dir and cache_dir.startswith(JIT_CACHE["dir"]))
+    disabled = JIT_CACHE["disabled"] if ours else None
     return {"dir": cache_dir, "writable": bool(cache_dir) and os.access(cache_dir, os.W_OK),
-            "warm": all(n >= 2 for n in builds.values()), "builds": builds}
+            "warm": all(n >= 2 for n in builds.values()), "builds": builds,
+            "source": JIT_CACHE["source"], "disabled": disabled}
+
+
+def jit_cache_summary(cache: dict) -> str:
+    """The `jit cache` line of `lstm version`: where, and whether later runs will find the kernels."""
+    if cache.get("disabled"):
+        return f"disabled ({cache['disabled']}); this run compiles in {cache['dir']}, removed at exit"
+    state = "warm" if cache["warm"] else "cold: run lstm warmup"
+    return f"{cache['dir']} ({state}{'' if cache['writable'] else ', not writable'})"
 
 
 def version_info() -> dict:

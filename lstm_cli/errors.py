@@ -5,6 +5,8 @@ The codes follow BSD sysexits so that cron wrappers can tell "fix the data" from
 
 from __future__ import annotations
 
+import os
+
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_WORSE_THAN_BASELINE = 3
@@ -29,11 +31,28 @@ EXIT_CODES = {
     EXIT_MISSING_DEPENDENCY: "an optional dependency is missing",
     EXIT_INTERNAL: "internal error (a bug): rerun with --debug or LSTM_DEBUG=1 for the traceback",
     EXIT_CANNOT_CREATE: "the output cannot be created",
-    EXIT_IO: "I/O error (disk full, ...)",
+    EXIT_IO: "I/O error (disk full, ...) or out of memory",
     EXIT_LOCKED: "the output is locked by another run; retry later",
     EXIT_SIGINT: "interrupted by SIGINT",
     EXIT_SIGTERM: "terminated by SIGTERM",
 }
+
+
+def shown(text) -> str:
+    """A user-supplied string (a path, a name) as messages show it: as typed when it is printable,
+    else quoted with its newlines, carriage returns and escapes spelled out, so that a crafted name
+    cannot add or overwrite a line of the log."""
+    text = os.fsdecode(text) if isinstance(text, (bytes, os.PathLike)) else str(text)
+    return text if text.isprintable() else repr(text)
+
+
+def one_line(message: str) -> str:
+    """The last line of defence where messages are printed: every control character (newline, CR,
+    ESC, ...) spelled out, so that one message is one line whatever it quotes."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in message)
 
 
 class LstmError(Exception):
