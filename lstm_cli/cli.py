@@ -24,6 +24,7 @@ from lstm_cli.errors import (
     Interrupted,
     LstmError,
     one_line,
+    shown,
 )
 from lstm_cli.runtime import IO_ERRNOS, _ClosedStdout, discard_stdout, io_error_message, memory_error_message
 from lstm_cli.runtime import prepare_jit_cache as _prepare_runtime
@@ -412,7 +413,7 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
                     if payload["problem"]:
                         console.note(f"{payload['problem']}; training from epoch 1")
                     elif payload["epoch"] == 0:
-                        console.line(f"lstm: no checkpoint for {out}; training from epoch 1")
+                        console.line(f"lstm: no checkpoint for {shown(out)}; training from epoch 1")
                     else:
                         console.line(f"lstm: resuming after epoch {payload['epoch']}/{epochs} "
                                      f"(checkpoint {payload['path']})")
@@ -437,7 +438,7 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
     if model is None:  # the time limit ran out before the first epoch finished
         from lstm_cli.errors import UsageError
 
-        raise UsageError(f"--time-limit ran out before the first epoch finished; {stop.kept()} ({out}); "
+        raise UsageError(f"--time-limit ran out before the first epoch finished; {stop.kept()} ({shown(out)}); "
                          "raise --time-limit")
     ran = f"{result.epochs_run} of {epochs}: "
     reason = {None: f"ran all {epochs} epochs",
@@ -447,7 +448,7 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
               }[result.stopped_by]
     best_val = result.val_loss[result.best_epoch - 1] if result.best_epoch else None
     best_train = result.train_loss[result.best_epoch - 1] if result.best_epoch else None
-    console.table(f"lstm: trained {out}", [
+    console.table(f"lstm: trained {shown(out)}", [
         ("epochs", reason +
          (f", resumed after epoch {result.resumed_from}" if result.resumed_from else "")),
         ("best epoch", f"{result.best_epoch}  train loss {best_train:.4g}" +
@@ -491,7 +492,7 @@ def export(model, fmt, out, quiet):
 
         raise UsageError("MODEL -: the model is read from a file, not stdin; give its path")
     done = export_model(model, fmt, out)
-    Console(quiet).line(f"lstm: exported {model} to {'stdout' if out == '-' else out} ({fmt}, {done['bytes']:,} bytes)")
+    Console(quiet).line(f"lstm: exported {shown(model)} to {'stdout' if out == '-' else shown(out)} ({fmt}, {done['bytes']:,} bytes)")
 
 
 def _parse_now(text: str | None) -> int | None:
@@ -640,7 +641,7 @@ def _predict_dask(model, data, out, horizon, fmt, sep, missing, threads, max_age
                                            excel_safe=excel_safe, on_progress=progress)
     for n in notes:
         console.note(n)
-    console.line(f"lstm: {meta['series']:,} series forecast in {meta['seconds']:.1f}s -> {out}")
+    console.line(f"lstm: {meta['series']:,} series forecast in {meta['seconds']:.1f}s -> {shown(out)}")
 
 
 @cli.command()
@@ -667,7 +668,7 @@ def info(model, fmt):
     a, d, t = header["arch"], header["data"], header["training"]
     season = d.get("season", 1)  # files written before it have no season: 1
     val = [v for v in t["history"]["val_loss"] if v is not None]
-    Console(stream=sys.stdout).table(f"lstm model {model}", [  # the answer: stdout, so `| grep` finds it
+    Console(stream=sys.stdout).table(f"lstm model {shown(model)}", [  # the answer: stdout, so `| grep` finds it
         ("created", f"{header['created']} by lstm {header['lstm_version']}"),
         ("network", f"{a['num_layers']} x {a['cell'].upper()}({a['hidden_size']}) -> {a['output_size']} outputs, {a['dtype']}"),
         ("targets", ", ".join(d["targets"])),
@@ -813,7 +814,7 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
     rows.append(("mode", mode_text))
     # --format table: the table is the answer (stdout); beside json/csv it is a summary for people (stderr)
     table_console = Console(quiet, stream=sys.stdout) if fmt == "table" else console
-    table_console.table(f"lstm: evaluation of {model} on {data}: horizon {ev.horizon}, {ev.origins} origin(s), "
+    table_console.table(f"lstm: evaluation of {shown(model)} on {shown(data)}: horizon {ev.horizon}, {ev.origins} origin(s), "
                   f"season {ev.season}, {len({r['series'] for r in ev.records})} series", rows)
     if plot_path:  # written before the gate: a failed gate is a verdict, and the picture helps judge it
         from lstm_cli import atomic
@@ -826,7 +827,7 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
                              f"{ev.origins} origin(s), {mode_text}", plot_format(plot_path))
         with atomic.output_lock(plot_path):
             atomic.atomic_write(plot_path, picture)
-        console.line(f"lstm: plot written to {plot_path}")
+        console.line(f"lstm: plot written to {shown(plot_path)}")
     if gate:
         m_model, m_base = overall["lstm"]["mase"], overall[gate]["mase"]
         if m_model != m_model or m_base != m_base:  # nan: MASE's scale, the in-sample naive error, is 0
@@ -910,7 +911,7 @@ def validate(data, targets, features, time_col, id_col, sep, missing, freq, mode
         click.echo(json.dumps({"data": data, "usable": report.usable, "summary": report.summary,
                                "checks": [c.__dict__ for c in report.checks]}))
     else:  # the report is the answer: stdout; -q leaves the exit code (and the line below) alone
-        Console(quiet, stream=sys.stdout).table(f"lstm: {data} is {'usable' if report.usable else 'NOT usable'}",
+        Console(quiet, stream=sys.stdout).table(f"lstm: {shown(data)} is {'usable' if report.usable else 'NOT usable'}",
                                                 [(f"{c.status:4} {c.name}", c.detail) for c in report.checks])
     if not report.usable:
         failed = [c for c in report.checks if c.status == "fail"]
