@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from lstm_cli import atomic, frame, modelfile, scaling, windows
-from lstm_cli.errors import DataError, FreqNotApplicable, ModelFileError, StaleInputError, UsageError
+from lstm_cli.errors import DataError, FreqNotApplicable, ModelFileError, StaleInputError, UsageError, shown
 from lstm_cli.model import STRATEGIES, DataSpec, Forecaster, unknown_features
 from lstm_cli.network import MIN_SHARD, Architecture, Network, default_threads
 from lstm_cli.train import TrainConfig, TrainResult, fit
@@ -192,7 +192,7 @@ def check_warm_start(old: Forecaster, series: frame.SeriesSet, req: TrainRequest
     horizon, and data that continues (not precedes) what the old model was trained on. The old
     model's architecture, lookback, quantiles and scaling are kept; returns notes for the user."""
     spec = old.spec
-    where = f"--warm-start {req.warm_start}"
+    where = f"--warm-start {shown(req.warm_start)}"
     for what, ours, theirs in (("targets", tuple(req.targets), spec.targets),
                                ("features", tuple(req.features), spec.features),
                                ("time column", series.time_col, spec.time_col),
@@ -202,8 +202,12 @@ def check_warm_start(old: Forecaster, series: frame.SeriesSet, req: TrainRequest
         if ours != theirs:
             raise DataError(f"{where}: {what} {theirs!r} in the old model, {ours!r} here; warm start needs the "
                             f"same contract (train from scratch without --warm-start to change it)")
-    if spec.freq and series.freq and spec.freq != series.freq:
+    if spec.freq and series.freq and spec.freq != series.freq and not frame._same_grid(spec.freq, series.freq):
         raise DataError(f"{where}: frequency {spec.freq} in the old model, {series.freq} in {series.source}")
+    try:  # also without a frequency on either side (integer times, irregular or gappy data)
+        frame.check_model_step(series, spec.time_kind, spec.freq, spec.step)
+    except DataError as e:
+        raise DataError(f"{where}: {e}") from None
     ends = series.times[series.starts[1:] - 1]
     known = dict(zip(old.ids, old.last_time, strict=True))
     for sid, end in zip(series.ids, ends, strict=True):

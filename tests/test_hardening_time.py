@@ -342,3 +342,25 @@ def test_duration_units_with_units_still_work():
     t = DurationType()
     assert [t.convert(v, None, None) for v in ("90s", "10m", "10min", "2h", "1.5d", " 3 h ")] == \
         [90.0, 600.0, 600.0, 7200.0, 129600.0, 10800.0]
+
+
+def test_step_mismatch_in_a_warm_start(d, integer):
+    """A fine-tune of a model of steps of 1 on every other integer went through (no freq to compare)."""
+    every_other = write_csv(d / "int2w.csv", range(300, 420, 2), "t")
+    out = d / "warm.lstm"
+    result = run("train", every_other, "--target", "y", *FAST, "--time-col", "t", "--warm-start", integer,
+                 "--out", out)
+    assert result.exit_code == 65, result.output
+    line = one_error_line(result)
+    assert "--warm-start" in line and "step by 2" in line and not out.exists()
+    same = write_csv(d / "int1w.csv", range(300, 360), "t")
+    assert run("train", same, "--target", "y", *FAST, "--time-col", "t", "--warm-start", integer,
+               "--out", out).exit_code == 0
+
+
+def test_freq_values_warm_start_with_an_alias_of_the_same_grid(d, weekly):
+    """--freq W is W-SUN: the warm start compared the strings and refused it."""
+    newer = write_csv(d / "weekly_newer.csv", stamps("2021-03-07", 40, "W-SUN"))
+    result = run("train", newer, "--target", "y", *FAST, "--freq", "W", "--warm-start", weekly,
+                 "--out", d / "weekly_warm.lstm")
+    assert result.exit_code == 0, result.output
