@@ -39,6 +39,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -46,7 +47,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lstm_cli import atomic, frame, modelfile, pipeline
+from lstm_cli import atomic, errors, frame, modelfile, pipeline
 from lstm_cli.errors import DataError, InputMissingError, MissingDependencyError, OutputError, UsageError
 
 PIP_INSTALL = "pip install 'lstm-cli[dask]'"
@@ -277,6 +278,7 @@ def _check_out(out: str, data: str) -> bool:
     if os.path.exists(target) and not os.path.isdir(target):
         raise OutputError(f"output {out} exists and is not a directory; --out names a directory of part "
                           "files, or a file ending in .csv")
+    _refuse_foreign_dir(target, out)
     parent = os.path.dirname(target)
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"cannot create {out}: directory {parent} is missing or not writable; "
@@ -284,11 +286,29 @@ def _check_out(out: str, data: str) -> bool:
     return False
 
 
+_PART_FILE = re.compile(r"part-\d{5,}\.csv")
+
+
+def _refuse_foreign_dir(target: str, shown: str) -> None:
+    """An existing --out directory is replaced whole: only one that holds nothing but part files
+    (an earlier run's output) may be, never a folder of the user's."""
+    if not os.path.isdir(target):
+        return
+    with os.scandir(target) as entries:
+        for entry in entries:
+            if not (_PART_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)):
+                raise OutputError(f"output directory {errors.shown(shown)} holds {errors.shown(entry.name)}, which "
+                                  "lstm did not write; --out DIR is replaced whole, so it must be new or hold only "
+                                  "part files of an earlier run: choose another path")
+
+
 def _publish_dir(tmp: str, target: str) -> None:
-    """Put the finished directory tmp at target; an existing target is replaced only now."""
+    """Put the finished directory tmp at target; an existing target is replaced only now (and only
+    if it still holds nothing but part files)."""
     if not os.path.exists(target):
         os.rename(tmp, target)
         return
+    _refuse_foreign_dir(target, target)
     old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-", dir=os.path.dirname(target))
     os.rmdir(old)
     os.rename(target, old)

@@ -216,12 +216,27 @@ def test_directory_output_replaces_existing_directory(cluster, trained, tmp_path
     d, model_path = trained
     out_dir = tmp_path / "dir"
     out_dir.mkdir()
-    (out_dir / "stale.csv").write_text("old\n")
+    (out_dir / "part-00099.csv").write_text("old\n")  # an earlier run's part files: replaced whole
     r = dask_predict(cluster, model_path, d / "train.csv", out_dir)
     assert r.exit_code == 0, r.output
-    assert "stale.csv" not in os.listdir(out_dir)
+    assert "part-00099.csv" not in os.listdir(out_dir)
     got = pd.concat([pd.read_csv(out_dir / p, dtype=str) for p in sorted(os.listdir(out_dir))])
     assert_same_rows(got, local_frame(model_path, d / "train.csv"))
+
+
+def test_side_files_directory_output_with_files_lstm_did_not_write_is_refused(cluster, trained, tmp_path):
+    """--out DIR is replaced whole: a folder of the user's (anything but part files) is never deleted."""
+    d, model_path = trained
+    for i, (name, make) in enumerate([("notes.txt", lambda p: p.write_text("mine\n")),
+                       ("sub", lambda p: p.mkdir()),
+                       ("part-00000.csv", lambda p: p.symlink_to(tmp_path / "elsewhere.csv"))]):
+        out_dir = tmp_path / f"dir{i}"
+        out_dir.mkdir()
+        make(out_dir / name)
+        r = dask_predict(cluster, model_path, d / "train.csv", out_dir)
+        assert r.exit_code == 73, r.output
+        assert "lstm did not write" in r.output and len(r.output.strip().splitlines()) == 1
+        assert os.listdir(out_dir) == [name]
 
 
 def test_worker_killed_mid_job_gives_the_same_result(cluster, trained, tmp_path):
