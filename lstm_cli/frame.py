@@ -37,6 +37,7 @@ as `Jan 2021`); d/m versus m/d is settled by whichever reading pandas finds a fr
 refused as ambiguous. ISO 8601 values with offsets or `Z` are converted to UTC and kept as naive
 UTC. Mixing formats, or values with and without offsets, is a DataError naming line and value.
 Times are int64: nanoseconds since the epoch for dates, the numbers themselves for integers.
+Two consecutive times of a series whose difference does not fit in int64 are a DataError.
 
 Series. With `id_col`, ids are the fields' text verbatim, spaces and all, so that forecasts join
 back on them (' a', 'a' and 'a ' are three series, as '1' and '01' are two; an empty or blank id is
@@ -44,8 +45,9 @@ an error; header names, by contrast, are stripped, as they are matched to option
 series come in sorted-id order. Rows are sorted by (id, time), so row order in the file does not
 matter; a time that appears twice in one series is a DataError.
 
-Frequency and gaps. A given `freq` must be a pandas offset alias (UsageError otherwise, and for an
-integer time column), and every time must lie on its grid from the series' first time (calendar
+Frequency and gaps. A given `freq` must be a pandas offset alias with a positive multiple and a
+step of at most MAX_STEP_YEARS (freq_problem; UsageError otherwise, and for an integer time
+column), and every time must lie on its grid from the series' first time (calendar
 offsets: that first time on the offset too). Without `freq`, each series with 3+ rows gets
 pd.infer_freq; when that fails because steps are missing, a calendar alias (month/quarter/year
 starts or ends, weeks, business days, days) is still taken if every time lies on its grid; fixed
