@@ -58,6 +58,7 @@ class Panel:
     values: np.ndarray
     first_origin: int  # index into times of the first held-out row
     origins: list[PanelOrigin] = field(default_factory=list)
+    seen_until: int = 0  # rows of times the model was trained on (up to its last training time): in-sample
     mase: dict[str, float] = field(default_factory=dict)
 
 
@@ -83,12 +84,16 @@ class Evaluation:
         methods = dict.fromkeys(r["method"] for r in self.records)
         for method in methods:
             rows = [r for r in self.records if r["method"] == method]
-            keys = [k for k in rows[0] if k not in ("origin", "series", "target", "method")]
+            keys = [k for k in rows[0] if k not in ("origin", "series", "target", "method", "in_sample")]
             out[method] = {}
             for k in keys:
                 vals = np.array([r[k] for r in rows], dtype=np.float64)
                 out[method][k] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
         return out
+
+    def in_sample_series(self) -> int:
+        """How many series had held-out rows (at some origin) that the model was trained on."""
+        return len({r["series"] for r in self.records if r.get("in_sample")})
 
     def skill(self, baseline: str) -> float:
         """1 - MASE(lstm) / MASE(baseline): > 0 means the model beats the baseline."""
@@ -170,6 +175,29 @@ def too_short(series: frame.SeriesSet, need: int, why: str) -> tuple[str, str] |
                            f"use fewer --backtest origins or more history")
 
 
+def seen_in_training(series: frame.SeriesSet, model, cuts: np.ndarray) -> np.ndarray:
+    """(S,) bool: the first held-out row of each series (at cuts[s]) is no later than the last
+    time the model was trained on for that series id (the model file records it per series), so
+    the model saw the rows it is scored on. Series the model does not know: False."""
+    known = dict(zip(model.ids, model.last_time, strict=True))
+    first_held_out = series.times[series.starts[:-1] + np.asarray(cuts, dtype=np.int64)]
+    return np.array([sid in known and int(t) <= int(known[sid]) for sid, t in zip(series.ids, first_held_out,
+                                                                                  strict=True)], dtype=bool)
+
+
+def in_sample_note(ev: Evaluation, trained_until: str | None = None) -> list[str]:
+    """The note for scores on rows the model was trained on (none with --refit: every origin's model
+    is trained on the rows before it)."""
+    n = ev.in_sample_series()
+    if not n:
+        return []
+    total = len({r["series"] for r in ev.records})
+    after = f"after {trained_until} (the end of the model's training data)" if trained_until else \
+        "after the model's training data"
+    return [f"the held-out rows of {n} of {total} series were seen in training: the scores are optimistic; "
+            f"evaluate on rows {after}, or use --refit"]
+
+
 def score_series(series: frame.SeriesSet, model, *, backtests: int, step: int, season: int, req=None,
                  on_origin: Callable | None = None) -> tuple[list[dict], list[str]]:
     """The backtest of a set of whole series (read_series output): at every origin, forecast the
@@ -189,6 +217,7 @@ def score_series(series: frame.SeriesSet, model, *, backtests: int, step: int, s
         t0 = time.perf_counter()
         cuts = lengths - H - (backtests - 1 - origin) * step
         history = _truncate(series, cuts)
+        seen = seen_in_training(series, model, cuts) if req is None else np.zeros(len(series.ids), dtype=bool)
         fitted = None
         forecaster = model
         if req is not None:
@@ -218,6 +247,7 @@ def score_series(series: frame.SeriesSet, model, *, backtests: int, step: int, s
                         rec[f"coverage_{quantiles[0]:g}_{quantiles[-1]:g}"] = metrics.coverage(actual, lo_q, hi_q)
                         rec["pinball"] = float(np.mean([metrics.pinball(actual, forecast[s, :, k, j], q)
                                                         for j, q in enumerate(quantiles)]))
+                    rec["in_sample"] = bool(seen[s])  # last: the CSV's columns keep their order
                     records.append(rec)
         if on_origin is not None:
             on_origin(origin, cuts, forecast, fitted, time.perf_counter() - t0)
@@ -227,9 +257,11 @@ def score_series(series: frame.SeriesSet, model, *, backtests: int, step: int, s
 def evaluation_of(records: list[dict], notes: list[str], spec, *, backtests: int, step: int, season: int,
                   mode: str = "fixed", time_kind: str | None = None, freq: str | None = None) -> Evaluation:
     """The Evaluation of the records of every series (what both engines report)."""
-    return Evaluation(season=season, horizon=spec.horizon, origins=backtests, step=step, mode=mode,
-                      records=records, notes=notes, time_kind=time_kind or spec.time_kind, freq=freq or spec.freq,
-                      id_col=spec.id_col, quantiles=spec.quantiles)
+    ev = Evaluation(season=season, horizon=spec.horizon, origins=backtests, step=step, mode=mode,
+                    records=records, notes=notes, time_kind=time_kind or spec.time_kind, freq=freq or spec.freq,
+                    id_col=spec.id_col, quantiles=spec.quantiles)
+    ev.notes += in_sample_note(ev)
+    return ev
 
 
 def evaluate_from_csv(model_path: str, data: str, *, backtests: int = 1, step: int | None = None,
@@ -282,13 +314,18 @@ def evaluate_from_csv(model_path: str, data: str, *, backtests: int = 1, step: i
     result.panels_total = n_series * K
     first_cuts = lengths - H - (backtests - 1) * step
     context = max(spec.lookback, 3 * season if season > 1 else 0, 2 * H)
+    known = {sid: n for n, sid in enumerate(model.ids)}
     for p in range(min(plot_panels, result.panels_total)):
         s, k = divmod(p, K)
         lo = series.starts[s]
         begin = max(0, int(first_cuts[s]) - context)
         rows = slice(lo + begin, lo + int(lengths[s]))
-        result.panels.append(Panel(series=series.ids[s], target=spec.targets[k], times=series.times[rows].copy(),
-                                   values=series.values[rows, k].copy(), first_origin=int(first_cuts[s]) - begin))
+        times = series.times[rows].copy()
+        trained_until = model.last_time[known[series.ids[s]]] if series.ids[s] in known and not refit else None
+        result.panels.append(Panel(series=series.ids[s], target=spec.targets[k], times=times,
+                                   values=series.values[rows, k].copy(), first_origin=int(first_cuts[s]) - begin,
+                                   seen_until=0 if trained_until is None else
+                                   int(np.searchsorted(times, trained_until, side="right"))))
 
     def on_origin(origin, cuts, forecast, fitted, seconds):
         for p, panel in enumerate(result.panels):
@@ -312,6 +349,9 @@ def evaluate_from_csv(model_path: str, data: str, *, backtests: int = 1, step: i
     result.records, forecast_notes = score_series(series, model, backtests=backtests, step=step, season=season,
                                                   req=req, on_origin=on_origin)
     result.notes += forecast_notes
+    last = int(model.last_time.max()) if len(model.last_time) else None
+    result.notes += in_sample_note(result, None if last is None else frame.format_times(
+        np.asarray([last], dtype=np.int64), series.time_kind, result.freq)[0])
     for panel in result.panels:
         for method in ("lstm", "seasonal_naive"):
             vals = np.array([r["mase"] for r in result.records

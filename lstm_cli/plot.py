@@ -33,6 +33,7 @@ _NO_METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": 
 FORECAST_COLOR = "#1f77b4"
 ACTUAL_COLOR = "#222222"
 NAIVE_COLOR = "#888888"
+IN_SAMPLE_LABEL = "actual (in-sample: seen in training)"
 
 
 def require_matplotlib() -> None:
@@ -104,10 +105,17 @@ def render(ev, title: str, fmt: str = "png") -> bytes:
         cut = p.first_origin
         (h,) = ax.plot(x[: cut], p.values[: cut], color=ACTUAL_COLOR, lw=1.2)
         handles.setdefault("history", h)
-        # the held-out actuals, joined to the last history point
-        (h,) = ax.plot(x[max(cut - 1, 0):], p.values[max(cut - 1, 0):], color=ACTUAL_COLOR, lw=1.2, ls="-",
-                       marker="o", ms=2.5)
-        handles.setdefault("actual (held out)", h)
+        # the actuals after the first origin, joined to the last history point: those up to the model's
+        # last training time (seen_until) are in-sample, hollow markers; only the rest are held out
+        seen = min(max(p.seen_until, cut), len(x))
+        if seen > cut:
+            (h,) = ax.plot(x[max(cut - 1, 0) : seen], p.values[max(cut - 1, 0) : seen], color=ACTUAL_COLOR,
+                           lw=1.2, ls="-", marker="o", ms=3, markerfacecolor="white")
+            handles.setdefault(IN_SAMPLE_LABEL, h)
+        if seen < len(x):
+            (h,) = ax.plot(x[max(seen - 1, 0):], p.values[max(seen - 1, 0):], color=ACTUAL_COLOR, lw=1.2, ls="-",
+                           marker="o", ms=2.5)
+            handles.setdefault("actual (held out)", h)
         for o in p.origins:
             xs = x[o.start : o.start + len(o.lstm)]
             if len(xs) < len(o.lstm):  # never: every origin's horizon has actuals
@@ -137,7 +145,7 @@ def render(ev, title: str, fmt: str = "png") -> bytes:
     if ev.origins > 1:
         title += f"\nMASE in the panel titles: mean over the {ev.origins} origins"
     fig.suptitle(title, fontsize=11)
-    order = ["history", "actual (held out)", "lstm forecast", "lstm forecast (each origin)", q_label, "seasonal naive"]
+    order = ["history", IN_SAMPLE_LABEL, "actual (held out)", "lstm forecast", "lstm forecast (each origin)", q_label, "seasonal naive"]
     labels = [k for k in order if k in handles]
     fig.legend([handles[k] for k in labels], labels, loc="outside lower center", ncols=len(labels) if cols > 1 else 3,
                fontsize=9,

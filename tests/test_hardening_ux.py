@@ -247,3 +247,62 @@ def test_progress_batch_events_are_throttled_and_cost_nothing():
     print(f"\nepoch {without * 1e3:.1f} ms without batch reports, {with_reports * 1e3:.1f} ms with "
           f"({len(calls)} reports)")
     assert with_reports <= without * 1.5
+
+
+# ------------------------------------------------------------------------------------------
+# trained_rows: evaluate on rows the model was trained on says so (note, JSON, plot)
+
+
+def _evaluate_json(model, data, *extra):
+    result = run("evaluate", model, data, "--format", "json", *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout), result.stderr
+
+
+def test_trained_rows_evaluate_on_training_rows_notes_it(a10_model):
+    doc, err = _evaluate_json(a10_model, a10_model.parent / "head.csv")  # the very rows it was trained on
+    assert doc["header"]["in_sample_series"] == 1
+    assert all(r["in_sample"] for r in doc["records"])
+    assert ("lstm: note: the held-out rows of 1 of 1 series were seen in training: the scores are optimistic; "
+            "evaluate on rows after 2007-06-01 (the end of the model's training data), or use --refit") in err
+    # the three origins of --backtest 3 on the full file: the first one's rows were seen, the last two not
+    doc, err = _evaluate_json(a10_model, A10, "--backtest", "3")
+    assert doc["header"]["in_sample_series"] == 1 and "seen in training" in err
+    assert {r["origin"]: r["in_sample"] for r in doc["records"]} == {1: True, 2: False, 3: False}
+    assert set(doc["overall"]["lstm"]) == {"mae", "rmse", "mape", "smape", "mase"}  # not averaged as a score
+
+
+def test_trained_rows_not_noted_on_new_rows_or_with_refit(a10_model):
+    doc, err = _evaluate_json(a10_model, A10)  # the last 6 months: after the training data
+    assert doc["header"]["in_sample_series"] == 0 and "seen in training" not in err
+    assert not any(r["in_sample"] for r in doc["records"])
+    doc, err = _evaluate_json(a10_model, a10_model.parent / "head.csv", "--refit")
+    assert doc["header"]["in_sample_series"] == 0 and "seen in training" not in err
+
+
+def test_trained_rows_plot_labels_them_in_sample(a10_model, tmp_path):
+    pytest.importorskip("matplotlib")
+    from lstm_cli import plot
+    from lstm_cli.evaluate import evaluate_from_csv
+
+    ev = evaluate_from_csv(str(a10_model), str(A10), backtests=3, plot_panels=1)
+    p = ev.panels[0]
+    assert p.times[p.seen_until - 1] <= 1180656000 * 10**9 < p.times[p.seen_until]  # 2007-06-01: the last trained
+    assert p.first_origin < p.seen_until < len(p.times)
+    from matplotlib.figure import Figure
+
+    labels = []
+    real_legend = Figure.legend
+
+    def spy(self, handles, names, **kw):
+        labels.extend(names)
+        return real_legend(self, handles, names, **kw)
+
+    Figure.legend = spy
+    try:
+        plot.render(ev, "t")
+    finally:
+        Figure.legend = real_legend
+    assert plot.IN_SAMPLE_LABEL in labels and "actual (held out)" in labels
+    fresh = evaluate_from_csv(str(a10_model), str(A10), plot_panels=1)  # only unseen rows: no in-sample label
+    assert fresh.panels[0].seen_until <= fresh.panels[0].first_origin
