@@ -53,6 +53,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from lstm_cli.errors import LockedError, OutputError, UsageError, WriteError
+from lstm_cli.errors import shown as quoted
 
 T = TypeVar("T")
 
@@ -167,7 +168,7 @@ def check_output_path(path, inputs: Iterable = (), option: str = "--out") -> Non
     one of `inputs` (same inode or same resolved path). A nonexistent output in a writable
     directory passes. `option` names the path in the "-" message.
     """
-    shown = os.fspath(path)
+    shown = quoted(path)  # as every message shows a path ("-" stays "-")
     if shown == "-":
         raise UsageError(f"{option} -: this command writes a file, not stdout; give a file path "
                          "(./- for a file named -)")
@@ -477,7 +478,7 @@ def output_lock(path, wait: bool = False, deadline: float | None = None) -> Iter
     --time-limit, which counts the wait), then LockedError. The lock is per open file description:
     a second output_lock on the same path in the same process is refused like any other.
     """
-    shown = os.fspath(path)
+    shown = quoted(path)
     lock_path = lock_path_for(path)
     fd = _open_lock_file(lock_path, shown)
     try:

@@ -41,6 +41,7 @@ import numpy as np
 
 from lstm_cli import atomic, modelfile
 from lstm_cli.errors import DataError, InputMissingError, ModelFileError, OutputError
+from lstm_cli.errors import shown as quoted
 from lstm_cli.train import TrainState
 
 FORMAT = "lstm-checkpoint"
@@ -101,7 +102,7 @@ def _version() -> str:
 
 
 def _bad(path: str, problem: str) -> ModelFileError:
-    return ModelFileError(f"checkpoint {path} is unusable ({problem})")
+    return ModelFileError(f"checkpoint {quoted(path)} is unusable ({problem})")
 
 
 def _describe_difference(path: str, ours: dict, theirs, data_ours: str, data_theirs) -> str:
@@ -114,7 +115,7 @@ def _describe_difference(path: str, ours: dict, theirs, data_ours: str, data_the
     if data_ours != data_theirs:
         parts.insert(0, "the data changed")
     what = "; ".join(parts) or "a different lstm version"
-    return (f"checkpoint {path} belongs to another training run ({what}); rerun with the same data and "
+    return (f"checkpoint {quoted(path)} belongs to another training run ({what}); rerun with the same data and "
             "options, or without --resume to train from the start")
 
 
@@ -229,7 +230,7 @@ class Writer:
 
 
 def _not_ours(path: str, what: str) -> OutputError:
-    return OutputError(f"{path} exists and {what}, so lstm did not write it (lstm keeps its training "
+    return OutputError(f"{quoted(path)} exists and {what}, so lstm did not write it (lstm keeps its training "
                        "checkpoint there); move it away or choose another --out")
 
 
@@ -245,7 +246,7 @@ def claim(path: str) -> int | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise OutputError(f"cannot use the checkpoint path {path}: {e.strerror or e}; choose another --out") from e
+        raise OutputError(f"cannot use the checkpoint path {quoted(path)}: {e.strerror or e}; choose another --out") from e
     if stat.S_ISLNK(st.st_mode):
         raise _not_ours(path, "is a symbolic link")
     if not stat.S_ISREG(st.st_mode):
@@ -259,7 +260,7 @@ def claim(path: str) -> int | None:
         finally:
             os.close(fd)
     except OSError as e:
-        raise OutputError(f"cannot read the checkpoint {path}: {e.strerror or e}; move it away or "
+        raise OutputError(f"cannot read the checkpoint {quoted(path)}: {e.strerror or e}; move it away or "
                           "choose another --out") from e
     if head != modelfile.MAGIC:
         raise _not_ours(path, "is not an lstm checkpoint")
@@ -276,7 +277,8 @@ def claim(path: str) -> int | None:
 def kept_note(path: str, epoch: int) -> str:
     """The note of a run without --resume that finds a checkpoint (claim's epoch): the checkpoint
     stays until this run's first one replaces it, so a rerun with --resume can still use it."""
-    found = f"checkpoint {path} of a stopped run after epoch {epoch}" if epoch else f"a damaged checkpoint {path}"
+    found = (f"checkpoint {quoted(path)} of a stopped run after epoch {epoch}" if epoch
+             else f"a damaged checkpoint {quoted(path)}")
     return (f"found {found}; training from epoch 1 without it (pass --resume to continue from it); "
             "this run's first checkpoint replaces it")
 

@@ -47,6 +47,7 @@ from lstm_cli import limits, memory
 from lstm_cli.atomic import atomic_output
 from lstm_cli.cells import GATES
 from lstm_cli.errors import InputMissingError, ModelFileError
+from lstm_cli.errors import shown as quoted
 
 MAGIC = b"LSTMCLI\x00"
 FORMAT_VERSION = 1
@@ -437,7 +438,7 @@ def _combine(schema, header_check, arrays_check):
 
 def _open_model(path) -> tuple[int, str]:
     """Open `path` read-only after making sure it is a regular file; InputMissingError if not."""
-    shown = os.fspath(path)
+    shown = quoted(path)  # the path as every message shows it
     try:
         st = os.stat(path)
     except FileNotFoundError:
