@@ -1048,14 +1048,17 @@ def _likely_id_col(id_guess: dict[str, Sequence[str]], times: np.ndarray) -> tup
     return None
 
 
-def _panel_hint(id_guess: dict[str, Sequence[str]] | None, times: np.ndarray) -> str:
-    """'; this looks like several series ... pass --id-col NAME', or '' when no column fits."""
+def _panel_error(message: str, id_guess: dict[str, Sequence[str]] | None, times: np.ndarray) -> DataError | None:
+    """message + '; this looks like several series ... pass --id-col NAME', or None when no column
+    fits. Its for_model (predict, evaluate: no --id-col there) says to retrain with it instead."""
     found = _likely_id_col(id_guess, times) if id_guess else None
     if found is None:
-        return ""
+        return None
     name, n = found
-    return (f"; this looks like several series in one file ({name!r} has {n} values, each with one row per "
-            f"time): pass --id-col {name}")
+    looks = f"{message}; this looks like several series in one file ({name!r} has {n} values, each with one row per time)"
+    error = DataError(f"{looks}: pass --id-col {name}")
+    error.for_model = f"{looks}, but the model was trained on one series: retrain it with --id-col {name}"
+    return error
 
 
 def _assemble(source: str, where: _Where, plan: _Plan, id_col: str | None, n_targets: int, ids: tuple[str, ...],
@@ -1087,9 +1090,9 @@ def _assemble(source: str, where: _Where, plan: _Plan, id_col: str | None, n_tar
         sid = ids[codes[k]]
         a, b = sorted((int(lines[k]), int(lines[k + 1])))
         duplicate = f"{where.at(b, time_col)}: time {_fmt_time(times[k], kind)}{where.series(sid)} also appears on line {a}"
-        panel = _panel_hint(id_guess, file_times)
-        if panel:  # not a bad row: a panel read as one series
-            raise DataError(duplicate + panel)
+        panel = _panel_error(duplicate, id_guess, file_times)
+        if panel is not None:  # not a bad row: a panel read as one series
+            raise panel
         raise DataError(f"{duplicate}; keep one row per time"
                         f"{' and series' if id_col is not None else ''}{plan.chosen if plan.auto_time else ''}")
     starts = np.concatenate([[0], np.flatnonzero(dc) + 1, [len(times)]]).astype(np.int64)
@@ -1099,10 +1102,10 @@ def _assemble(source: str, where: _Where, plan: _Plan, id_col: str | None, n_tar
     try:
         step, out_freq = _frequency(times, starts, ids, kind, freq, lines, time_col, where, notes)
     except DataError as e:  # off the grid, or steps that disagree: a panel without --id-col, perhaps
-        panel = _panel_hint(id_guess, file_times)
-        if not panel:
+        panel = _panel_error(str(e), id_guess, file_times)
+        if panel is None:
             raise
-        raise DataError(f"{e}{panel}") from None
+        raise panel from None
     del file_times
     _fill_missing(values, times, starts, ids, columns, lines, kind, where, notes)
     values = np.ascontiguousarray(values)

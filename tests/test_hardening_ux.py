@@ -306,3 +306,19 @@ def test_trained_rows_plot_labels_them_in_sample(a10_model, tmp_path):
     assert plot.IN_SAMPLE_LABEL in labels and "actual (held out)" in labels
     fresh = evaluate_from_csv(str(a10_model), str(A10), plot_panels=1)  # only unseen rows: no in-sample label
     assert fresh.panels[0].seen_until <= fresh.panels[0].first_origin
+
+
+def test_id_col_hint_for_predict_says_retrain_with_it(tmp_path):
+    """predict and evaluate have no --id-col (the model's contract decides): the hint says to retrain."""
+    panel = DATA / "departures_monthly_panel.csv"
+    one = [line.replace(",permanent,", ",") for line in panel.read_text().splitlines() if ",permanent," in line]
+    single = tmp_path / "one.csv"
+    single.write_text("date,departures_thousands\n" + "\n".join(one) + "\n")
+    model = tmp_path / "one.lstm"
+    assert run("train", single, "--target", "departures_thousands", "--horizon", "3", "--out", model, *TINY,
+               "-q").exit_code == 0
+    for command in ("predict", "evaluate"):
+        result = run(command, model, panel)
+        assert result.exit_code == 65, result.output
+        line = result.stderr.strip().splitlines()[-1]
+        assert line.endswith("but the model was trained on one series: retrain it with --id-col series_id"), line
