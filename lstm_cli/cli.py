@@ -26,7 +26,14 @@ from lstm_cli.errors import (
     one_line,
     shown,
 )
-from lstm_cli.runtime import IO_ERRNOS, _ClosedStdout, discard_stdout, io_error_message, memory_error_message
+from lstm_cli.runtime import (
+    IO_ERRNOS,
+    _ClosedStdout,
+    discard_stdout,
+    io_error_message,
+    memory_error_message,
+    one_line_click_error,
+)
 from lstm_cli.runtime import prepare_jit_cache as _prepare_runtime
 
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
@@ -48,7 +55,7 @@ class LstmGroup(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except click.ClickException as e:
-            e.message = one_line(e.message)  # a path with a newline in click's own messages
+            one_line_click_error(e)  # a path with a newline in click's own messages
             raise
         except LstmError as e:
             click.echo(one_line(f"lstm: {e}"), err=True)
@@ -81,7 +88,7 @@ class LstmGroup(click.Group):
         try:
             return super().parse_args(ctx, args)
         except click.ClickException as e:  # the group's own options (--config PATH)
-            e.message = one_line(e.message)
+            one_line_click_error(e)
             raise
 
     def resolve_command(self, ctx: click.Context, args: list[str]):

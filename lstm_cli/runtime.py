@@ -101,6 +101,15 @@ def memory_error_message(e: MemoryError) -> str:
     return "lstm: " + OUT_OF_MEMORY.format(detail=f" ({detail})" if detail else "")
 
 
+def one_line_click_error(e) -> None:
+    """click quotes a path raw in its own messages ("File 'a<newline>b' is a directory"): spell out
+    its control characters, except in the help text click raises for a group without arguments."""
+    import click
+
+    if not isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+        e.message = one_line(e.message)
+
+
 def command_is_quiet(ctx) -> bool:
     """Whether the command the group is about to run was given --quiet (a flag, LSTM_QUIET or the
     config file): notes the group prints before the command parses its options follow it."""
@@ -227,6 +236,36 @@ def _make_private_dirs(path: str, mode: int) -> None:
             pass
 
 
+def _contents_problem(path: str, depth: int = 2) -> str | None:
+    """In a cache directory other users can enter: a file or folder inside that they could write
+    (or a symlink), or a umask that would make the files numba writes there writable by them."""
+    umask = os.umask(0)
+    os.umask(umask)
+    if umask & 0o022 != 0o022:
+        return (f"is open to other users and the umask {umask:03o} would let them write the files numba "
+                "puts there")
+    try:
+        entries = list(os.scandir(path))
+    except OSError as e:
+        return f"cannot be listed ({e.strerror})"
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        where = f"holds {shown(entry.path)}, which"
+        if stat.S_ISLNK(st.st_mode):
+            return f"{where} is a symbolic link"
+        problem = _other_writer(st, {os.geteuid()})
+        if problem:
+            return f"{where} {problem}"
+        if depth > 1 and stat.S_ISDIR(st.st_mode) and st.st_mode & 0o011:
+            problem = _contents_problem(entry.path, depth - 1)
+            if problem:
+                return problem
+    return None
+
+
 def cache_dir_problem(path: str, mode: int = 0o700) -> str | None:
     """Why numba must not use `path` for its cache, creating it (with `mode`) when it is missing:
     numba unpickles the index files it finds there, so a directory another user can write into,
@@ -245,6 +284,10 @@ def cache_dir_problem(path: str, mode: int = 0o700) -> str | None:
     problem = _other_writer(st, {os.geteuid()}) or parents_problem(path)
     if problem:
         return problem
+    if st.st_mode & 0o011:  # others can reach what is inside: the files too must be ours alone
+        problem = _contents_problem(path)
+        if problem:
+            return problem
     if not os.access(path, os.W_OK | os.X_OK):
         return "is not writable"
     return None

@@ -194,6 +194,33 @@ def test_jit_cache_creates_missing_components_private_whatever_the_umask(fresh_c
     assert runtime.JIT_CACHE["source"] == "user" and not runtime.JIT_CACHE["disabled"]
 
 
+def test_jit_cache_refuses_an_open_dir_with_files_others_can_write(fresh_cache_state, tmp_path):
+    """A 0755 cache of ours is fine only if what is inside is ours alone: numba loads index files
+    another user could overwrite in place, or that a permissive umask would leave writable."""
+    given = tmp_path / "given"
+    (given / "lstm_cli_abc").mkdir(parents=True)
+    given.chmod(0o755)
+    (given / "lstm_cli_abc").chmod(0o755)
+    index = given / "lstm_cli_abc" / "forward_infer-1.py311.nbi"
+    index.write_bytes(b"x")
+    index.chmod(0o666)
+    os.environ["NUMBA_CACHE_DIR"] = str(given)
+    notes = runtime.prepare_jit_cache()
+    assert f"holds {index}, which is writable by other users (mode 666)" in notes[0]
+    index.chmod(0o644)
+    os.environ["NUMBA_CACHE_DIR"] = str(given)
+    runtime._run_cache_dir = None
+    old = os.umask(0o002)
+    try:
+        notes = runtime.prepare_jit_cache()
+    finally:
+        os.umask(old)
+    assert "the umask 002 would let them write" in notes[0]
+    os.environ["NUMBA_CACHE_DIR"] = str(given)
+    runtime._run_cache_dir = None
+    assert runtime.prepare_jit_cache() == [] and os.environ["NUMBA_CACHE_DIR"] == str(given)
+
+
 def test_jit_cache_keeps_a_safe_numba_cache_dir(fresh_cache_state, tmp_path):
     given = tmp_path / "mine"
     given.mkdir(mode=0o755)
@@ -312,7 +339,7 @@ def test_streams_closed_stdin_and_stdout(shared_dir, panel, model):
 @needs_entry_point
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 @pytest.mark.parametrize("command", ["--help", "version", "train --help", "config show",
-                                     "evaluate {model} {data} --format csv"])
+                                     "evaluate {model} {data} --format csv -q"])
 def test_streams_full_device_is_one_line_and_exit_74(model, panel, command):
     """`--help` and `version` on /dev/full gave a traceback; evaluate's csv, flushed at exit only,
     printed 'Exception ignored'."""
@@ -552,6 +579,14 @@ def test_log_forging_click_messages_keep_one_line_per_message(tmp_path, model):
     result = run("export", model, "--format", "json", "--out", crafted)
     assert result.exit_code == 2
     assert not any(line.startswith("lstm: forged") for line in result.stderr.splitlines())
+
+
+@pytest.mark.parametrize("args", [[], ["config"]])
+def test_log_forging_escape_leaves_the_help_of_a_bare_group_alone(args):
+    """click raises the help of `lstm` / `lstm config` without arguments as an error: not escaped."""
+    result = run(*args)
+    assert "\\n" not in result.output and result.output.startswith("Usage: ")
+    assert "Commands:" in result.output.splitlines()
 
 
 def test_log_forging_success_messages(tmp_path, model):
