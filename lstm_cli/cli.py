@@ -616,7 +616,12 @@ def predict(model, data, out, horizon, fmt, sep, missing, threads, max_input_byt
     for n in notes:
         console.note(n)
     if fmt == "json":
+        from lstm_cli import memory
+        from lstm_cli.errors import UsageError
+
         n = len(rows[columns[0]])
+        memory.require(memory.json_rows_bytes(n, len(columns)), f"--format json of {n:,} forecast rows",
+                       "use --format csv (a fraction of the memory), or forecast fewer steps or series", UsageError)
         records = [{c: rows[c][i] for c in columns} for i in range(n)]
         text = json.dumps({"header": meta, "columns": columns, "forecast": records}, allow_nan=False) + "\n"
     else:

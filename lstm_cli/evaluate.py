@@ -305,6 +305,12 @@ def evaluate_from_csv(model_path: str, data: str, *, backtests: int = 1, step: i
     short = too_short(series, need, why)
     if short is not None:
         raise DataError(short[1])
+    from lstm_cli import memory
+
+    memory.require(memory.evaluation_bytes(backtests, len(series.ids), H, K, len(spec.quantiles)),
+                   f"{series.source}: scoring {backtests} origins x {len(series.ids):,} series x {K} targets",
+                   "use fewer --backtest origins, or score fewer series at a time (split the input, or "
+                   "--engine dask)", UsageError if backtests > 1 else DataError)
     result = evaluation_of([], notes, spec, backtests=backtests, step=step, season=season,
                            mode="refit" if refit else "fixed", time_kind=series.time_kind,
                            freq=series.freq or spec.freq)

@@ -91,6 +91,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from lstm_cli import memory
 from lstm_cli.errors import DataError, FreqNotApplicable, InputMissingError, UsageError, shown
 
 try:  # public since pandas 2.2
@@ -105,6 +106,10 @@ MAX_INTERPOLATED_RUN = 3  # consecutive missing values one interpolation may fil
 MAX_MISSING_FRACTION = 0.10  # of a series' rows, per column
 SAMPLE_ROWS = 100  # rows read before choosing a time column by its content
 MAX_GRID = 20_000_000  # calendar stamps generated to check a grid; beyond it only steps are checked
+MAX_LINE_BYTES = 1 << 26  # 64 MiB: a longer line is refused (the csv module would hold it several times)
+MAX_COLUMNS = 100_000  # header fields
+PARSE_CHECK_BYTES = 1 << 26  # the careful path's memory is checked this often
+PARSE_LINE_BYTES = 300  # memory per parsed row on the careful path (a tuple of str, its line number)
 MAX_STEP_YEARS = 10  # longest frequency step: the ns dates 1677..2262 (584 years) then hold 58+ steps
 
 DAY_NS = 86_400 * 10**9
@@ -244,15 +249,53 @@ class _Prefixed(io.RawIOBase):
 
 class _Checked(io.RawIOBase):
     """Passes bytes through while enforcing the size limit, refusing NUL bytes and checking UTF-8,
-    counting lines so that a failure can name the line it is on."""
+    counting lines so that a failure can name the line it is on.
 
-    def __init__(self, inner, limit: int, what: str):
+    Also what the careful path's parse costs in memory, before it is spent: a line longer than
+    MAX_LINE_BYTES (one huge field, or no line ends: the csv module holds a line several times
+    over), a header of more than MAX_COLUMNS fields, and, every PARSE_CHECK_BYTES, the rows so
+    far (PARSE_LINE_BYTES each, as Python strings) against the memory free when reading began."""
+
+    def __init__(self, inner, limit: int, what: str, sep: str | None = None):
         self._inner = inner
         self._limit = limit
         self._what = what
         self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self._sep = sep.encode("utf-8") if sep and len(sep.encode("utf-8")) == 1 else None
+        self._line_start = 0  # byte offset where the current line began
+        self._header_fields = 1
+        self._budget = memory.available_bytes()
+        self._next_check = PARSE_CHECK_BYTES
         self.nbytes = 0
         self.lines = 0
+
+    def _check_shape(self, data: bytes, start: int) -> None:
+        """Line length, header width and the parse's memory, for `data` read at offset `start`."""
+        last_nl = data.rfind(b"\n")
+        if self.lines == 0 and self._sep is not None:
+            head = data if last_nl < 0 else data[: data.find(b"\n")]
+            self._header_fields += head.count(self._sep)
+            if self._header_fields > MAX_COLUMNS:
+                raise _ReadStop(f"the header has more than {MAX_COLUMNS:,} columns; this is not a CSV of time "
+                                "series (or --sep is wrong); keep only the columns you need", 1)
+        if last_nl >= 0:
+            first_nl = data.find(b"\n")
+            if start + first_nl - self._line_start > MAX_LINE_BYTES:
+                raise _ReadStop(f"a line longer than {_fmt_bytes(MAX_LINE_BYTES)}: a field this long (or a file "
+                                "without line ends) is not time-series data; fix the line ends or drop the "
+                                "column", self.lines + 1)
+            self._line_start = start + last_nl + 1
+        elif start + len(data) - self._line_start > MAX_LINE_BYTES:
+            raise _ReadStop(f"a line longer than {_fmt_bytes(MAX_LINE_BYTES)}: a field this long (or a file "
+                            "without line ends) is not time-series data; fix the line ends or drop the column",
+                            self.lines + 1)
+        if self.nbytes >= self._next_check:
+            self._next_check += PARSE_CHECK_BYTES
+            need = (self.lines + data.count(b"\n")) * PARSE_LINE_BYTES + 2 * self.nbytes
+            if self._budget is not None and need > self._budget:
+                raise _ReadStop(f"parsing {self._what} needs about {memory.fmt(need)} of memory by byte "
+                                f"{self.nbytes:,} ({memory.fmt(self._budget)} was available); split the file, "
+                                "or keep only the columns you need")
 
     def readable(self) -> bool:
         return True
@@ -274,6 +317,7 @@ class _Checked(io.RawIOBase):
         if nul >= 0:
             line = self.lines + data.count(b"\n", 0, nul) + 1
             raise _ReadStop("a NUL byte: this is binary data, not CSV text; export it as CSV", line)
+        self._check_shape(data, self.nbytes - len(data))
         try:
             self._decoder.decode(data)
         except UnicodeDecodeError as e:
@@ -328,7 +372,7 @@ def _stat_input(path: str) -> os.stat_result:
     return st
 
 
-def _text_stream(raw, source: str, gz_name: bool, max_bytes: int) -> tuple[io.TextIOWrapper, bool]:
+def _text_stream(raw, source: str, gz_name: bool, max_bytes: int, sep: str | None = None) -> tuple[io.TextIOWrapper, bool]:
     """Sniff `raw` (binary), decompress gzip, and return a UTF-8 text stream over checked bytes."""
     where = _name(source)
     head = _read_up_to(raw, 2)
@@ -348,7 +392,7 @@ def _text_stream(raw, source: str, gz_name: bool, max_bytes: int) -> tuple[io.Te
         if head.startswith(magic):
             raise DataError(f"{where}: {what}, not a CSV file; {fix}")
     checked = _Checked(_Prefixed(head, stream), max_bytes,
-                       "the decompressed data" if gz else "the input")
+                       "the decompressed data" if gz else "the input", sep)
     return io.TextIOWrapper(io.BufferedReader(checked, 1 << 16), encoding="utf-8-sig", newline=""), gz
 
 
@@ -378,6 +422,9 @@ class _Records:
             if "end of data" in msg or "EOF" in msg:
                 return DataError(f"{where.at(start)}: a quote opened here is never closed; "
                                  "close it or remove the stray quote")
+            if "field limit" in msg:
+                return DataError(f"{where.at(start)}: a field longer than {_fmt_bytes(MAX_LINE_BYTES)}: not "
+                                 "time-series data (a stray quote?); close the quote or drop the column")
             return DataError(f"{where.at(self._reader.line_num)}: malformed quoting ({msg}); text after a "
                              'closing quote must be a separator; write quotes inside a field as ""')
         if isinstance(e, _ReadStop):
@@ -870,6 +917,8 @@ def _read_stream(raw, source: str, gz_name: bool, targets, features, time_col, i
         seekable, tape = False, _Tape(raw)
     try:
         fast = _read_fast(raw if tape is None else tape, source, gz_name, *args)
+    except memory.NotEnoughMemory:
+        raise  # the careful path needs more memory still
     except _FAST_GIVES_UP:
         fast = None
     if fast is not None:
@@ -884,7 +933,7 @@ def _read_stream(raw, source: str, gz_name: bool, targets, features, time_col, i
 def _read_careful(raw, source: str, gz_name: bool, targets, features, time_col, id_col, sep, freq, missing,
                   max_bytes) -> SeriesSet:
     limit = csv.field_size_limit()
-    csv.field_size_limit(2**31 - 1)  # quoted fields of any length (the default stops at 131,072)
+    csv.field_size_limit(MAX_LINE_BYTES)  # long quoted fields (the default stops at 131,072), not unbounded ones
     try:
         return _read_records(raw, source, gz_name, targets, features, time_col, id_col, sep, freq, missing,
                              max_bytes)
@@ -959,7 +1008,7 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
                   max_bytes) -> SeriesSet:
     """The careful path: Python's csv module, one record at a time, every value checked as text."""
     where = _Where(source, id_col)
-    text, gz = _text_stream(raw, source, gz_name, max_bytes)
+    text, gz = _text_stream(raw, source, gz_name, max_bytes, sep)
     records = _Records(text, where, sep, gz)
     header_raw = records.read_header()
     sample_lines: list[int] = []
@@ -1362,6 +1411,8 @@ def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_
         header_raw = next(csv.reader([header_text], delimiter=sep, quotechar='"', doublequote=True, strict=True))
     else:
         header_raw = header_text.split(sep)
+    if len(header_raw) > MAX_COLUMNS:
+        raise _Unusual("a very wide header")  # the careful path refuses it with the message
 
     def sample() -> list[list[str]]:
         rows = []

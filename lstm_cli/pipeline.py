@@ -391,6 +391,23 @@ def forecast_columns(spec: DataSpec, provenance: bool = False) -> list[str]:
     return data + (provenance_columns(data + values) if provenance else []) + values
 
 
+def check_forecast_memory(series: frame.SeriesSet, spec: DataSpec, h: int, *, given: bool,
+                          provenance: bool) -> None:
+    """Refuse, before forecasting, a forecast whose arrays and output rows cannot fit in memory
+    (n_series x horizon x outputs, the roll-forward past the trained horizon included): an
+    explicit --horizon is the option's doing (UsageError), the trained one the data's."""
+    from lstm_cli import memory
+
+    n = len(series.ids)
+    values = len(spec.targets) * max(1, len(spec.quantiles))
+    origins = len(np.unique(series.times[series.starts[1:] - 1]))
+    need = (memory.forecast_bytes(n, h, values, spec.lookback, len(spec.columns))
+            + memory.output_rows_bytes(n * h, values, spec.id_col is not None, provenance, origins * h))
+    memory.require(need, f"{series.source}: forecasting {n:,} series x {h:,} steps ({n * h:,} rows)",
+                   "forecast fewer steps (--horizon) or fewer series at a time (split the input, or "
+                   "--engine dask)", UsageError if given else DataError)
+
+
 def horizon_notes(spec: DataSpec, h: int) -> list[str]:
     if h > spec.horizon:
         return [f"horizon {h} > trained horizon {spec.horizon}: steps after {spec.horizon} are recursive"]
@@ -415,6 +432,7 @@ def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int |
                         f"but the model was trained on {spec.time_kind} times")
     stale_notes = check_freshness(series, model, max_age, now_ns)
     h = horizon or spec.horizon
+    check_forecast_memory(series, spec, h, given=horizon is not None, provenance=provenance is not None)
     try:
         values, forecast_notes = model.forecast(series.ids, series.values, series.starts, h)  # (S, h, K, nq)
     except DataError as e:  # too few rows: the forecaster does not know the file's name
