@@ -808,13 +808,11 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
                           "in_sample_series": ev.in_sample_series()},
                "overall": {m: {k: num(v) for k, v in d.items()} for m, d in overall.items()},
                "skill": {b: num(ev.skill(b)) for b in ("naive", "seasonal_naive")},
-               "records": [{k: (num(v) if isinstance(v, float) else v) for k, v in r.items()}
-                           for r in _scores_as_printed(ev.records, model)]}
+               "records": [{k: (num(v) if isinstance(v, float) else v) for k, v in r.items()} for r in ev.records]}
         click.echo(json.dumps(doc, allow_nan=False))
     elif fmt == "csv":
-        records = _scores_as_printed(ev.records, model)
-        columns = list(dict.fromkeys(k for r in records for k in r))
-        rows = {c: [r.get(c, "") for r in records] for c in columns}
+        columns = list(dict.fromkeys(k for r in ev.records for k in r))
+        rows = {c: [r.get(c, "") for r in ev.records] for c in columns}
         sys.stdout.write(frame.write_csv_text(rows, columns, excel_safe=excel_safe))
     rows = []
     for method, scores in overall.items():
@@ -848,24 +846,6 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
                             "divides by is 0); gate on data that varies, or without --fail-if-worse-than")
         if not (m_model <= m_base):
             raise WorseThanBaseline(f"MASE {m_model:.4g} of the model is worse than {m_base:.4g} of {gate}")
-
-
-def _scores_as_printed(records: list[dict], model: str) -> list[dict]:
-    """The per-series scores of the model's forecasts with no more digits than those have (a
-    float32 model's: the shortest text that reads back as the same float32, frame.output_floats);
-    the baselines' scores, float64 arithmetic on the data, keep theirs."""
-    import numpy as np
-
-    from lstm_cli import frame, modelfile
-
-    dtype = modelfile.load_header(model)["arch"]["dtype"]
-    where = [(i, k) for i, r in enumerate(records) if r["method"] == "lstm"
-             for k, v in r.items() if isinstance(v, float)]
-    values = frame.output_floats(np.array([records[i][k] for i, k in where], dtype=np.float64), dtype).tolist()
-    out = [dict(r) for r in records]
-    for (i, k), v in zip(where, values, strict=True):
-        out[i][k] = v
-    return out
 
 
 @cli.command()

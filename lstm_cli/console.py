@@ -82,9 +82,12 @@ def _best(r) -> str:
 PHASES = {
     "reading": lambda p: f"reading {p['source']}",
     "windows": lambda p: f"scaling and cutting windows: {p['series']} series, {p['rows']} rows",
-    "compiling": lambda p: "loading the kernels (the first run on a machine compiles them, ~20 s; "
+    "compiling": lambda p: "loading the kernels (the first run on a machine compiles them; "
                            "`lstm warmup` does it ahead)",
 }
+# Piped (cron), a run that fails on its data prints its one-line error and nothing else: the phases
+# before the data summary are shown on a terminal only.
+TERMINAL_ONLY_PHASES = {"reading", "windows"}
 
 
 class TrainProgress:
@@ -141,7 +144,8 @@ class TrainProgress:
         text = "lstm: " + (PHASES[p["phase"]](p) if p["phase"] in PHASES else p["phase"])
         c = self.console
         if not c.rich:
-            c.line(text)
+            if p["phase"] not in TERMINAL_ONLY_PHASES:
+                c.line(text)
             return
         self._phase_done()
         self._phase_text, self._phase_start = text, time.monotonic()

@@ -36,7 +36,7 @@ def train(out, *args, data=SAMPLE, target=TARGET):
 
 
 def predicted(model, data=SAMPLE, target=TARGET) -> np.ndarray:
-    result = run("predict", model, data)
+    result = run("predict", model, data, "--precision", "17")  # every digit: the arithmetic is tested
     assert result.exit_code == 0, result.output
     return np.array([float(r[target]) for r in csv.DictReader(io.StringIO(result.stdout))])
 

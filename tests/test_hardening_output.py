@@ -298,14 +298,3 @@ def test_float_repr_output_floats_edges():
     for digits in (1, 4, 9, 15, 17):
         assert frame.output_floats(y, "float64", digits).tolist() == [float(f"{v:.{digits}g}") for v in y.tolist()]
     assert frame.output_floats(y, "float64").tolist() == y.tolist()
-
-
-def test_float_repr_evaluate_csv_scores(hostile):
-    data, model = hostile
-    result = run("evaluate", model, data, "--format", "csv")
-    assert result.exit_code == 0, result.output
-    lstm = [r for r in csv.DictReader(io.StringIO(result.stdout)) if r["method"] == "lstm"]
-    scores = [r[k] for r in lstm for k in ("mae", "rmse", "mape", "smape", "mase")]
-    for text in scores:
-        assert text == shortest_f32(float(text)), text
-    assert max(map(len, scores)) <= 12  # was 17-18 characters

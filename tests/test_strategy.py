@@ -91,7 +91,7 @@ def by_hand(model, histories: list[np.ndarray], horizon: int) -> np.ndarray:
 
 def predicted(model_path: Path, data: Path, header: dict, *extra) -> np.ndarray:
     """`lstm predict` parsed back into (S, h, K, nq), series in the model's ids order."""
-    result = run("predict", model_path, data, *extra)
+    result = run("predict", model_path, data, "--precision", "17", *extra)  # every digit: the arithmetic is tested
     assert result.exit_code == 0, result.output
     d = header["data"]
     ids = header["series"]["ids"]
