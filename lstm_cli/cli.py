@@ -494,10 +494,6 @@ def export(model, fmt, out, quiet):
     from lstm_cli.console import Console
     from lstm_cli.export import export_model
 
-    if model == "-":
-        from lstm_cli.errors import UsageError
-
-        raise UsageError("MODEL -: the model is read from a file, not stdin; give its path")
     done = export_model(model, fmt, out)
     Console(quiet).line(f"lstm: exported {shown(model)} to {'stdout' if out == '-' else shown(out)} ({fmt}, {done['bytes']:,} bytes)")
 
@@ -754,10 +750,9 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
         raise click.UsageError(f"{'--refit' if refit else '--plot'} needs --engine local ("
                                + ("--refit trains one model on all series per origin" if refit else
                                   "the plot draws history rows kept in this process") + ")")
-    if model == "-":
-        from lstm_cli.errors import UsageError
+    from lstm_cli import modelfile
 
-        raise UsageError("MODEL -: the model is read from a file, not stdin (DATA can be -); give its path")
+    os.close(modelfile._open_model(model)[0])  # a missing model (or MODEL -): refused before any work
     if plot_path:  # before any work: a hopeless path, suffix or a missing matplotlib fail at once
         from lstm_cli import atomic
         from lstm_cli.plot import plot_format, require_matplotlib

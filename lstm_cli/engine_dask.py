@@ -180,14 +180,14 @@ def _read_input(dd, data: str, columns: list[str], sep: str, blocksize):
             ddf = dd.read_csv(data, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
                               compression="gzip" if gz else None, blocksize=None if gz else blocksize)
     except (FileNotFoundError, OSError) as e:
-        raise InputMissingError(f"{data}: cannot be read ({getattr(e, 'strerror', None) or e}); check the "
+        raise InputMissingError(f"{errors.shown(data)}: cannot be read ({getattr(e, 'strerror', None) or e}); check the "
                                 "path (every worker must see it)") from None
     except ValueError as e:
         raise _unreadable(data, e, is_parquet) from None
     ddf = ddf.rename(columns={c: str(c).strip() for c in ddf.columns})
     absent = [c for c in columns if c not in ddf.columns]
     if absent:
-        raise DataError(f"{data}: column{'s' if len(absent) > 1 else ''} {', '.join(map(repr, absent))} "
+        raise DataError(f"{errors.shown(data)}: column{'s' if len(absent) > 1 else ''} {', '.join(map(repr, absent))} "
                         f"not found; the header has {', '.join(repr(str(c)) for c in ddf.columns)}")
     return ddf[columns]
 
@@ -198,7 +198,7 @@ def _read_model(model_path: str):
         with open(model_path, "rb") as f:
             model_bytes = f.read()
     except OSError as e:
-        raise InputMissingError(f"cannot read model file {model_path}: {e.strerror or e}; check the path") from None
+        raise InputMissingError(f"cannot read model file {errors.shown(model_path)}: {e.strerror or e}; check the path") from None
     header, arrays = modelfile.loads(model_bytes, model_path)
     from lstm_cli.model import Forecaster
 
@@ -265,7 +265,7 @@ def _unreadable(data: str, e: BaseException, parquet: bool = False) -> DataError
     """dask/pandas reader errors (ragged rows, bad bytes) as one line."""
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     reason = lines[-1] if lines else type(e).__name__
-    return DataError(f"{data}: cannot be read as {'Parquet' if parquet else 'CSV'} ({reason}); fix the file "
+    return DataError(f"{errors.shown(data)}: cannot be read as {'Parquet' if parquet else 'CSV'} ({reason}); fix the file "
                      "(every record needs as many fields as the header, UTF-8 text)")
 
 
@@ -276,12 +276,12 @@ def _check_out(out: str, data: str) -> bool:
         return True
     target = atomic.resolve_target(out)
     if os.path.exists(target) and not os.path.isdir(target):
-        raise OutputError(f"output {out} exists and is not a directory; --out names a directory of part "
+        raise OutputError(f"output {errors.shown(out)} exists and is not a directory; --out names a directory of part "
                           "files, or a file ending in .csv")
     _refuse_foreign_dir(target, out)
     parent = os.path.dirname(target)
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot create {out}: directory {parent} is missing or not writable; "
+        raise OutputError(f"cannot create {errors.shown(out)}: directory {errors.shown(parent)} is missing or not writable; "
                           "choose another path")
     return False
 
@@ -363,7 +363,7 @@ def predict_dask(model_path: str, data: str, out: str, *, scheduler: str | None 
                         written.append(path)
                     on_progress(done, total, int(row["series"]))
             if n_series == 0:
-                raise DataError(f"{data}: no data rows; add one row per time step")
+                raise DataError(f"{errors.shown(data)}: no data rows; add one row per time step")
             if max_age is not None:  # on the newest row of the whole input, not of one partition
                 one = frame.SeriesSet(source=data, time_col=spec.time_col, id_col=None, columns=spec.columns,
                                       n_targets=len(spec.targets), ids=("\x00",), starts=np.array([0, 1]),
@@ -442,7 +442,7 @@ def evaluate_dask(model_path: str, data: str, *, backtests: int = 1, step: int |
                     notes += [n for n in str(row["notes"]).split("\n") if n and n not in notes]
                 on_progress(done, total, int(row["series"]))
     if n_series == 0:
-        raise DataError(f"{data}: no data rows; add one row per time step")
+        raise DataError(f"{errors.shown(data)}: no data rows; add one row per time step")
     if shorts:  # the first too-short series of the whole input, as the local engine names it
         raise DataError(min(shorts)[1])
     records.sort(key=lambda r: (r["origin"], r["series"]))  # stable: targets and methods keep their order

@@ -46,7 +46,7 @@ import numpy as np
 from lstm_cli import limits, memory
 from lstm_cli.atomic import atomic_output
 from lstm_cli.cells import GATES
-from lstm_cli.errors import InputMissingError, ModelFileError
+from lstm_cli.errors import InputMissingError, ModelFileError, UsageError
 from lstm_cli.errors import shown as quoted
 
 MAGIC = b"LSTMCLI\x00"
@@ -439,6 +439,9 @@ def _combine(schema, header_check, arrays_check):
 def _open_model(path) -> tuple[int, str]:
     """Open `path` read-only after making sure it is a regular file; InputMissingError if not."""
     shown = quoted(path)  # the path as every message shows it
+    if os.fspath(path) == "-":  # '-' is stdout/stdin elsewhere: never a model file named '-'
+        raise UsageError("MODEL -: a model is read from a file, not stdin; give its path "
+                         "(./- for a file named -)")
     try:
         st = os.stat(path)
     except FileNotFoundError:

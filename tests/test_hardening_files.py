@@ -236,6 +236,9 @@ def test_out_dash_other_path_options_are_refused_with_exit_2(model, tmp_path, mo
         "--plot": ["evaluate", model_path, csv, "--plot", "-"],
         "MODEL": ["evaluate", "-", csv],
         "export MODEL": ["export", "-", "--format", "json", "--out", tmp_path / "e.json"],
+        "predict MODEL": ["predict", "-", csv],
+        "info MODEL": ["info", "-"],
+        "validate MODEL": ["validate", csv, "--model", "-"],
     }
     cwd = tmp_path / "cwd"
     cwd.mkdir()
