@@ -81,6 +81,7 @@ import os
 import re
 import stat
 import sys
+import unicodedata
 import warnings
 import zlib
 from collections import Counter
@@ -1846,11 +1847,20 @@ def format_times(times: np.ndarray, time_kind: str, freq: str | None) -> list[st
 _FORMULA_START = frozenset("=+-@\uff1d\uff0b\uff0d\uff20")  # and their fullwidth forms, which Excel also takes
 
 
+def _first_visible(text: str) -> str:
+    """The first character that is neither white space (any: tab, no-break, ideographic) nor an
+    invisible format character (zero-width space, BOM): what a spreadsheet parses the cell by."""
+    for c in text:
+        if not (c.isspace() or unicodedata.category(c) == "Cf"):
+            return c
+    return ""
+
+
 def formula_like(text: str) -> bool:
     """Whether a spreadsheet would run this text cell as a formula (CSV injection): it starts,
-    after spaces, with = + - @ (or their fullwidth forms), or with a tab or line end. Plain
-    numbers such as -1.5 or +3 are numbers, not formulas."""
-    if not text or not (text[0] in "\t\r\n" or text.lstrip(" ")[:1] in _FORMULA_START):
+    after any white space or invisible characters, with = + - @ (or their fullwidth forms), or
+    with a tab or line end. Plain numbers such as -1.5 or +3 are numbers, not formulas."""
+    if not text or not (text[0] in "\t\r\n" or _first_visible(text) in _FORMULA_START):
         return False
     return _NUMBER.fullmatch(text) is None
 

@@ -90,7 +90,8 @@ def test_formula_injection_numbers_negative_or_not_are_never_altered():
                                  "mixed": [-2, "=x"]}, ["t", "id", "v", "mixed"], excel_safe=True)
     assert read_csv_rows(text) == [["t", "id", "v", "mixed"], ["-3", "-1.5", "-1.5", "-2"],
                                    ["-2", "'-1+2", "NaN", "'=x"]]
-    for danger in ["=1", "+1+1", "@SUM(1)", "-A1", "\t=1", "\r=1", "\n=1", "  =1", "\uff20x", "\uff0b1"]:
+    for danger in ["=1", "+1+1", "@SUM(1)", "-A1", "\t=1", "\r=1", "\n=1", "  =1", "\uff20x", "\uff0b1",
+                   " \t=cmd", "\u00a0=cmd", "\u3000=cmd", "\u200b=cmd", "\ufeff@x", "\u2003-A1"]:
         assert frame.formula_like(danger) and frame.spreadsheet_safe(danger) == "'" + danger, repr(danger)
     for fine in ["", "a=1", "1e-5", "-0.5", "+3", " 12 ", "x@y.z", "'=already"]:
         assert not frame.formula_like(fine), repr(fine)
