@@ -172,22 +172,26 @@ def _float_range(name: str) -> FiniteFloatRange:
 class DurationType(click.ParamType):
     """A length of time with its unit (90s, 10m, 2h, 1.5d), in seconds. A bare number is refused,
     from the command line, LSTM_ variables or a config file alike: `--max-age 2` meant 2 hours as
-    often as 2 seconds. At most MAX_YEARS, so deadlines and ns timestamps cannot overflow."""
+    often as 2 seconds. At most MAX_YEARS, so deadlines and ns timestamps cannot overflow; at least
+    MIN_SECONDS (a millisecond), as `0s` is refused: 1e-10 s passed as a zero that messages showed as 0s."""
 
     name = "duration"
     units = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
     MAX_YEARS = 100
+    MIN_SECONDS = 0.001
 
     def convert(self, value, param, ctx):
         if isinstance(value, (bool, int, float)):  # only a TOML file gives numbers
             self.fail(f"{value!r} has no unit; write it as a string with one, such as \"{value}s\" or "
                       f"\"{value}h\"", param, ctx)
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?\s*", str(value))
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?\s*", str(value), re.ASCII)
         if m and not m.group(2):
             self.fail(f"{value!r} has no unit; write {m.group(1)}s, {m.group(1)}m or {m.group(1)}h", param, ctx)
         if not m or float(m.group(1)) <= 0:
             self.fail(f"{value!r} is not a duration like 90s, 10m or 2h", param, ctx)
         seconds = float(m.group(1)) * self.units[m.group(2)]
+        if seconds < self.MIN_SECONDS:
+            self.fail(f"{value!r} is shorter than a millisecond; give at least 0.001s", param, ctx)
         if seconds > self.MAX_YEARS * 365.25 * 86400:
             self.fail(f"{value!r} is longer than {self.MAX_YEARS} years; give a shorter duration", param, ctx)
         return seconds
@@ -499,29 +503,38 @@ def export(model, fmt, out, quiet):
 
 
 def _parse_now(text: str | None) -> int | None:
-    """--now as nanoseconds since the epoch (UTC; naive values are taken as UTC), exactly (no float
-    timestamp), and inside the times a pandas stamp holds, whole seconds (the stale message
-    shows `now` to the second): 1677-09-21 00:12:44 .. 2262-04-11 23:47:16 UTC."""
+    """--now as nanoseconds since the epoch (UTC; naive values are taken as UTC), exactly: no float
+    timestamp, and the fraction of a second read to the nanosecond (datetime stops at microseconds),
+    so the bounds are pandas' own, pd.Timestamp.min .. max."""
     if text is None:
         return None
     import datetime as dt
 
+    # the fraction after HH:MM:SS (or HHMMSS) is read here; datetime parses the rest
+    m = re.search(r"[0-9]{2}:?[0-9]{2}:?[0-9]{2}([.,]([0-9]+))", text)
+    fraction = m.group(2) if m else ""
+    if len(fraction) > 9:
+        raise click.BadParameter(f"{text!r} has more than 9 digits after the second; nanoseconds are the "
+                                 "finest lstm holds", param_hint="--now")
     try:
-        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        moment = dt.datetime.fromisoformat((text[: m.start(1)] + text[m.end(1) :] if m else text).strip()
+                                           .replace("Z", "+00:00"))
     except ValueError:
+        moment = None
+    if moment is None or (fraction and moment.microsecond):  # 00:00:00.5.5: a second fraction
         raise click.BadParameter(f"{text!r} is not an ISO 8601 time like 2026-11-28T06:00:00Z",
-                                 param_hint="--now") from None
+                                 param_hint="--now")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
     epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
     try:  # year 1 or 9999 with an offset is outside what datetime holds in UTC
-        ns = (moment - epoch) // dt.timedelta(microseconds=1) * 1000
+        ns = (moment - epoch) // dt.timedelta(microseconds=1) * 1000 + int(fraction.ljust(9, "0") or 0)
     except OverflowError:
         ns = None
-    lo, hi = -(2**63 // 10**9) * 10**9, 2**63 - 1
+    lo, hi = -(2**63) + 1, 2**63 - 1  # pd.Timestamp.min.value and .max.value (-2**63 is NaT)
     if ns is None or not lo <= ns <= hi:
-        raise click.BadParameter(f"{text!r} is outside the times lstm can hold (1677-09-21 00:12:44 to "
-                                 "2262-04-11 23:47:16 UTC); check the year", param_hint="--now")
+        raise click.BadParameter(f"{text!r} is outside the times lstm can hold (1677-09-21 00:12:43.145224193 "
+                                 "to 2262-04-11 23:47:16.854775807 UTC); check the year", param_hint="--now")
     return ns
 
 

@@ -46,10 +46,11 @@ series come in sorted-id order. Rows are sorted by (id, time), so row order in t
 matter; a time that appears twice in one series is a DataError.
 
 Frequency and gaps. A given `freq` must be a pandas offset alias with a positive multiple and a
-step of at most MAX_STEP_YEARS (freq_problem; UsageError otherwise, and for an integer time
-column), and every time must lie on its grid from the series' first time (calendar
-offsets: that first time on the offset too). Without `freq`, each series with 3+ rows gets
-pd.infer_freq; when that fails because steps are missing, a calendar alias (month/quarter/year
+step of at most MAX_STEP_YEARS, written without spaces or a sign (freq_problem; UsageError
+otherwise, and for an integer time column), and every time must lie on its grid from the series'
+first time (calendar offsets: that first time on the offset too); check_given_freq (train and
+validate) also refuses data whose most common step is not one step of it (ms on monthly data).
+Without `freq`, each series with 3+ rows gets pd.infer_freq; when that fails because steps are missing, a calendar alias (month/quarter/year
 starts or ends, weeks, business days, days) is still taken if every time lies on its grid; fixed
 sub-daily steps with holes (business-hours data) get freq None. All series must agree (a series
 with a fixed alias such as 'h' agrees with irregular ones whose most common step has its length).
@@ -184,13 +185,16 @@ def _fmt_time(t: int, kind: str) -> str:
 def _fmt_duration(d: int, kind: str) -> str:
     if kind == "integer":
         return str(int(d))
+    if d < 0:
+        return "-" + _fmt_duration(-int(d), kind)
     parts, rest = [], int(d)
-    for unit, ns in (("d", DAY_NS), ("h", 3600 * 10**9), ("min", 60 * 10**9), ("s", 10**9)):
+    for unit, ns in (("d", DAY_NS), ("h", 3600 * 10**9), ("min", 60 * 10**9)):
         if rest >= ns:
             parts.append(f"{rest // ns}{unit}")
             rest %= ns
-    if rest:
-        parts.append(f"{rest}ns")
+    if rest:  # seconds with their exact fraction: 0.5s, 1.000000001s (not 500000000ns)
+        whole, ns = divmod(rest, 10**9)
+        parts.append(f"{whole}.{ns:09d}".rstrip("0").rstrip(".") + "s")
     return " ".join(parts) or "0s"
 
 
@@ -772,6 +776,9 @@ def freq_problem(freq) -> str | None:
         return f"is not a pandas offset alias {examples}{hint}"
     if offset.n < 1:
         return f"has the multiple {offset.n}; a step needs a positive one, such as 1h, 15min or 2W"
+    if any(c.isspace() for c in freq) or freq.startswith(("+", "-")):
+        # pandas reads ' MS' and '+1MS' as MS, but the string is what the model records and shows
+        return f"has spaces or a sign; write the alias without them, e.g. {offset.freqstr}"
     ref = pd.Timestamp("2000-01-01")
     try:
         with warnings.catch_warnings():
@@ -1683,11 +1690,48 @@ def check_model_step(series: SeriesSet, time_kind: str, freq: str | None, step: 
     """Refuse DATA read for a model (time_kind, freq, step of its header) whose step is another: on
     the grid of a 30-minute model, hourly data is all 'gaps', and the forecast would go on at 30
     minutes. The most common difference between consecutive times of a series must be one model step
-    (for a calendar freq: such a pair must be one offset apart). Other time kinds are the caller's."""
-    times, starts = series.times, series.starts
-    inner = _inner_pairs(len(times), starts)
-    if series.time_kind != time_kind or not inner.any():
+    (for a calendar freq: such a pair must be one offset apart). Integer times for a model of dates
+    (or the reverse) are refused first: every reader of DATA for a model (predict, evaluate, validate
+    --model, the dask partitions, a warm start) comes through here."""
+    where = _Where(series.source, series.id_col)
+    if series.time_kind != time_kind:
+        wanted = "dates" if time_kind == "datetime" else "integer times"
+        raise DataError(f"{where.file}: column {_q(series.time_col)} holds {series.time_kind} times, but the "
+                        f"model was trained on {time_kind} times; give {wanted}, or retrain on this data")
+    mismatch = _step_mismatch(series, freq, step)
+    if mismatch is None:
         return
+    s, theirs, _ = mismatch
+    ours = freq or _fmt_duration(step, time_kind)
+    raise DataError(f"{where.file}: times step by {theirs}{where.series(series.ids[s])} (the most common "
+                    f"difference), but the model's step is {ours}; give data at the model's step, or retrain "
+                    "on this data")
+
+
+def check_given_freq(series: SeriesSet, given: str | None) -> None:
+    """Refuse a --freq (train, validate) one step of which is not DATA's most common step, the rule
+    check_model_step applies for a model: `--freq ms` on monthly data read every month as a 'gap' of
+    milliseconds, trained, and predict then refused the data. A few missing steps stay gaps."""
+    if given is None:
+        return
+    mismatch = _step_mismatch(series, series.freq, series.step)
+    if mismatch is None:
+        return
+    s, theirs, found = mismatch
+    where = _Where(series.source, series.id_col)
+    fix = f"pass --freq {found} or leave --freq out" if found else "leave --freq out to take the data's step"
+    raise DataError(f"{where.file}: times step by {theirs}{where.series(series.ids[s])} (the most common "
+                    f"difference), not by one step of --freq {_q(given)}; {fix}")
+
+
+def _step_mismatch(series: SeriesSet, freq: str | None, step: int) -> tuple[int, str, str | None] | None:
+    """None when the most common difference between consecutive times of a series is one step
+    (freq's, else `step`), or no series has two rows; else (series index, that difference as text,
+    the alias pandas infers for that series or None)."""
+    times, starts, kind = series.times, series.starts, series.time_kind
+    inner = _inner_pairs(len(times), starts)
+    if not inner.any():
+        return None
     constant = _constant_step(times, inner)
     if constant is not None:
         common, k = constant, int(np.argmax(inner))
@@ -1695,25 +1739,22 @@ def check_model_step(series: SeriesSet, time_kind: str, freq: str | None, step: 
         d = np.diff(times)
         common = _mode(d[inner])
         k = int(np.flatnonzero(inner & (d == common))[0])
+        del d
     offset = _offset(freq) if freq is not None else None
     fixed = _fixed_ns(offset) if offset is not None else None
     if offset is None or fixed:
         if common == (fixed or step):
-            return
+            return None
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if (pd.DatetimeIndex(times[k : k + 1]) + offset).asi8[0] == times[k + 1]:
-                return
+                return None
     s = int(np.searchsorted(starts, k, side="right") - 1)
     t = times[starts[s] : starts[s + 1]]
-    found = _infer_freq(pd.DatetimeIndex(t)) if time_kind == "datetime" and len(t) >= 3 else None
-    theirs = found or _fmt_duration(common, time_kind)
-    ours = freq or _fmt_duration(step, time_kind)
-    where = _Where(series.source, series.id_col)
-    raise DataError(f"{where.file}: times step by {theirs}{where.series(series.ids[s])} (the most common "
-                    f"difference), but the model's step is {ours}; give data at the model's step, or retrain "
-                    "on this data")
+    found = (_infer_freq(pd.DatetimeIndex(t)) or _calendar_freq_with_gaps(t)) if kind == "datetime" and len(t) >= 3 \
+        else None
+    return s, found or _fmt_duration(common, kind), found
 
 
 def _inner_pairs(n: int, starts: np.ndarray) -> np.ndarray:

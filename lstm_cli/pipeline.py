@@ -56,10 +56,12 @@ def season_length(freq: str | None, step: int, time_kind: str, times: np.ndarray
     if time_kind != "datetime":
         return 1
     if freq:
-        base = freq.split("-")[0].lstrip("0123456789").upper()
-        table = {"MS": 12, "M": 12, "ME": 12, "BMS": 12, "BM": 12, "BME": 12, "SMS": 24, "SM": 24,
-                 "QS": 4, "Q": 4, "QE": 4, "BQS": 4, "BQ": 4, "BQE": 4, "W": 52, "D": 7, "B": 5,
-                 "YS": 1, "Y": 1, "YE": 1, "A": 1, "AS": 1, "BYS": 1, "BY": 1}
+        # pandas' own name of the offset, case kept: 'ms' is milliseconds, not month starts, and
+        # 'w', '1W' and 'W-SUN' are one offset (its multiple is not part of the rule code)
+        base = frame._offset(freq).rule_code.split("-")[0]
+        table = {"MS": 12, "ME": 12, "BMS": 12, "BME": 12, "SMS": 24, "SME": 24,
+                 "QS": 4, "QE": 4, "BQS": 4, "BQE": 4, "W": 52, "D": 7, "B": 5,
+                 "YS": 1, "YE": 1, "BYS": 1, "BYE": 1}
         if base in table:
             return table[base]
     if 0 < step < DAY_NS:
@@ -263,6 +265,7 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
     series = frame.read_series(req.data, targets=req.targets, features=req.features, time_col=req.time_col,
                                id_col=req.id_col, sep=req.sep, freq=req.freq, missing=req.missing,
                                max_bytes=max_input_bytes)
+    frame.check_given_freq(series, req.freq)
     old = None
     warm_notes: list[str] = ckpt_notes
     if req.warm_start:
@@ -320,9 +323,10 @@ def check_freshness(series: frame.SeriesSet, model: Forecaster, max_age: float |
         now = now_ns if now_ns is not None else time.time_ns()
         newest = int(ends.max())
         if now - newest > max_age * 1e9:
-            age = frame._fmt_duration(int(max_age * 1e9), "datetime")
+            age = frame._fmt_duration(round(max_age * 1e9), "datetime")
+            second = now - (now % 10**9 if now >= 0 else -(-now % 10**9))  # toward 1970: stays a valid stamp
             raise StaleInputError(f"{series.source}: the newest row is from {fmt(newest)}, more than --max-age "
-                                  f"{age} before {fmt(now - now % 10**9)}; is the feed stalled?")
+                                  f"{age} before {fmt(second)}; is the feed stalled?")
     known = dict(zip(model.ids, model.last_time, strict=True))
     behind = [sid for sid, end in zip(series.ids, ends, strict=True) if sid in known and end < known[sid]]
     if behind:
@@ -426,10 +430,7 @@ def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int |
     One batched forecast for all series, and the rows are built with array operations: ids are
     repeated, steps tiled, and future stamps computed and formatted once per distinct forecast
     origin (a nightly run has one), never once per series."""
-    spec = model.spec
-    if series.time_kind != spec.time_kind:
-        raise DataError(f"{series.source}: column {spec.time_col!r} holds {series.time_kind} times, "
-                        f"but the model was trained on {spec.time_kind} times")
+    spec = model.spec  # series came through read_like_model: its time kind and step are the model's
     stale_notes = check_freshness(series, model, max_age, now_ns)
     h = horizon or spec.horizon
     check_forecast_memory(series, spec, h, given=horizon is not None, provenance=provenance is not None)

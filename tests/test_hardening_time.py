@@ -364,3 +364,177 @@ def test_freq_values_warm_start_with_an_alias_of_the_same_grid(d, weekly):
     result = run("train", newer, "--target", "y", *FAST, "--freq", "W", "--warm-start", weekly,
                  "--out", d / "weekly_warm.lstm")
     assert result.exit_code == 0, result.output
+
+
+# ----------------------------------------------------------------------------------------------
+# retest: one contract check for every reader of DATA for a model (time kind first), --freq
+# spelled with spaces or signs, --freq that is not the data's step, sub-ms durations, exact --now
+
+
+@pytest.fixture(scope="module")
+def irregular(d) -> Path:
+    """A model of dates without a frequency: hourly stamps with holes (no alias)."""
+    t = stamps("2024-01-01", 80, "h")
+    return train(d, "irregular", write_csv(d / "irregular.csv", [x for i, x in enumerate(t) if i % 7 != 3]))
+
+
+def test_step_mismatch_dates_for_an_integer_model_in_every_command(d, integer):
+    """evaluate scored datetime DATA with a model of integer times (exit 0, in_sample false)."""
+    dates = write_csv(d / "dt_t.csv", stamps("2020-01-01", 60, "D"), "t")
+    for args in (("evaluate", integer, dates, "--format", "csv"), ("evaluate", integer, dates, "--refit"),
+                 ("predict", integer, dates)):
+        result = run(*args)
+        assert result.exit_code == 65, (args, result.output)
+        line = one_error_line(result)
+        assert "dt_t.csv" in line and "holds datetime times, but the model was trained on integer times" in line
+    checked = run("validate", dates, "--model", integer, "--format", "json")
+    assert checked.exit_code == 65 and "model contract" in checked.stdout and "datetime times" in checked.stdout
+
+
+def test_step_mismatch_integers_for_a_date_model_without_a_freq(d, irregular):
+    """A model of dates with no alias has no freq for the reader to refuse integers with."""
+    ints = write_csv(d / "ints_time.csv", range(1000, 1080))
+    for args in (("evaluate", irregular, ints), ("predict", irregular, ints)):
+        result = run(*args)
+        assert result.exit_code == 65, (args, result.output)
+        assert "holds integer times, but the model was trained on datetime times" in one_error_line(result)
+
+
+def test_step_mismatch_time_kind_in_a_dask_partition(d, integer):
+    from lstm_cli.pipeline import load_model
+
+    model, _ = load_model(str(integer))
+    part = pd.DataFrame({"t": stamps("2024-02-01", 30, "D"), "y": np.arange(30.0)})
+    with pytest.raises(DataError, match=r"data\.csv \(partition 0\): column 't' holds datetime times"):
+        engine_dask._read_partition(part, model.spec, "interpolate", "data.csv (partition 0)")
+
+
+@pytest.mark.parametrize("freq", ["MS ", " MS", "+1MS", "1 MS", "MS\t", "+2h", "\u00a0MS", "2 h"])
+def test_freq_values_spaces_and_signs_are_refused(d, freq):
+    """pandas reads ' MS' as MS, but the string was what the model recorded: season 1, not 12."""
+    monthly = write_csv(d / "monthly_sp.csv", stamps("2015-01-01", 40, "MS"))
+    out = d / "spaced.lstm"
+    line = usage_error(run("train", monthly, "--target", "y", *FAST, "--freq", freq, "--out", out))
+    assert "--freq" in line and ("without them" in line or not freq.isascii()), line
+    assert not out.exists()
+    assert "--freq" in usage_error(run("validate", monthly, "--target", "y", "--freq", freq))
+
+
+def test_freq_values_spaces_from_the_environment_and_a_config_file(d, tmp_path):
+    monthly = write_csv(d / "monthly_sp.csv", stamps("2015-01-01", 40, "MS"))
+    line = usage_error(run("validate", monthly, "--target", "y", env={"LSTM_FREQ": " MS"}))
+    assert "--freq ' MS'" in line and "e.g. MS" in line
+    conf = tmp_path / "job.toml"
+    conf.write_text('[train]\nfreq = "MS "\n', encoding="utf-8")
+    result = run("--config", conf, "train", monthly, "--target", "y", *FAST, "--out", d / "never2.lstm")
+    assert "--freq 'MS '" in usage_error(result)
+
+
+def test_freq_values_spaced_freq_in_a_model_file_names_the_field(d, half_hour):
+    model = with_header(d, half_hour, "spacedfreq", freq="30min ")
+    result = run("info", model)
+    assert result.exit_code == 65 and "data.freq" in one_error_line(result)
+
+
+@pytest.mark.parametrize("freq,season", [("MS", 12), ("120MS", 12), ("w", 52), ("2W", 52), ("W-MON", 52),
+                                         ("d", 7), ("b", 5), ("QS-DEC", 4), ("SME", 24), ("YS", 1)])
+def test_freq_values_season_from_pandas_offset_not_the_spelling(freq, season):
+    from lstm_cli.pipeline import season_length
+
+    assert season_length(freq, frame.DAY_NS, "datetime") == season
+
+
+def test_freq_values_milliseconds_are_not_month_starts():
+    """'ms'.upper() is 'MS': millisecond data got a season of 12."""
+    from lstm_cli.pipeline import season_length
+
+    assert season_length("ms", 10**6, "datetime") != 12
+
+
+A10 = Path(__file__).parent / "data" / "a10_monthly.csv"
+
+
+def test_step_mismatch_given_freq_ms_on_monthly_data(d):
+    """train --freq ms took every month as a gap of milliseconds (exit 0); predict then refused."""
+    out = d / "a10_ms.lstm"
+    result = run("train", A10, "--target", "cost_million_aud", *FAST, "--freq", "ms", "--out", out)
+    assert result.exit_code == 65, result.output
+    line = one_error_line(result)
+    assert "a10_monthly.csv" in line and "by MS" in line and "--freq 'ms'" in line and "--freq MS" in line
+    assert not out.exists()
+    checked = run("validate", A10, "--target", "cost_million_aud", "--freq", "ms", "--format", "json")
+    assert checked.exit_code == 65 and '"usable": false' in checked.stdout and "--freq 'ms'" in checked.stdout
+
+
+@pytest.mark.parametrize("data_freq,given", [("h", "30min"), ("QS", "MS"), ("MS", "D"), ("2h", "h"),
+                                              ("W-SUN", "D"), ("D", "h")])
+def test_step_mismatch_given_freq_finer_than_the_data(d, data_freq, given):
+    """Every stamp is on the finer grid, so the reader saw only 'gaps'."""
+    data = write_csv(d / f"coarse_{data_freq}.csv", stamps("2020-01-05", 40, data_freq))
+    result = run("validate", data, "--target", "y", "--freq", given, "-q")
+    assert result.exit_code == 65, result.output
+    out = d / f"coarse_{data_freq}.lstm"
+    trained = run("train", data, "--target", "y", *FAST, "--freq", given, "--out", out)
+    assert trained.exit_code == 65, trained.output
+    line = one_error_line(trained)
+    assert f"--freq {given!r}" in line and "most common difference" in line and not out.exists()
+
+
+@pytest.mark.parametrize("freq", ["MS", "h", "D"])
+def test_step_mismatch_given_freq_with_a_few_gaps_still_trains(d, freq):
+    t = stamps("2010-01-01", 60, freq)
+    data = write_csv(d / f"gaps_{freq}.csv", t[:10] + t[11:30] + t[32:])
+    result = run("train", data, "--target", "y", *FAST, "--freq", freq, "--out", d / f"gaps_{freq}.lstm")
+    assert result.exit_code == 0, result.output
+    checked = run("validate", data, "--target", "y", "--freq", freq, "--format", "json")
+    assert checked.exit_code == 0 and "gaps in time" in checked.stdout
+
+
+def test_step_mismatch_given_freq_matching_the_data_passes():
+    series = frame.read_series(str(A10), targets=["cost_million_aud"], freq="MS")
+    frame.check_given_freq(series, "MS")
+    frame.check_given_freq(series, None)
+
+
+@pytest.mark.parametrize("value", ["0.0000000001s", "0.0009s", "0.00001m", "0.0000001h", "0.00000001d"])
+def test_duration_units_under_a_millisecond_is_refused(d, daily, value):
+    """1e-10 s was accepted and shown as '0s', while 0s is refused."""
+    result = run("predict", daily, d / "daily.csv", "--max-age", value)
+    line = usage_error(result)
+    assert "--max-age" in line and "millisecond" in line
+
+
+def test_duration_units_sub_second_ages_are_shown_exactly(d, daily):
+    from lstm_cli.cli import DurationType
+
+    assert DurationType().convert("0.001s", None, None) == 0.001
+    assert frame._fmt_duration(500_000_000, "datetime") == "0.5s"
+    assert frame._fmt_duration(DAY_PLUS := frame.DAY_NS + 1, "datetime") == "1d 0.000000001s" and DAY_PLUS
+    assert frame._fmt_duration(90 * 10**9, "datetime") == "1min 30s"
+    result = run("predict", daily, d / "daily.csv", "--max-age", "0.25s", "--now", "2024-01-01")
+    assert result.exit_code == 4 and "--max-age 0.25s before" in one_error_line(result)
+
+
+@pytest.mark.parametrize("now,value", [("2262-04-11 23:47:16.854775800", 2**63 - 8),
+                                       ("2262-04-11T23:47:16.854775807Z", 2**63 - 1),
+                                       ("1677-09-21 00:12:43.145224193", -(2**63) + 1),
+                                       ("1677-09-21T00:12:43.5Z", pd.Timestamp("1677-09-21 00:12:43.5").value),
+                                       ("2024-01-01T00:00:00.000000001", pd.Timestamp("2024-01-01").value + 1),
+                                       ("2024-01-01T05:30:00,25+05:30", pd.Timestamp("2024-01-01").value + 25 * 10**7)])
+def test_time_overflow_now_bounds_are_pandas_own_to_the_nanosecond(now, value):
+    from lstm_cli.cli import _parse_now
+
+    assert _parse_now(now) == value == pd.Timestamp(value).value
+
+
+@pytest.mark.parametrize("now", ["2262-04-11 23:47:16.854775808", "1677-09-21 00:12:43.145224192",
+                                 "2024-01-01T00:00:00.1234567891", "2024-01-01T00:00:00.5.5"])
+def test_time_overflow_now_past_the_bounds_or_finer_than_ns_is_refused(d, daily, now):
+    result = run("predict", daily, d / "daily.csv", "--max-age", "2d", "--now", now)
+    assert "--now" in usage_error(result)
+
+
+def test_time_overflow_now_at_the_last_nanosecond_gives_a_stale_verdict(d, daily):
+    result = run("predict", daily, d / "daily.csv", "--max-age", "1d", "--now", "2262-04-11 23:47:16.854775807")
+    assert result.exit_code == 4
+    assert "before 2262-04-11 23:47:16;" in one_error_line(result)
