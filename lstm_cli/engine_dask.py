@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -48,7 +49,7 @@ from collections.abc import Callable
 import numpy as np
 
 from lstm_cli import atomic, errors, frame, modelfile, pipeline
-from lstm_cli.errors import DataError, InputMissingError, MissingDependencyError, OutputError, UsageError
+from lstm_cli.errors import DataError, InputMissingError, LstmError, MissingDependencyError, OutputError, UsageError
 
 PIP_INSTALL = "pip install 'lstm-cli[dask]'"
 PART_NAME = "part-{:05d}.csv"
@@ -97,6 +98,39 @@ def _read_partition(part, spec, missing: str, source: str) -> frame.SeriesSet:
         raise DataError(str(e).replace("<stdin>", source, 1)) from None
 
 
+def _reported(func):
+    """A partition function whose refusals (bad data, a series too short, ...) come back as a row
+    (`error`, `error_class`) instead of an exception: the worker logs no traceback on the user's
+    stderr and the scheduler does not retry what is not transient; the client raises it again."""
+
+    @functools.wraps(func)
+    def run(part, model_bytes: bytes, opts: dict, partition_info=None):
+        import pandas as pd
+
+        try:
+            out = func(part, model_bytes, opts, partition_info)
+        except LstmError as e:
+            return pd.DataFrame({**{k: [v] for k, v in _blank_row(opts["meta"]).items()},
+                                 "error": [str(e)], "error_class": [type(e).__name__]})
+        return out.assign(error="", error_class="")
+
+    return run
+
+
+def _blank_row(meta: dict) -> dict:
+    return {k: (0 if dtype == "int64" else "") for k, dtype in meta.items()}
+
+
+def _raise_reported(row) -> None:
+    """The partition's refusal, as the class it was raised with (DataError when unknown)."""
+    if row["error"]:
+        cls = getattr(errors, str(row["error_class"]), None)
+        if not (isinstance(cls, type) and issubclass(cls, LstmError)) or cls is errors.Interrupted:
+            cls = DataError
+        raise cls(str(row["error"]))
+
+
+@_reported
 def _forecast_partition(part, model_bytes: bytes, opts: dict, partition_info=None):
     """One partition (a pandas DataFrame of whole series) -> a one-row frame with the forecast as
     CSV text, the notes, the number of series and the newest time."""
@@ -110,6 +144,7 @@ def _forecast_partition(part, model_bytes: bytes, opts: dict, partition_info=Non
     model = _model_from_bytes(model_bytes, opts["model_source"], opts["threads"])
     source = f"{opts['source']} (partition {number})"
     series = _read_partition(part, model.spec, opts["missing"], source)
+    series = dataclasses.replace(series, source=opts["source"])  # messages as the local engine words them
     prov = pipeline.Provenance(*opts["provenance"]) if opts["provenance"] else None
     columns, rows, notes = pipeline.predict_series(series, model, horizon=opts["horizon"], provenance=prov,
                                                    precision=opts.get("precision"))
@@ -120,6 +155,7 @@ def _forecast_partition(part, model_bytes: bytes, opts: dict, partition_info=Non
                          "notes": ["\n".join(notes)], "series": [len(series.ids)], "newest": [newest]})
 
 
+@_reported
 def _evaluate_partition(part, model_bytes: bytes, opts: dict, partition_info=None):
     """One partition of whole series -> a one-row frame: the backtest records of its series
     (evaluate.score_series, the local engine's own scoring) as JSON text, the notes, the number
@@ -247,6 +283,8 @@ def _run(client, dask, distributed, ddf, func, model_bytes: bytes, opts: dict, m
     result of each partition as it completes; reader errors as DataError. Tasks still queued or
     running are cancelled when the caller stops early (an error)."""
     model_key = dask.delayed(model_bytes, pure=True)  # one key in the graph, not per task
+    opts = {**opts, "meta": meta}
+    meta = {**meta, "error": "object", "error_class": "object"}
     parts = ddf.map_partitions(func, model_key, opts, meta=meta).to_delayed()
     futures = client.compute(parts, retries=retries)
     try:
@@ -255,6 +293,7 @@ def _run(client, dask, distributed, ddf, func, model_bytes: bytes, opts: dict, m
                 row = fut.result().iloc[0]
             except (ValueError, UnicodeDecodeError) as e:  # the reader's, on a block read later
                 raise _unreadable(data, e) from None
+            _raise_reported(row)
             fut.release()
             yield row, len(futures)
     finally:

@@ -212,6 +212,21 @@ def test_failed_job_leaves_no_partial_output(cluster, trained, tmp_path):
     assert after == before  # no temporary directories or files left
 
 
+def test_streams_refused_partition_is_one_line_on_stderr_and_not_retried(trained, tmp_path):
+    """Through the entry point with its own local cluster: a partition's DataError reaches stderr
+    as the one line the local engine prints, with no worker 'Compute Failed' traceback, and the
+    task is not retried (the worker would log each try)."""
+    d, model_path = trained
+    data = tmp_path / "short.csv"
+    write_panel(data, 6, [30, 5], seed=5)  # every other series is shorter than the lookback
+    local = run("predict", model_path, data)
+    proc = subprocess.run([sys.executable, "-m", "lstm_cli", "predict", str(model_path), str(data), "--engine", "dask",
+                           "--out", str(tmp_path / "out"), "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == EXIT_DATA == local.exit_code, proc.stderr
+    assert proc.stderr.splitlines() == local.stderr.splitlines(), proc.stderr
+    assert proc.stdout == "" and not (tmp_path / "out").exists()
+
+
 def test_directory_output_replaces_existing_directory(cluster, trained, tmp_path):
     d, model_path = trained
     out_dir = tmp_path / "dir"
