@@ -49,7 +49,14 @@ from collections.abc import Callable
 import numpy as np
 
 from lstm_cli import atomic, errors, frame, modelfile, pipeline
-from lstm_cli.errors import DataError, InputMissingError, LstmError, MissingDependencyError, OutputError, UsageError
+from lstm_cli.errors import (
+    DataError,
+    InputMissingError,
+    LstmError,
+    MissingDependencyError,
+    OutputError,
+    UsageError,
+)
 
 PIP_INSTALL = "pip install 'lstm-cli[dask]'"
 PART_NAME = "part-{:05d}.csv"
