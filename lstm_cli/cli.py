@@ -300,12 +300,12 @@ def data_options(f):
 @cli.command()
 @click.argument("data")
 @click.option("--target", "targets", multiple=True, required=True, help="Column(s) to forecast; repeat or comma-separate.")
-@click.option("--horizon", type=click.IntRange(1, 100_000), required=True, help="Steps to forecast.")
+@click.option("--horizon", type=click.IntRange(1, limits.MAX_STEPS), required=True, help="Steps to forecast.")
 @click.option("--out", required=True, help="Model file to write (atomically).")  # checked by atomic: exit 73
 @click.option("--features", "features", multiple=True, help="Extra input columns (past covariates), comma-separated.")
 @data_options
 @click.option("--freq", help="Frequency alias (MS, W-MON, D, h, 5min, ...); default: inferred.")
-@click.option("--lookback", type=click.IntRange(1, 100_000), help="Input window length [default: 2 seasons or 2 horizons].")
+@click.option("--lookback", type=click.IntRange(1, limits.MAX_STEPS), help="Input window length [default: 2 seasons or 2 horizons].")
 @click.option("--cell", type=click.Choice(["lstm", "gru"]), default="lstm", show_default=True,
               help="Recurrent cell: LSTM, or GRU (3 gates instead of 4: fewer weights, faster).")
 @click.option("--hidden", type=_int_range("hidden"), default=64, show_default=True, help="Hidden size of the cell.")

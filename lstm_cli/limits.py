@@ -49,3 +49,12 @@ def float_problem(name: str, value: float) -> str | None:
     if inside:
         return None
     return f"must be in {'(' if lo_open else '['}{lo:g}, {'inf)' if hi is None else f'{hi:g}' + (')' if hi_open else ']')}"
+
+
+# The model file's own limits (modelfile.validate_header refuses a header beyond them). `lstm train`
+# checks the options against them before reading DATA (pipeline.check_model_limits) and the data
+# before training (pipeline.check_model_fits), so a run is never refused at save time, after training.
+MAX_TARGETS = 256  # data.targets
+MAX_INPUTS = 4096  # arch.input_size: targets + features
+MAX_OUTPUTS = 100_000  # arch.output_size: horizon (1 when recursive) x targets x quantiles
+MAX_STEPS = 100_000  # data.lookback, data.horizon and data.season

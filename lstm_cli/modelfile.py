@@ -55,7 +55,8 @@ PREFIX = struct.Struct("<8sIQ")  # magic, format version, header length: 20 byte
 ALIGN = 64
 
 MAX_HEADER_BYTES = 64 * 2**20  # 64 MiB of JSON
-MAX_HEADER_ITEMS = 1_000_000  # JSON values (bounds the Python objects a header can create)
+MAX_HEADER_ITEMS = 2**24  # JSON values; the memory they take is checked too (_BYTES_PER_VALUE)
+MAX_SERIES = 4_000_000  # series.ids: a panel this large (2 JSON values a series) still fits the values
 MAX_HEADER_DEPTH = 32  # nesting of objects/lists
 MAX_PAYLOAD_BYTES = 16 * 2**30  # 16 GiB of arrays in total
 MAX_ARRAYS = 4096
@@ -72,6 +73,9 @@ _FINITE_CHUNK = 1 << 20  # elements per np.isfinite call: bounds the temporary b
 _PAYLOAD_CHUNK = 1 << 24  # bytes per read of a model file's payload
 _VERIFY_FIRST = 1 << 26  # a payload larger than this is checksummed before it is allocated
 _HEADER_PARSE_FACTOR = 6  # the header bytes, their text and the JSON objects built from them
+_BYTES_PER_VALUE = 160  # a parsed JSON value at most (an empty dict in a list: ~140 measured)
+_HOLES_CHECKED_ABOVE = 1 << 28  # a payload larger than this is looked at for holes (smaller: ~1 s to checksum)
+_MOSTLY_HOLES = 0.5  # a payload more than this fraction holes (never written) is not lstm's
 
 ModelArrays = dict  # dict[str, np.ndarray]
 
@@ -150,6 +154,8 @@ def _parse_header(raw: bytes, source: str) -> dict:
     items = raw.count(b",") + raw.count(b"[") + raw.count(b"{")  # >= values - 1; cheap upper bound
     if items > MAX_HEADER_ITEMS:
         raise _corrupt(source, f"header holds more than {MAX_HEADER_ITEMS} JSON values")
+    memory.require(items * _BYTES_PER_VALUE, f"the {items:,} JSON values of the header of {source}",
+                   "free memory, or check that the file is a model lstm wrote", ModelFileError)
     try:
         text = raw.decode("utf-8")
         header = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_reject_constant,
@@ -293,6 +299,9 @@ def _load_from(read: Callable[[int], bytes], total: int, source: str,
             header_check(header)
         except ModelFileError as e:
             raise _corrupt(source, str(e)) from None
+    if file is not None and payload_len > _HOLES_CHECKED_ABOVE:
+        _refuse_holes(file, payload_start, payload_len, table, source,
+                      positive=("scaler.scale",) if arrays_check is not None else ())
     if not payload:
         _stream_payload(read, payload_len, table, payload_sha, source, positive=("scaler.scale",)
                         if arrays_check is not None else ())
@@ -348,6 +357,50 @@ class ReadableFile:
 
     def seek(self, pos: int) -> None:
         self._io(self._f.seek, pos)
+
+    def holes(self, start: int, end: int):
+        """(first, last + 1) of each hole (a range never written, read as zeros) between start and
+        end, by SEEK_HOLE/SEEK_DATA; none where the file system cannot tell. The file offset the
+        reads use is restored before each span is yielded."""
+        fd = self._f.fileno()
+        pos = start
+        while pos < end:
+            saved = os.lseek(fd, 0, os.SEEK_CUR)
+            try:
+                hole = os.lseek(fd, pos, os.SEEK_HOLE)
+                try:
+                    data = end if hole >= end else os.lseek(fd, hole, os.SEEK_DATA)
+                except OSError:  # ENXIO: the hole runs to the end of the file
+                    data = end
+            except OSError:  # SEEK_HOLE not supported here: no hole is known
+                return
+            finally:
+                os.lseek(fd, saved, os.SEEK_SET)
+            if hole >= end:
+                return
+            yield hole, min(data, end)
+            pos = data
+
+
+def _refuse_holes(file: ReadableFile, payload_start: int, payload_len: int, table, source: str,
+                  positive: tuple[str, ...]) -> None:
+    """Refuse at once a payload with a hole (bytes never written, read as zeros) inside an array
+    that must be positive, or one that is mostly holes: a sparse file whose header promises
+    gigabytes, which the checksum would take a minute to stream through. lstm writes every byte
+    of a model in order, so its files have no holes; a file system that stores runs of zeros as
+    holes (compression) can make some in other arrays, which the checksum then proves."""
+    must_be_positive = [(name, payload_start + offset, payload_start + offset + nbytes)
+                        for name, _, _, offset, nbytes in table if name in positive]
+    in_holes = 0
+    for first, end in file.holes(payload_start, payload_start + payload_len):
+        for name, lo, hi in must_be_positive:
+            if first < hi and lo < end:
+                raise _corrupt(source, f"array {name}, which must be positive, lies in a hole of the file "
+                                       "(bytes never written: a sparse file)")
+        in_holes += end - first
+        if in_holes > _MOSTLY_HOLES * payload_len:
+            raise _corrupt(source, f"most of its {payload_len}-byte payload is holes (bytes never written: "
+                                   "a sparse file)")
 
 
 def _read_payload(read: Callable[[int], bytes], n: int, digest: str, source: str, file: ReadableFile | None):
@@ -573,9 +626,18 @@ def _prepare(header: dict, arrays: Mapping[str, np.ndarray], check: bool):
             sha.update(memoryview(a).cast("B"))
         parts.append((pad, a))
         offset += a.nbytes
-    if offset > MAX_PAYLOAD_BYTES:
-        raise ValueError(f"arrays total {offset} bytes, more than the {MAX_PAYLOAD_BYTES} limit")
-    full = dict(meta, arrays=entries, payload_sha256=sha.hexdigest())
+    raw = _header_bytes(meta, entries, offset, sha.hexdigest(), check)
+    head = PREFIX.pack(MAGIC, FORMAT_VERSION, len(raw)) + raw
+    head += bytes(_align(len(head)) - len(head))
+    return head, parts
+
+
+def _header_bytes(meta: dict, entries: list[dict], payload_len: int, payload_sha: str, check: bool) -> bytes:
+    """The header of a file with these arrays, after every limit load enforces (ValueError naming
+    the one exceeded): shared by save and check_fits, so a run refused by neither cannot fail at save."""
+    if payload_len > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"arrays total {payload_len} bytes, more than the {MAX_PAYLOAD_BYTES} limit")
+    full = dict(meta, arrays=entries, payload_sha256=payload_sha)
     full["header_sha256"] = _header_digest(full)
     if check:
         try:
@@ -589,9 +651,33 @@ def _prepare(header: dict, arrays: Mapping[str, np.ndarray], check: bool):
         _parse_header(raw, "<new model>")  # the limits load enforces (items, depth)
     except ModelFileError as e:
         raise ValueError(f"refusing to write a header lstm could not read back: {e}") from None
-    head = PREFIX.pack(MAGIC, FORMAT_VERSION, len(raw)) + raw
-    head += bytes(_align(len(head)) - len(head))
-    return head, parts
+    return raw
+
+
+def _layout(shapes: Mapping[str, tuple[str, tuple[int, ...]]]) -> tuple[list[dict], int]:
+    """The array table of a file holding arrays of these (dtype code, shape) in this order, and its
+    payload length (as _prepare lays out real arrays)."""
+    entries, end = [], 0
+    for name, (code, shape) in shapes.items():
+        nbytes = DTYPES[code].itemsize * math.prod(shape)
+        entries.append({"name": name, "dtype": code, "shape": list(shape), "offset": _align(end), "nbytes": nbytes})
+        end = _align(end) + nbytes
+    return entries, end
+
+
+def payload_bytes(shapes: Mapping[str, tuple[str, tuple[int, ...]]]) -> int:
+    """The payload length of a file holding arrays of these (dtype code, shape)."""
+    return _layout(shapes)[1]
+
+
+def check_fits(header: dict, shapes: Mapping[str, tuple[str, tuple[int, ...]]], *, schema: bool = True) -> None:
+    """Raise ValueError (naming the limit) unless a file with this header and arrays of these
+    (dtype code, shape) can be saved and read back: the checks of save without the arrays' bytes,
+    so that a training run can be refused before it starts instead of at the end."""
+    meta = {k: v for k, v in header.items() if k not in RESERVED_KEYS}
+    _check_jsonable(meta)
+    entries, end = _layout(shapes)
+    _header_bytes(meta, entries, end, "0" * 64, schema)
 
 
 def dumps(header: dict, arrays: Mapping[str, np.ndarray], *, schema: bool = True) -> bytes:
@@ -758,10 +844,10 @@ def validate_header(header: dict) -> None:
 
     arch = _section(header, "arch", _ARCH_KEYS, "arch")
     _choice(arch["cell"], "arch.cell", set(GATES))
-    _int(arch["input_size"], "arch.input_size", 1, 4096)
+    _int(arch["input_size"], "arch.input_size", 1, limits.MAX_INPUTS)
     _int(arch["hidden_size"], "arch.hidden_size", *limits.INTEGERS["hidden"])
     _int(arch["num_layers"], "arch.num_layers", *limits.INTEGERS["layers"])
-    _int(arch["output_size"], "arch.output_size", 1, 100_000)
+    _int(arch["output_size"], "arch.output_size", 1, limits.MAX_OUTPUTS)
     _choice(arch["dtype"], "arch.dtype", set(_ARCH_DTYPES))
 
     data = _section(header, "data", _DATA_KEYS, "data", optional={"season", "blend"})  # absent in older files
@@ -769,8 +855,8 @@ def validate_header(header: dict) -> None:
     id_col = data["id_col"]
     if id_col is not None:
         _str(id_col, "data.id_col", nonempty=True)
-    targets = _names(data["targets"], "data.targets", 1, 256)
-    features = _names(data["features"], "data.features", 0, 4096)
+    targets = _names(data["targets"], "data.targets", 1, limits.MAX_TARGETS)
+    features = _names(data["features"], "data.features", 0, limits.MAX_INPUTS - 1)
     if set(targets) & set(features):
         raise _bad("data.features", f"overlap data.targets: {sorted(set(targets) & set(features))[:5]}")
     for key, col in (("data.time_col", time_col), ("data.id_col", id_col)):
@@ -782,8 +868,8 @@ def validate_header(header: dict) -> None:
     _int(data["step"], "data.step", 1, _INT64 - 1)
     if data["freq"] is not None:
         _check_freq_field(_str(data["freq"], "data.freq", nonempty=True), data)
-    _int(data["lookback"], "data.lookback", 1, 100_000)
-    horizon = _int(data["horizon"], "data.horizon", 1, 100_000)
+    _int(data["lookback"], "data.lookback", 1, limits.MAX_STEPS)
+    horizon = _int(data["horizon"], "data.horizon", 1, limits.MAX_STEPS)
     quantiles = data["quantiles"]
     if not isinstance(quantiles, list):
         raise _bad("data.quantiles", "must be a list")
@@ -794,7 +880,7 @@ def validate_header(header: dict) -> None:
             raise _bad("data.quantiles", "must be strictly increasing")
     _choice(data["strategy"], "data.strategy", {"direct", "recursive"})
     _choice(data["scaling"], "data.scaling", {"series", "level", "seasonal"})
-    season = _int(data.get("season", 1), "data.season", 1, 100_000)
+    season = _int(data.get("season", 1), "data.season", 1, limits.MAX_STEPS)
     _num(data.get("blend", 0.0), "data.blend", 0.0, 1.0)
     if data["scaling"] == "seasonal" and season > data["lookback"]:
         raise _bad("data.season", f"is {season} but a seasonal model needs lookback >= season "
@@ -810,7 +896,7 @@ def validate_header(header: dict) -> None:
         raise _bad("arch.output_size", f"is {arch['output_size']} but {what} = {outputs}")
 
     series = _section(header, "series", _SERIES_KEYS, "series")
-    ids = _names(series["ids"], "series.ids", 1, MAX_HEADER_ITEMS, nonempty=False)
+    ids = _names(series["ids"], "series.ids", 1, MAX_SERIES, nonempty=False)
     if id_col is None and len(ids) != 1:
         raise _bad("series.ids", f"holds {len(ids)} series but data.id_col is null (one series)")
     last_time = series["last_time"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from lstm_cli import atomic, frame, modelfile, scaling, windows
+from lstm_cli import atomic, frame, limits, modelfile, scaling, windows
 from lstm_cli.errors import DataError, FreqNotApplicable, ModelFileError, StaleInputError, UsageError, shown
 from lstm_cli.model import STRATEGIES, DataSpec, Forecaster, unknown_features
 from lstm_cli.network import MIN_SHARD, Architecture, Network, default_threads
@@ -81,7 +81,7 @@ MIN_TRAIN_WINDOWS = 4
 def default_lookback(horizon: int, season: int, shortest: int, val_rows: int) -> int:
     """Two seasons or two horizons, whichever is longer, cut so the shortest series still gives
     a few training windows, but never shorter than one horizon (or 4 steps)."""
-    want = max(2 * horizon, 2 * season if season > 1 else 0, 8)
+    want = min(max(2 * horizon, 2 * season if season > 1 else 0, 8), limits.MAX_STEPS)  # the file's limit
     floor = min(want, max(horizon, 4))
     room = shortest - val_rows - horizon - MIN_TRAIN_WINDOWS + 1
     return max(floor, min(want, room))
@@ -189,6 +189,81 @@ def _check_strategy(req: TrainRequest) -> None:
                          f"need {unknown_features(req.features)}; use --strategy direct or drop --features")
 
 
+def check_model_limits(req: TrainRequest) -> None:
+    """Refuse, before DATA is read, options that make a model the model file cannot hold (the
+    limits modelfile.validate_header enforces, lstm_cli.limits): exit 2 now, not exit 70 at save."""
+    from lstm_cli import memory
+
+    n_targets, n_inputs = len(req.targets), len(req.targets) + len(req.features)
+    if n_targets > limits.MAX_TARGETS:
+        raise UsageError(f"--target names {n_targets} columns, more than the {limits.MAX_TARGETS} a model can "
+                         f"forecast; train one model per group of at most {limits.MAX_TARGETS} targets")
+    if n_inputs > limits.MAX_INPUTS:
+        raise UsageError(f"--target and --features name {n_inputs} input columns, more than the {limits.MAX_INPUTS} "
+                         "a model can read; drop some --features")
+    for option, value in (("--horizon", req.horizon), ("--lookback", req.lookback)):
+        if value is not None and value > limits.MAX_STEPS:
+            raise UsageError(f"{option} {value} is more than the {limits.MAX_STEPS:,} steps a model can hold; "
+                             f"give at most {limits.MAX_STEPS:,}")
+    steps = 1 if req.strategy == "recursive" else req.horizon
+    nq = max(1, len(req.quantiles))
+    outputs = steps * n_targets * nq
+    if outputs > limits.MAX_OUTPUTS:
+        what = f"{'one step (recursive)' if steps == 1 else f'--horizon {steps}'} x {n_targets} targets x {nq} quantiles"
+        raise UsageError(f"the network would have {outputs:,} outputs ({what}), more than the {limits.MAX_OUTPUTS:,} "
+                         "a model can hold; use fewer --quantiles or targets, a shorter --horizon, or --strategy "
+                         "recursive (outputs for one step)")
+    arch = {"cell": req.cell, "input_size": n_inputs, "hidden_size": req.hidden, "num_layers": req.layers,
+            "output_size": outputs, "dtype": req.dtype}
+    weights = modelfile.payload_bytes(modelfile.expected_arrays(arch, 0))
+    if weights > modelfile.MAX_PAYLOAD_BYTES:
+        raise UsageError(f"--hidden {req.hidden} --layers {req.layers} ({req.dtype}) make {memory.fmt(weights)} of "
+                         f"weights, more than the {memory.fmt(modelfile.MAX_PAYLOAD_BYTES)} a model file can hold; "
+                         "use a smaller --hidden or --layers, or --dtype float32")
+
+
+class _Unbuilt:
+    """A network's architecture without its weights: all the model header says of the network."""
+
+    def __init__(self, arch: Architecture):
+        self.arch = arch
+
+    def tensors(self) -> dict:
+        return {}
+
+
+def check_model_fits(series: frame.SeriesSet, req: TrainRequest, arch: Architecture, **record) -> None:
+    """Refuse, before the windows are cut and the network trained, data whose model the model file
+    cannot hold (too many series, scalers too large, a header beyond its limits): the header train
+    will write, with every epoch run and the longest losses, must pass modelfile.check_fits (the
+    checks of save). record: what model_of takes besides the network, result and digests."""
+    from lstm_cli import memory
+
+    n = len(series.ids)
+    split = f"split the data by {series.id_col!r} and train one model per part"
+    if n > modelfile.MAX_SERIES:
+        raise DataError(f"{series.source}: {n:,} series, more than the {modelfile.MAX_SERIES:,} a model file can "
+                        f"hold; {split}")
+    epochs = req.train.epochs
+    longest = -1.2345678901234567e-300  # the longest text a loss takes in the header
+    model = model_of(_Unbuilt(arch), series, req, result=TrainResult(epochs, epochs, [longest] * epochs,
+                                                                     [longest] * epochs),
+                     output_scale=0.12345678901234568 if req.calibrate == "val" else None, data_sha256="0" * 64,
+                     warm_sha="0" * 64 if req.warm_start else None, **record)
+    header, _ = model.to_file_parts()
+    shapes = modelfile.expected_arrays(header["arch"], n)
+    payload = modelfile.payload_bytes(shapes)
+    if payload > modelfile.MAX_PAYLOAD_BYTES:
+        raise DataError(f"{series.source}: the model of {n:,} series x {arch.input_size} columns would hold "
+                        f"{memory.fmt(payload)} of arrays, more than the {memory.fmt(modelfile.MAX_PAYLOAD_BYTES)} "
+                        f"a model file can hold; {split}, or use fewer --features")
+    try:
+        modelfile.check_fits(header, shapes)
+    except ValueError as e:
+        raise DataError(f"{series.source}: a model file cannot hold the model of this data ({e}); {split}, or "
+                        "shorten its longest ids and column names") from None
+
+
 def check_warm_start(old: Forecaster, series: frame.SeriesSet, req: TrainRequest) -> list[str]:
     """A fine-tune must keep the old model's contract: same columns, time kind, frequency and
     horizon, and data that continues (not precedes) what the old model was trained on. The old
@@ -250,6 +325,7 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
         raise UsageError(f"column {sorted(overlap)[0]!r} is both a --target and a --feature; name it once")
     if not req.warm_start:  # a warm start keeps the old model's strategy (checked in train_on_series)
         _check_strategy(req)
+        check_model_limits(req)  # before reading: what the model file cannot hold is refused now, not at save
         steps = 1 if req.strategy == "recursive" else req.horizon  # before reading: the network alone may not fit
         check_training_memory(req, len(req.targets) + len(req.features),
                               steps * len(req.targets) * max(1, len(req.quantiles)), req.lookback or 1,
@@ -275,7 +351,7 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
                       cell=old.network.arch.cell, dtype=old.network.arch.dtype, quantiles=old.spec.quantiles,
                       scaling=old.spec.scaling, lookback=old.spec.lookback, strategy=old.spec.strategy)
     model, result = train_on_series(series, req, old=old, notes=warm_notes, on_event=on_event,
-                                    should_stop=should_stop, checkpoint_path=ckpt_path, resume=resume)
+                                    should_stop=should_stop, checkpoint_path=ckpt_path, resume=resume, saving=True)
     if model is not None:
         header, arrays = model.to_file_parts()
         modelfile.save(req.out, header, arrays)
@@ -552,19 +628,21 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
                     notes: list[str] | tuple[str, ...] = (),
                     on_event: Callable[[str, object], None] = lambda kind, x: None,
                     should_stop: Callable[[], str | None] | None = None, checkpoint_path: str | None = None,
-                    resume: bool = False) -> tuple[Forecaster | None, TrainResult]:
+                    resume: bool = False, saving: bool = False) -> tuple[Forecaster | None, TrainResult]:
     """Train a model on series already in memory: the checks, the scaler fitted on the training
     rows, the windows, the validation split, the network and the training loop. train_from_csv
     reads and saves around it; `evaluate --refit` calls it once per backtest origin. Nothing is
     written unless checkpoint_path is given (train_from_csv: a checkpoint after every epoch,
     resumed from with `resume`). old: the model a warm start continues (req already carries its
     architecture), whose weights and known series' scalers are kept. on_event as train_from_csv's.
+    saving (train_from_csv): refuse, before the windows, data whose model the model file cannot hold.
     Returns (None, result) when stopped by a signal or before the first epoch finished."""
     from lstm_cli import checkpoint
 
     if req.warm_start and old is None:
         raise UsageError("train_on_series: a warm start needs the old model (old=)")
     _check_strategy(req)
+    check_model_limits(req)  # again: a warm start's and a refit's settings come from a model
     clash = output_column_clash(series.time_col, series.id_col, req.targets, req.quantiles)
     if clash:
         raise UsageError(f"{series.source}: {clash}; rename that column in the data")
@@ -577,10 +655,19 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
     season = season_length(series.freq, series.step, series.time_kind, series.times[: series.starts[1]])
     lookback = req.lookback or default_lookback(horizon, season, shortest, val_rows)
     _check_seasonal(req, season, lookback)
+    if season > limits.MAX_STEPS:  # longer than any lookback: no window holds it, so the model has none
+        season = 1
     _check_lengths(series, lookback + steps + val_rows + MIN_TRAIN_WINDOWS - 1,
                    f"lookback {lookback} + {targets_what} + {val_rows} validation rows "
                    f"+ {MIN_TRAIN_WINDOWS - 1} more for {MIN_TRAIN_WINDOWS} training windows")
     n_targets = len(req.targets)
+    arch = Architecture(input_size=len(series.columns), hidden_size=req.hidden, num_layers=req.layers,
+                        output_size=steps * n_targets * max(1, len(req.quantiles)), dtype=req.dtype, cell=req.cell)
+    threads = req.threads or default_threads()
+    if saving:  # before the windows and the epochs: the model file must be able to hold the result
+        no_scaler = np.empty((0, len(series.columns)))  # the scalers' shapes come from the series count
+        check_model_fits(series, req, arch, lookback=lookback, season=season, threads=threads, loc=no_scaler,
+                         scale=no_scaler)
     on_event("phase", {"phase": "windows", "series": len(series.ids), "rows": int(lengths.sum())})
     train_rows = np.array([n - windows.val_rows_for(n, req.val_frac, horizon) for n in lengths])
     loc, scale = scaling.fit(series.values, series.starts, train_rows)
@@ -615,9 +702,6 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
     if quantiles is not None:  # one output column per (step, target, quantile)
         y_train, y_val = np.repeat(y_train, nq, axis=1), np.repeat(y_val, nq, axis=1)
         quantiles = np.tile(quantiles, steps * n_targets)
-    arch = Architecture(input_size=len(series.columns), hidden_size=req.hidden, num_layers=req.layers,
-                        output_size=steps * n_targets * nq, dtype=req.dtype, cell=req.cell)
-    threads = req.threads or default_threads()
     if old is not None:
         network = Network(arch, old.network.params.copy(), threads=threads)
         if 0.0 < old.spec.blend < 1.0:  # train on from the network's own forecast, not its blended share
@@ -638,7 +722,8 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
                                            id_col=series.id_col, freq=series.freq, warm_start_sha256=warm_sha)
         writer = checkpoint.Writer(checkpoint_path, settings=settings, data_sha256=data_sha256)
         if resume:
-            state, problem = checkpoint.resume_state(checkpoint_path, settings=settings, data_sha256=data_sha256)
+            state, problem = checkpoint.resume_state(checkpoint_path, settings=settings, data_sha256=data_sha256,
+                                                     params=network.layout.size, dtype=network.arch.dtype)
             on_event("resume", {"epoch": state.epoch if state else 0, "epochs": req.train.epochs,
                                 "path": checkpoint_path, "problem": problem})
     on_event("phase", {"phase": "compiling"})
@@ -655,13 +740,27 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
     output_scale = None
     if req.calibrate == "val" and quantiles is None and len(w["x_val"]):
         output_scale = calibrate_head(network, w["x_val"], y_val)
-    blend = float(req.blend) if quantiles is None else 0.0  # quantile models keep their trained spread
-    if blend:
-        scale_head(network, 1.0 - blend)
+    if _blend_of(req):
+        scale_head(network, 1.0 - _blend_of(req))
+    model = model_of(network, series, req, lookback=lookback, season=season, threads=threads, loc=loc, scale=scale,
+                     result=result, output_scale=output_scale, data_sha256=data_sha256, warm_sha=warm_sha)
+    return model, result
+
+
+def _blend_of(req: TrainRequest) -> float:
+    return float(req.blend) if not req.quantiles else 0.0  # quantile models keep their trained spread
+
+
+def model_of(network, series: frame.SeriesSet, req: TrainRequest, *, lookback: int, season: int, threads: int,
+             loc: np.ndarray, scale: np.ndarray, result: TrainResult, output_scale: float | None, data_sha256: str,
+             warm_sha: str | None) -> Forecaster:
+    """The Forecaster train saves (check_model_fits builds the same from a network without weights
+    and a placeholder result, to check its header before training)."""
+    horizon = req.horizon
     spec = DataSpec(time_col=series.time_col, id_col=series.id_col, targets=tuple(req.targets),
                     features=tuple(req.features), time_kind=series.time_kind, step=int(series.step),
                     freq=series.freq, lookback=lookback, horizon=horizon, quantiles=tuple(req.quantiles),
-                    scaling=req.scaling, season=season, strategy=req.strategy, blend=blend)
+                    scaling=req.scaling, season=season, strategy=req.strategy, blend=_blend_of(req))
     params = {k: getattr(req.train, k) for k in req.train.__dataclass_fields__}
     params.update(hidden=req.hidden, layers=req.layers, cell=req.cell, val_frac=req.val_frac,
                   forget_bias=req.forget_bias, head_init=req.head_init, dtype=req.dtype,
@@ -672,6 +771,5 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
                 "history": {"train_loss": [float(x) for x in result.train_loss],
                             "val_loss": [None if v is None else float(v) for v in result.val_loss]},
                 "data_sha256": data_sha256}
-    model = Forecaster(network=network, spec=spec, ids=series.ids, last_time=series.times[series.starts[1:] - 1],
-                       loc=loc, scale=scale, training=training)
-    return model, result
+    return Forecaster(network=network, spec=spec, ids=series.ids, last_time=series.times[series.starts[1:] - 1],
+                      loc=loc, scale=scale, training=training)
