@@ -839,14 +839,22 @@ def _check_args(targets, features, time_col, id_col, sep, missing, max_bytes):
     return targets, features, time_col, id_col
 
 
+def _listed(names, limit: int = 20) -> str:
+    """Names quoted for a message, the first `limit` of them: a header of thousands of columns
+    must not make a line of tens of kilobytes."""
+    names = list(names)
+    shown_names = ", ".join(_q(n) for n in names[:limit])
+    return shown_names + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
 def _missing_columns_error(where: _Where, header: list[str], names: list[str], sep: str) -> DataError:
-    available = ", ".join(_q(h) for h in header)
-    msg = (f"{where.file}: column{'s' if len(names) > 1 else ''} {', '.join(_q(n) for n in names)} "
+    available = _listed(header)
+    msg = (f"{where.file}: column{'s' if len(names) > 1 else ''} {_listed(names)} "
            f"not found; the header has {available}")
     lower = {h.lower(): h for h in header}
     close = [lower[n.lower()] for n in names if n.lower() in lower]
     if close:
-        msg += f"; did you mean {', '.join(_q(c) for c in close)}? (names are case-sensitive)"
+        msg += f"; did you mean {_listed(close)}? (names are case-sensitive)"
     if sep != ";" and any(";" in h for h in header):
         msg += "; the file looks semicolon-separated: pass --sep ';'"
     elif sep != "\t" and any("\t" in h for h in header):
@@ -984,7 +992,7 @@ def _plan(header_raw: list[str], header_line: int, where: _Where, sep: str, targ
     dups = [h for h, n in Counter(header).items() if n > 1 and h]  # unnamed columns cannot be asked for
     if dups:
         raise DataError(f"{where.file}: duplicate column name{'s' if len(dups) > 1 else ''} "
-                        f"{', '.join(_q(d) for d in dups)} in the header (line {header_line}); "
+                        f"{_listed(dups)} in the header (line {header_line}); "
                         "rename them so that every column has its own name")
     index = {h: i for i, h in enumerate(header)}
     wanted = list(targets) + list(features) + [c for c in (time_col, id_col) if c is not None]
@@ -1007,7 +1015,7 @@ def _plan(header_raw: list[str], header_line: int, where: _Where, sep: str, targ
             if time_col is None:
                 rest = [h for h in header if h not in taken]
                 raise DataError(f"{where.file}: no time column found (none is named "
-                                f"{'/'.join(TIME_NAMES)} and " + (f"none of {', '.join(_q(h) for h in rest)} holds dates"
+                                f"{'/'.join(TIME_NAMES)} and " + (f"none of {_listed(rest)} holds dates"
                                 if rest else "there is no other column") + "); name it with --time-col")
     return _Plan(header, index, time_col, list(targets) + list(features), auto_time, by_content)
 

@@ -299,3 +299,16 @@ def test_float_repr_output_floats_edges():
     for digits in (1, 4, 9, 15, 17):
         assert frame.output_floats(y, "float64", digits).tolist() == [float(f"{v:.{digits}g}") for v in y.tolist()]
     assert frame.output_floats(y, "float64").tolist() == y.tolist()
+
+
+def test_log_forging_header_of_thousands_of_columns_gives_a_short_line(tmp_path):
+    """A missing column or no time column in a header of 4,100 columns: one line that lists the
+    first names and counts the rest, not tens of kilobytes."""
+    path = tmp_path / "wide.csv"
+    names = [f"c{j}" for j in range(4100)]
+    path.write_text(",".join(names) + "\n" + ",".join("1" for _ in names) + "\n")
+    for args in (["--target", "nope"], ["--target", "c1"]):
+        result = run("train", path, *args, "--horizon", "1", "--out", tmp_path / "m.lstm")
+        assert result.exit_code == 65, result.output
+        line = result.stderr.strip()
+        assert "\n" not in line and len(line) < 1000 and "more)" in line, line
