@@ -30,7 +30,8 @@ The lock file is deliberately never deleted: unlinking it on exit races with a w
 already opened the old inode (it would then "hold" a lock on a deleted file while a third run
 locks a fresh one, and both write). A small hidden file per output path is the price. It starts
 with the marker line `lstm lock` (LOCK_MARKER), so the tool can tell its own lock from a user's file
-of that name: a non-empty file there without the marker is refused (OutputError), never truncated.
+of that name: a non-empty file there that does not start with the marker (digits too: lstm's old
+pid-only locks cannot be told from a user's file) is refused (OutputError), never truncated.
 The holder writes its pid after the marker for the "being written by pid N" message and cuts the
 file back to the marker on release. The lock file is opened O_NOFOLLOW | O_NONBLOCK and must be a
 regular file with one link: a symlink, FIFO, directory or hard link planted there is refused.
@@ -44,12 +45,12 @@ import errno
 import fcntl
 import hashlib
 import os
-import re
 import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 from lstm_cli.errors import LockedError, OutputError, UsageError, WriteError
@@ -61,9 +62,11 @@ DEFAULT_BUFFER = 256 * 1024  # bytes kept in memory before a write(2); 0 = write
 NAME_MAX = 255  # bytes in one path component (Linux, macOS)
 _LONG_BASENAME = 200  # longer basenames are shortened in sidecar names so they fit NAME_MAX
 LOCK_MARKER = b"lstm lock\n"  # first line of every lock file this tool writes
-_LEGACY_LOCK = re.compile(rb"\d{0,20}\n?")  # lock files of lstm before the marker: empty, or a pid
-_LOCK_HEAD = 32  # bytes read to tell a lock file (the marker and a pid, or a legacy pid) from others
 LOCK_POLL_SECONDS = 0.1  # how often output_lock(wait=True, deadline=...) retries a busy lock
+
+# Inputs of the whole command that no output may overwrite, beside those each caller names: the
+# --config file (see protect_inputs). ((path, what it is, for the message), ...)
+_COMMAND_INPUTS: ContextVar[tuple] = ContextVar("lstm_command_inputs", default=())
 
 # Creating the temporary file failed for a reason the user must fix, not a transient I/O error.
 _CANNOT_CREATE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR,
@@ -165,7 +168,8 @@ def check_output_path(path, inputs: Iterable = (), option: str = "--out") -> Non
     Raises OutputError (exit 73) with one line naming the path and the fix when the path is empty,
     an existing directory or other non-regular file, its parent directory is missing, not a
     directory or not writable, it is the lock file of another output, or it is the same file as
-    one of `inputs` (same inode or same resolved path). A nonexistent output in a writable
+    one of `inputs` or of the command's protected inputs (protect_inputs; same inode or same
+    resolved path). A nonexistent output in a writable
     directory passes. `option` names the path in the "-" message.
     """
     shown = quoted(path)  # as every message shows a path ("-" stays "-")
@@ -205,10 +209,18 @@ def check_output_path(path, inputs: Iterable = (), option: str = "--out") -> Non
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"cannot create {shown}: directory {parent} is not writable (permission "
                           "denied or read-only); fix its permissions or choose another path")
-    for inp in inputs:
+    for inp, what in [*((inp, "") for inp in inputs), *_COMMAND_INPUTS.get()]:
         if _same_file(target, inp):
-            raise OutputError(f"output {shown} is the same file as the input {os.fspath(inp)}; "
+            raise OutputError(f"output {shown} is the same file as the input {quoted(inp)}{what}; "
                               "writing it would destroy the input: choose another output path")
+
+
+def protect_inputs(inputs: dict) -> Callable[[], None]:
+    """Make every check_output_path of this command refuse `inputs` ({path: what it is}) too, as if
+    each caller had named them: the CLI group protects the --config file this way, whichever
+    command, engine or exporter writes the output. Returns the function that lifts it."""
+    token = _COMMAND_INPUTS.set(tuple(inputs.items()))
+    return lambda: _COMMAND_INPUTS.reset(token)
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,7 +429,7 @@ def _open_lock_file(lock_path: str, shown: str) -> int:
         if st.st_nlink != 1:
             raise OutputError(f"cannot lock {shown}: {lock_path} has other hard links, so lstm did not "
                               "write it; move it away or choose another output path")
-        if not is_lock_content(os.pread(fd, _LOCK_HEAD, 0)):
+        if not is_lock_content(os.pread(fd, len(LOCK_MARKER), 0)):
             raise OutputError(f"{lock_path} exists and was not written by lstm (lstm keeps its lock for "
                               f"{shown} there); move it away or choose another output path")
     except OSError as e:
@@ -430,9 +442,10 @@ def _open_lock_file(lock_path: str, shown: str) -> int:
 
 
 def is_lock_content(head: bytes) -> bool:
-    """Whether a file starting with `head` (its first _LOCK_HEAD bytes) is a lock file of this
-    tool: the marker, or all that lstm wrote before it had one (nothing, or a pid)."""
-    return head.startswith(LOCK_MARKER) or (len(head) < _LOCK_HEAD and _LEGACY_LOCK.fullmatch(head) is not None)
+    """Whether a file starting with `head` (at least its first len(LOCK_MARKER) bytes) is a lock
+    file of this tool: empty (just created) or starting with the marker. A bare pid is refused: a
+    user's file of digits looks the same, and taking it would overwrite it."""
+    return head == b"" or head.startswith(LOCK_MARKER)
 
 
 def _holder_pid(fd: int) -> int | None:

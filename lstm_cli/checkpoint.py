@@ -239,6 +239,7 @@ def claim(path: str) -> int | None:
     only costs time), or None when there is none. Whatever else is there (a symlink, a FIFO, a
     directory, a hard link, a file lstm did not write, such as a user's model or notes named
     like the checkpoint) is refused with OutputError (exit 73): it is never replaced or removed.
+    So is a checkpoint another user could have written (runtime.file_problem): never loaded.
     An lstm checkpoint is an lstm container (modelfile.MAGIC) whose header, when it still reads,
     names the checkpoint format."""
     try:
@@ -253,6 +254,13 @@ def claim(path: str) -> int | None:
         raise _not_ours(path, "is not a regular file")
     if st.st_nlink != 1:
         raise _not_ours(path, "has other hard links")
+    from lstm_cli.runtime import file_problem
+
+    problem = file_problem(path, st)  # --resume would load its weights and optimizer state
+    if problem:
+        raise OutputError(f"checkpoint {quoted(path)} {problem}; lstm never loads a checkpoint another user "
+                          "could have written: remove it (training starts again from epoch 1) or choose an --out "
+                          "in a folder only you can write")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         try:

@@ -23,7 +23,6 @@ from lstm_cli.errors import (
     EXIT_SIGTERM,
     Interrupted,
     LstmError,
-    one_line,
     shown,
 )
 from lstm_cli.runtime import (
@@ -33,6 +32,7 @@ from lstm_cli.runtime import (
     io_error_message,
     memory_error_message,
     one_line_click_error,
+    say,
 )
 from lstm_cli.runtime import prepare_jit_cache as _prepare_runtime
 
@@ -55,13 +55,13 @@ class LstmGroup(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except click.ClickException as e:
-            one_line_click_error(e)  # a path with a newline in click's own messages
+            one_line_click_error(e, ctx)  # one line `lstm: train: ...; see lstm train --help`
             raise
         except LstmError as e:
-            click.echo(one_line(f"lstm: {e}"), err=True)
+            say(f"lstm: {e}")  # a stderr that fails drops the message: the exit code stays the error's
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
-            click.echo("lstm: interrupted", err=True)
+            say("lstm: interrupted")
             ctx.exit(EXIT_SIGINT)
         except BrokenPipeError:
             discard_stdout()  # the reader of stdout went away (`| head`): not an error of ours
@@ -69,19 +69,19 @@ class LstmGroup(click.Group):
         except MemoryError as e:  # whatever allocated it: too big a job more than a bug
             if _debug_enabled(ctx):
                 raise
-            click.echo(one_line(memory_error_message(e)), err=True)
+            say(memory_error_message(e))
             ctx.exit(EXIT_IO)
         except Exception as e:  # a bug: say so, and how to see it
             if isinstance(e, OSError) and e.errno in IO_ERRNOS and not _debug_enabled(ctx):
                 # stdout (or another stream outside atomic writes) failed: disk full, /dev/full, EIO
-                click.echo(one_line(io_error_message(e)), err=True)
+                say(io_error_message(e))
                 if not isinstance(sys.stdout, _ClosedStdout):
                     discard_stdout()
                 ctx.exit(EXIT_IO)
             if _debug_enabled(ctx):
                 raise
-            click.echo(one_line(f"lstm: internal error ({type(e).__name__}: {e}); this is a bug. "
-                                "Rerun with --debug or LSTM_DEBUG=1 to see the traceback"), err=True)
+            say(f"lstm: internal error ({type(e).__name__}: {e}); this is a bug. "
+                "Rerun with --debug or LSTM_DEBUG=1 to see the traceback")
             ctx.exit(EXIT_INTERNAL)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -125,14 +125,17 @@ def cli(ctx, debug, config_file):
         file_values = config.read_file(config_file) if config_file else {}
         ctx.default_map, sources = config.resolve(_configurable(), file_values, config_file)
     except LstmError as e:
-        click.echo(one_line(f"lstm: {e}"), err=True)
+        say(f"lstm: {e}")
         ctx.exit(e.exit_code)
     notes += config.unknown_variables(_configurable())
     if notes and not runtime.command_is_quiet(ctx):
         for note in notes:
-            click.echo(one_line(f"lstm: note: {note}"), err=True)
+            say(f"lstm: note: {note}")
     ctx.meta["lstm.config_sources"] = sources
     ctx.meta["lstm.config_file"] = config_file
+    from lstm_cli import atomic  # no output of the command (--out, --plot, an export) may replace the config
+
+    ctx.call_on_close(atomic.protect_inputs({config_file: " (the --config file)"} if config_file else {}))
 
 
 def _configurable() -> dict[str, click.Command]:
@@ -653,8 +656,7 @@ def _predict_dask(model, data, out, horizon, fmt, sep, missing, threads, max_age
         end = "\n" if done == total or not console.rich else ""
         if not console.quiet:
             prefix = "\r" if console.rich else ""
-            console.stream.write(f"{prefix}lstm: partition {done}/{total} done ({series:,} series){end}")
-            console.stream.flush()
+            console.write(f"{prefix}lstm: partition {done}/{total} done ({series:,} series){end}")
 
     notes, meta = engine_dask.predict_dask(model, data, out, scheduler=scheduler, horizon=horizon, sep=sep,
                                            missing=missing, threads=threads, max_age=max_age,
@@ -789,9 +791,8 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
     def partitions(done, total, series):
         if not console.quiet:
             end = "\n" if done == total or not console.rich else ""
-            console.stream.write(f"{chr(13) if console.rich else ''}lstm: partition {done}/{total} scored "
-                                 f"({series:,} series){end}")
-            console.stream.flush()
+            console.write(f"{chr(13) if console.rich else ''}lstm: partition {done}/{total} scored "
+                          f"({series:,} series){end}")
 
     if engine == "dask":
         from lstm_cli import engine_dask
@@ -917,8 +918,7 @@ def validate(data, targets, features, time_col, id_col, sep, missing, freq, mode
         failed = [c for c in report.checks if c.status == "fail"]
         source = "<stdin>" if data == "-" else data
         first = failed[0].detail if failed[0].detail.startswith(source) else f"{source}: {failed[0].detail}"
-        click.echo(f"lstm: {first}" + (f" (and {len(failed) - 1} more failed check(s))" if len(failed) > 1 else ""),
-                   err=True)
+        say(f"lstm: {first}" + (f" (and {len(failed) - 1} more failed check(s))" if len(failed) > 1 else ""))
         click.get_current_context().exit(EXIT_DATA)
 
 

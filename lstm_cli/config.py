@@ -11,6 +11,7 @@ that has it. The result becomes click's default_map, so a flag always wins.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import click
 
@@ -111,6 +112,55 @@ def unknown_variables(commands: dict[str, click.Command], environ=os.environ) ->
     return notes
 
 
+# TOML's types in the words of its spec (bool before int: a bool is an int in Python)
+TOML_TYPES = ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
+              (list, "an array"), (dict, "a table"))
+
+
+def _toml_type(value) -> str:
+    return next((name for kind, name in TOML_TYPES if isinstance(value, kind)), "a date or time")
+
+
+def _spelled(value) -> str:
+    """' = true', ' = 2.9', ' = "12"': a short value as the file spells it (nothing for the rest)."""
+    import json
+
+    if isinstance(value, (bool, int, float, str)):
+        text = json.dumps(value)
+        return f" = {text}" if len(text) <= 40 else ""
+    return ""
+
+
+def _wanted(option: click.Option) -> tuple[str, Callable[[object], bool]]:
+    """The TOML type an option takes and its test. click would coerce the others silently
+    (`horizon = true` is 1, `seed = 2.9` is 2); durations check their own (a number has no unit)."""
+    kind = option.type
+    if option.is_flag:
+        return "a boolean (true or false)", lambda v: isinstance(v, bool)
+    if isinstance(kind, click.types.IntParamType):
+        return "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(kind, click.types.FloatParamType):
+        return "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    if getattr(kind, "name", None) == "duration":
+        return "a string with a unit", lambda v: True  # DurationType says what is wrong with a number
+    if option.multiple:
+        return ("a string or an array of strings",
+                lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)))
+    return "a string", lambda v: isinstance(v, str)
+
+
+def _check_types(section: str, body: dict, known: dict[str, click.Option], file_name: str | None) -> None:
+    for key, value in body.items():
+        wanted, fits = _wanted(known[key.replace("_", "-")])
+        if not fits(value):
+            found = _toml_type(value)
+            if isinstance(value, list) and value:
+                odd = next((x for x in value if not isinstance(x, str)), value[0])
+                found = f"an array holding {_toml_type(odd)}{_spelled(odd).replace(' = ', ' ')}"
+            raise UsageError(f"config file {shown(file_name)}: [{section}] {key}{_spelled(value)} is "
+                             f"{found}; {key} takes {wanted}")
+
+
 def _as_param_value(option: click.Option, value):
     if option.multiple and not isinstance(value, list):
         return [value]
@@ -131,6 +181,7 @@ def resolve(commands: dict[str, click.Command], file_values: dict, file_name: st
             if key.replace("_", "-") not in known:
                 raise UsageError(f"config file {shown(file_name)}: [{section}] has no option {key!r}; options are "
                                  f"{', '.join(sorted(known))}")
+        _check_types(section, body, known, file_name)
     default_map: dict[str, dict] = {}
     sources: dict[str, dict] = {}
     for name, command in commands.items():

@@ -18,11 +18,32 @@ def is_interactive(stream) -> bool:
 
 
 class Console:
+    """Messages on stderr, or (with `stream`) a report that is the command's answer on stdout. A
+    message that cannot be written (`2>/dev/full`, a reader gone) never stops the work: stderr is
+    dropped from then on, as a closed one is. The answer failing is an error (exit 74)."""
+
     def __init__(self, quiet: bool = False, stream=None):
         self.quiet = quiet
+        self.for_messages = stream is None or stream is sys.stderr
         self.stream = stream or sys.stderr
         self.rich = not quiet and is_interactive(self.stream)
         self._rich_console = None
+
+    def _emit(self, show) -> None:
+        try:
+            show()
+        except (OSError, ValueError):  # ValueError: a closed file object
+            if not self.for_messages:
+                raise
+            from lstm_cli.runtime import discard_stderr
+
+            discard_stderr()
+            self.quiet = True
+
+    def write(self, text: str) -> None:
+        """Text as given (a progress line that a carriage return redraws on a terminal), unless --quiet."""
+        if not self.quiet:
+            self._emit(lambda: (self.stream.write(text), self.stream.flush()))
 
     @property
     def rich_console(self):
@@ -37,9 +58,10 @@ class Console:
             return
         text = one_line(text)  # a path's newline or ESC spelled out
         if self.rich:  # through rich, so a live bar or spinner stays below the line instead of tearing
-            self.rich_console.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
+            self._emit(lambda: self.rich_console.print(text, markup=False, highlight=False, emoji=False,
+                                                       soft_wrap=True))
         else:
-            print(text, file=self.stream, flush=True)
+            self._emit(lambda: print(text, file=self.stream, flush=True))
 
     def note(self, text: str) -> None:
         """A warning the user should read; shown even in plain mode, hidden by --quiet."""
@@ -56,7 +78,7 @@ class Console:
             t.add_column()
             for k, v in rows:
                 t.add_row(k, v)
-            self.rich_console.print(t)
+            self._emit(lambda: self.rich_console.print(t))
         else:
             self.line(title)
             width = max(len(k) for k, _ in rows)

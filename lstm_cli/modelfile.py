@@ -490,7 +490,9 @@ def _combine(schema, header_check, arrays_check):
 
 
 def _open_model(path) -> tuple[int, str]:
-    """Open `path` read-only after making sure it is a regular file; InputMissingError if not."""
+    """Open `path` read-only after making sure it is a regular file (InputMissingError if not) that
+    no other user could have written (ModelFileError: the rule of the config and the JIT cache;
+    root's files are fine)."""
     shown = quoted(path)  # the path as every message shows it
     if os.fspath(path) == "-":  # '-' is stdout/stdin elsewhere: never a model file named '-'
         raise UsageError("MODEL -: a model is read from a file, not stdin; give its path "
@@ -514,9 +516,17 @@ def _open_model(path) -> tuple[int, str]:
     except OSError as e:
         raise InputMissingError(f"cannot read model file {shown}: {e.strerror or e}; check the "
                                 "path and its permissions") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise InputMissingError(f"model file {shown} is not a regular file")
+    from lstm_cli.runtime import file_problem
+
+    problem = file_problem(os.fspath(path), st)  # of the opened file: nothing to swap after the check
+    if problem:
+        os.close(fd)
+        raise ModelFileError(f"model file {shown} {problem}: another user could change its forecasts; copy it "
+                             f"into a folder of yours (cp {shown} ~/models/) or fix its permissions (chmod go-w)")
     return fd, shown
 
 

@@ -68,24 +68,37 @@ def prepare_streams() -> None:
         sys.stderr.reconfigure(errors="backslashreplace")
 
 
-def discard_stdout() -> None:
-    """After stdout failed (a closed pipe, a full disk): what is still buffered goes to /dev/null,
-    so the flush at interpreter exit cannot print 'Exception ignored ...' or change the exit code."""
+def _discard(name: str) -> None:
+    """Point the failed standard stream `name` ("stdout", "stderr") at /dev/null: what is still
+    buffered and every later write go nowhere, so the flush at interpreter exit cannot print
+    'Exception ignored ...' or change the exit code (Python exits 120 when it cannot flush)."""
     try:
-        fd = sys.stdout.fileno()
+        fd = getattr(sys, name).fileno()
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, fd)
         os.close(devnull)
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - not a real descriptor: replace the object
+        setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - not a real descriptor: replace the object
+
+
+def discard_stdout() -> None:
+    """After stdout failed (a closed pipe, a full disk)."""
+    _discard("stdout")
+
+
+def discard_stderr() -> None:
+    """After stderr failed (`2>/dev/full`, a reader gone): messages are dropped from then on, as
+    with a closed stderr. A message that cannot be written never stops the work or changes its
+    exit code; only the data streams (stdout, --out) failing give 74."""
+    _discard("stderr")
 
 
 def say(message: str) -> None:
-    """One line on stderr; a stderr that fails cannot report its own failure."""
+    """One line on stderr; a stderr that fails cannot report its own failure (and is dropped)."""
     try:
         print(one_line(message), file=sys.stderr, flush=True)
     except (OSError, ValueError, AttributeError):
-        pass
+        discard_stderr()
 
 
 def io_error_message(e: OSError) -> str:
@@ -101,13 +114,57 @@ def memory_error_message(e: MemoryError) -> str:
     return "lstm: " + OUT_OF_MEMORY.format(detail=f" ({detail})" if detail else "")
 
 
-def one_line_click_error(e) -> None:
-    """click quotes a path raw in its own messages ("File 'a<newline>b' is a directory"): spell out
-    its control characters, except in the help text click raises for a group without arguments."""
+def one_line_click_error(e, ctx=None) -> None:
+    """Make click's error `e` print the tool's one line instead of click's usage, hint, blank line
+    and 'Error: ...' (`lstm: train: Missing option '--target'; see lstm train --help`), through
+    say, so a failing stderr cannot change the exit code. A value that came from an LSTM_
+    variable or the config file says so. `ctx` is the group that caught it (for an error the
+    command raised without a context). The help click raises for a group without arguments
+    (`lstm`, `lstm config`) is left as it is."""
     import click
 
-    if not isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):
-        e.message = one_line(e.message)
+    if isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+        return
+    message = e.format_message().strip().rstrip(".")
+    if not isinstance(e, click.UsageError):
+        line = f"lstm: {message}"
+    else:
+        names = _command_names(e.ctx) if e.ctx is not None else []
+        if not names and ctx is not None and ctx.meta.get("lstm.command", (None,))[0]:
+            names = _command_names(ctx) + [ctx.meta["lstm.command"][0]]
+        origin = _value_origin(e)
+        command = " ".join(["lstm", *names])
+        line = f"lstm: {' '.join(names) + ': ' if names else ''}{message}{origin}; see {command} --help"
+    e.show = lambda file=None: say(line)
+
+
+def _command_names(ctx) -> list[str]:
+    """['config', 'show'] for `lstm config show`: the commands below the root (whatever the
+    program is called, `cli` under click's test runner)."""
+    names = []
+    while ctx.parent is not None:
+        names.insert(0, ctx.info_name)
+        ctx = ctx.parent
+    return names
+
+
+def _value_origin(e) -> str:
+    """' (from LSTM_QUIET)' or ' (from the config file job.toml)' when the bad value was not typed."""
+    import click
+    from click.core import ParameterSource
+
+    param, ctx = getattr(e, "param", None), e.ctx
+    if not isinstance(e, click.BadParameter) or param is None or ctx is None or param.name is None:
+        return ""
+    if ctx.get_parameter_source(param.name) is not ParameterSource.DEFAULT_MAP:
+        return ""
+    names = _command_names(ctx)
+    source = ctx.find_root().meta.get("lstm.config_sources", {}).get(" ".join(names), {}).get(param.name, "")
+    if source.startswith("env "):
+        return f" (from {source[4:]})"
+    if source.startswith("file "):
+        return f" (from the config file {shown(source[5:])})"
+    return ""
 
 
 def command_is_quiet(ctx) -> bool:
@@ -328,18 +385,70 @@ def _cache_candidates() -> list[str]:
     return [c for c in dict.fromkeys(candidates) if os.path.isabs(c)]
 
 
+NUMBA_CONFIG = ".numba_config.yaml"  # numba reads it from the working directory when it is imported
+MAX_NUMBA_CONFIG_BYTES = 1_000_000
+
+
 def _numba_config_problem() -> str | None:
     """numba also reads ./.numba_config.yaml (cache directory, cache locator classes it imports):
-    in a shared working directory another user could have put it there."""
-    name = ".numba_config.yaml"
+    in a shared working directory another user could have put it there. numba also parses it at
+    import and fails with a traceback on bad YAML, so it is read here first as numba reads it."""
     try:
-        st = os.lstat(name)
+        st = os.lstat(NUMBA_CONFIG)
     except OSError:
         return None
-    problem = file_problem(os.path.abspath(name), st) or ("is a symbolic link" if stat.S_ISLNK(st.st_mode) else None)
+    where = shown(os.path.abspath(NUMBA_CONFIG))
+    problem = (file_problem(os.path.abspath(NUMBA_CONFIG), st)
+               or ("is a symbolic link" if stat.S_ISLNK(st.st_mode) else None))
     if problem:
-        return (f"{shown(os.path.abspath(name))}, which numba would load, {problem}; remove it or run "
-                "lstm from another directory")
+        return f"{where}, which numba would load, {problem}; remove it or run lstm from another directory"
+    if not stat.S_ISREG(st.st_mode):
+        return None  # numba reads a regular file only (a FIFO is never opened)
+    problem = _numba_config_content_problem()
+    if problem:
+        return (f"{where}, which numba reads when it starts, {problem}; fix it (a YAML mapping of numba "
+                "settings, such as `cache_dir: /home/me/.cache/numba`) or remove it, or run lstm from "
+                "another directory")
+    return None
+
+
+def _numba_config_content_problem() -> str | None:
+    """What numba would choke on in the file: not text in the locale's encoding (numba opens it
+    in text mode), not YAML, not a mapping of names; or a cache_dir that no other user may write
+    (numba's cache index is a pickle: the same rule as NUMBA_CACHE_DIR)."""
+    import locale
+
+    try:
+        import yaml
+    except ImportError:
+        return None  # numba ignores the file without PyYAML
+    try:
+        with open(NUMBA_CONFIG, "rb") as f:
+            data = f.read(MAX_NUMBA_CONFIG_BYTES + 1)
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if len(data) > MAX_NUMBA_CONFIG_BYTES:
+        return f"is larger than {MAX_NUMBA_CONFIG_BYTES:,} bytes"
+    encoding = locale.getpreferredencoding(False)
+    try:
+        conf = yaml.safe_load(data.decode(encoding))
+    except UnicodeDecodeError as e:
+        return f"is not {encoding} text (byte {e.start})"
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"is not valid YAML ({getattr(e, 'problem', None) or type(e).__name__}{where})"
+    except RecursionError:
+        return "is not valid YAML (nested too deeply)"
+    if conf is None:
+        return None
+    if not isinstance(conf, dict) or not all(isinstance(k, str) for k in conf):
+        return "is not a mapping of setting names to values"
+    for key, value in conf.items():
+        if key.upper() == "CACHE_DIR" and value is not None:
+            problem = cache_dir_problem(str(value))
+            if problem:
+                return f"names the cache_dir {shown(str(value))}, which {problem}"
     return None
 
 

@@ -94,14 +94,13 @@ def test_side_files_foreign_lock_file_is_refused_by_every_output_command(model, 
     assert lock.read_bytes() == b"1234567890" * 10
 
 
-def test_side_files_lock_keeps_its_marker_and_accepts_old_lstm_locks(tmp_path):
+def test_side_files_lock_keeps_its_marker_and_accepts_an_empty_lock(tmp_path):
     out = tmp_path / "m.lstm"
     lock = Path(atomic.lock_path_for(out))
-    for old in (b"", b"4242\n"):  # what lstm wrote before the marker: released, and held by pid 4242
-        lock.write_bytes(old)
-        with atomic.output_lock(out):
-            assert lock.read_bytes() == atomic.LOCK_MARKER + f"{os.getpid()}\n".encode()
-        assert lock.read_bytes() == atomic.LOCK_MARKER  # never truncated below the marker
+    lock.write_bytes(b"")  # just created (a bare pid, lstm's old lock, is a user's digits: tests/test_hardening_trust.py)
+    with atomic.output_lock(out):
+        assert lock.read_bytes() == atomic.LOCK_MARKER + f"{os.getpid()}\n".encode()
+    assert lock.read_bytes() == atomic.LOCK_MARKER  # never truncated below the marker
     with atomic.output_lock(out):
         pass
     assert lock.read_bytes() == atomic.LOCK_MARKER
