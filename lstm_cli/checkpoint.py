@@ -119,26 +119,58 @@ def _describe_difference(path: str, ours: dict, theirs, data_ours: str, data_the
             "options, or without --resume to train from the start")
 
 
-def load(path: str, *, settings: dict, data_sha256: str) -> TrainState | None:
+class _Refused(Exception):
+    """Carries load's error out of the header check, past modelfile's wrapping of it."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
+def load(path: str, *, settings: dict, data_sha256: str, params: int | None = None,
+         dtype: str | None = None) -> TrainState | None:
     """The TrainState stored at `path`, or None when there is no checkpoint. A checkpoint of
-    another run (different data or settings) is a DataError; a damaged one a ModelFileError."""
+    another run (different data or settings) is a DataError; a damaged one a ModelFileError;
+    params/dtype: the size and dtype of this run's network, when known, which the arrays must
+    have. All of it is decided from the header, before the payload is read: another run's (or
+    a planted) checkpoint is refused without reading its arrays. The state's arrays are
+    read-only views of the payload (fit copies them into its own buffers)."""
     if not os.path.lexists(path):
         return None
+    fields: dict = {}
+
+    def check(header: dict) -> None:
+        fields.update(_check_header(path, header, settings, data_sha256, params, dtype))
+
     try:
-        header, arrays = modelfile.load(path, schema=False)
+        _, arrays = modelfile.load(path, schema=False, header_check=check)
+    except _Refused as e:
+        raise e.error from None
     except ModelFileError as e:
         raise _bad(path, str(e)) from None
+    names = _OPTIMIZER_ARRAYS[fields["optimizer"]]
+    return TrainState(params=arrays["params"], best_params=arrays["best_params"],
+                      optimizer_arrays={k: arrays[k] for k in names}, **fields)
+
+
+def _check_header(path: str, header: dict, settings: dict, data_sha256: str, params: int | None,
+                  dtype: str | None) -> dict:
+    """The TrainState fields of a checkpoint's header, after its format, fingerprint and array
+    table are checked (raises _Refused)."""
     if header.get("format") != FORMAT:
-        raise _bad(path, f"format {header.get('format')!r} is not {FORMAT!r}")
+        raise _Refused(_bad(path, f"format {header.get('format')!r} is not {FORMAT!r}"))
     if header.get("checkpoint_version") != VERSION:
-        raise _bad(path, f"checkpoint version {header.get('checkpoint_version')!r}; this lstm reads {VERSION}")
+        raise _Refused(_bad(path, f"checkpoint version {header.get('checkpoint_version')!r}; this lstm reads "
+                                  f"{VERSION}"))
     if header.get("fingerprint") != fingerprint(settings, data_sha256):
-        raise DataError(_describe_difference(path, settings, header.get("settings"), data_sha256,
-                                             header.get("data_sha256")))
+        raise _Refused(DataError(_describe_difference(path, settings, header.get("settings"), data_sha256,
+                                                      header.get("data_sha256"))))
     try:
-        return _state_from(header, arrays)
+        fields = _fields_from(header)
+        _check_arrays(header["arrays"], fields["optimizer"], params, dtype)
     except (KeyError, TypeError, ValueError) as e:
-        raise _bad(path, f"bad field: {type(e).__name__}: {e}") from None
+        raise _Refused(_bad(path, f"bad field: {type(e).__name__}: {e}")) from None
+    return fields
 
 
 def _int(value, lo: int = 0) -> int:
@@ -161,17 +193,12 @@ def _finite(value) -> float:
     return float(value)
 
 
-def _state_from(header: dict, arrays: dict) -> TrainState:
+def _fields_from(header: dict) -> dict:
+    """TrainState's fields other than the arrays, checked."""
     opt = header["optimizer"]
     name = opt["name"]
     if name not in _OPTIMIZER_ARRAYS:
         raise ValueError(f"unknown optimizer {name!r}")
-    expected = {"params", "best_params", *_OPTIMIZER_ARRAYS[name]}
-    if set(arrays) != expected:
-        raise ValueError(f"arrays {sorted(arrays)}, expected {sorted(expected)}")
-    params = np.array(arrays["params"])  # writable copies of the read-only views
-    if params.ndim != 1 or any(a.shape != params.shape or a.dtype != params.dtype for a in arrays.values()):
-        raise ValueError("arrays differ in shape or dtype")
     epoch = _int(header["epoch"])
     history = header["history"]
     train_loss = [float(_loss(x)) for x in history["train_loss"]]
@@ -181,22 +208,38 @@ def _state_from(header: dict, arrays: dict) -> TrainState:
     rng_state = header["rng_state"]
     probe = np.random.default_rng(0)
     probe.bit_generator.state = rng_state  # refuses a state of another generator or a bad shape
-    return TrainState(
-        epoch=epoch, params=params, best_params=np.array(arrays["best_params"]),
-        best_loss=_loss(header["best_loss"]), best_epoch=_int(header["best_epoch"]),
-        optimizer=name, optimizer_step=_int(opt["step"]), lr=_finite(opt["lr"]),
-        optimizer_arrays={k: np.array(arrays[k]) for k in _OPTIMIZER_ARRAYS[name]},
-        plateau_best=_loss(header["plateau"]["best"]), plateau_bad_epochs=_int(header["plateau"]["bad_epochs"]),
-        rng_state=rng_state, train_loss=train_loss, val_loss=val_loss)
+    return dict(epoch=epoch, best_loss=_loss(header["best_loss"]), best_epoch=_int(header["best_epoch"]),
+                optimizer=name, optimizer_step=_int(opt["step"]), lr=_finite(opt["lr"]),
+                plateau_best=_loss(header["plateau"]["best"]),
+                plateau_bad_epochs=_int(header["plateau"]["bad_epochs"]), rng_state=rng_state,
+                train_loss=train_loss, val_loss=val_loss)
 
 
-def resume_state(path: str, *, settings: dict, data_sha256: str) -> tuple[TrainState | None, str | None]:
+def _check_arrays(table: list[dict], optimizer: str, params: int | None, dtype: str | None) -> None:
+    """The array table (modelfile checked its form): params, best_params and the optimizer's
+    arrays, all one-dimensional of one length and dtype (this run's network's, when given)."""
+    expected = {"params", "best_params", *_OPTIMIZER_ARRAYS[optimizer]}
+    names = {entry["name"] for entry in table}
+    if names != expected:
+        raise ValueError(f"arrays {sorted(names)}, expected {sorted(expected)}")
+    shapes = {(tuple(entry["shape"]), entry["dtype"]) for entry in table}
+    if len(shapes) != 1 or len(next(iter(shapes))[0]) != 1:
+        raise ValueError("arrays differ in shape or dtype, or are not one-dimensional")
+    (size,), code = next(iter(shapes))
+    if params is not None and size != params:
+        raise ValueError(f"arrays of {size:,} parameters; this run's network has {params:,}")
+    if dtype is not None and code != np.dtype(dtype).str:
+        raise ValueError(f"arrays of dtype {code}; this run's network is {dtype}")
+
+
+def resume_state(path: str, *, settings: dict, data_sha256: str, params: int | None = None,
+                 dtype: str | None = None) -> tuple[TrainState | None, str | None]:
     """(state, None) from the checkpoint at `path`; (None, None) when there is none; (None, why) when
     it is damaged or unreadable: training from the start reaches the same model (only later), so a
     damaged checkpoint (power loss, disk error) costs time, never the run. A checkpoint of another
-    run (other data or settings) is refused: DataError."""
+    run (other data or settings) is refused: DataError. params/dtype: as load's."""
     try:
-        return load(path, settings=settings, data_sha256=data_sha256), None
+        return load(path, settings=settings, data_sha256=data_sha256, params=params, dtype=dtype), None
     except (ModelFileError, InputMissingError) as e:
         return None, str(e)
 
@@ -272,8 +315,8 @@ def claim(path: str) -> int | None:
                           "choose another --out") from e
     if head != modelfile.MAGIC:
         raise _not_ours(path, "is not an lstm checkpoint")
-    try:
-        header, _ = modelfile.load(path, schema=False)
+    try:  # the payload is checked as it streams by, never held
+        header = modelfile.load_header(path, schema=False)
     except (ModelFileError, InputMissingError):
         return 0  # an lstm container that no longer reads: a damaged checkpoint
     if header.get("format") != FORMAT:

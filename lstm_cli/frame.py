@@ -82,6 +82,7 @@ import os
 import re
 import stat
 import sys
+import tempfile
 import unicodedata
 import warnings
 import zlib
@@ -94,7 +95,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from lstm_cli import memory
-from lstm_cli.errors import DataError, FreqNotApplicable, InputMissingError, UsageError, shown
+from lstm_cli.errors import DataError, FreqNotApplicable, InputMissingError, UsageError, WriteError, shown
 
 try:  # public since pandas 2.2
     from pandas.tseries.api import guess_datetime_format
@@ -233,7 +234,7 @@ class _Prefixed(io.RawIOBase):
     """`head` (already read to sniff it) followed by the rest of `inner`."""
 
     def __init__(self, head: bytes, inner):
-        self._head = head
+        self._head = memoryview(head)  # sliced as it is read: no copy of what is left
         self._inner = inner
 
     def readable(self) -> bool:
@@ -932,18 +933,22 @@ def _read_stream(raw, source: str, gz_name: bool, targets, features, time_col, i
     except OSError:
         seekable, tape = False, _Tape(raw)
     try:
-        fast = _read_fast(raw if tape is None else tape, source, gz_name, *args)
-    except memory.NotEnoughMemory:
-        raise  # the careful path needs more memory still
-    except _FAST_GIVES_UP:
-        fast = None
-    if fast is not None:
-        return fast
-    if tape is None:
-        raw.seek(start)
-    else:
-        raw = _Prefixed(tape.replay(), raw)
-    return _read_careful(raw, source, gz_name, *args)
+        try:
+            fast = _read_fast(raw if tape is None else tape, source, gz_name, *args)
+        except memory.NotEnoughMemory:
+            raise  # the careful path needs more memory still
+        except _FAST_GIVES_UP:
+            fast = None
+        if fast is not None:
+            return fast
+        if tape is None:
+            raw.seek(start)
+        else:
+            raw = tape.rewind()
+        return _read_careful(raw, source, gz_name, *args)
+    finally:
+        if tape is not None:
+            tape.close()
 
 
 def _read_careful(raw, source: str, gz_name: bool, targets, features, time_col, id_col, sep, freq, missing,
@@ -1190,6 +1195,16 @@ def _assemble(source: str, where: _Where, plan: _Plan, id_col: str | None, n_tar
 FAST_BLOCK = 1 << 22  # bytes of text read and converted at a time
 FAST_MAX_FIELD = 64  # bytes; a longer field in a column we read goes to the careful path
 FAST_MAX_LINE = 1 << 26  # bytes; a longer line goes to the careful path
+# The fast path's memory at its peak (the end of _assemble), measured with getrusage on 200 MB
+# files of tiny rows (sorted and reversed; one series and panels; all-distinct and repeated
+# times) and rounded up: per row, the _Rows arrays (4 + 4 + 8 per value + the line's 4 or 8) at
+# their capacity plus what _assemble adds (int64 times, codes, diffs, masks, the sort's order
+# and copies); per distinct time or id text, its str, dict entry and code in _Distinct and the
+# copies _parse_times makes; per byte of a block, the block's own arrays.
+FAST_ASSEMBLE_ROW_BYTES = 56  # + 8 per value column
+FAST_DISTINCT_BYTES = 176  # + the text's length
+FAST_BLOCK_WORK = 12  # times the block's length
+TAPE_MEMORY_BYTES = 1 << 26  # stdin kept in memory for a replay; the rest goes to a temporary file
 _SPACE = (9, 10, 11, 12, 13, 32)  # what `\s` matches under re.ASCII
 
 
@@ -1201,25 +1216,79 @@ _FAST_GIVES_UP = (_Unusual, DataError, UsageError, UnicodeDecodeError, EOFError,
 
 
 class _Tape(io.RawIOBase):
-    """Passes stdin through and keeps every byte, so the careful path can replay it."""
+    """Passes stdin through and keeps every byte, so that the careful path can read it again from
+    the first one (rewind). The first TAPE_MEMORY_BYTES are kept in memory, the rest in an
+    anonymous temporary file (made in a private directory, never named there once open): a 2 GB
+    stdin costs disk space, not 2 GB of memory, and is read back a buffer at a time."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, in_memory: int | None = None):
         self._inner = inner
-        self._kept: list[bytes] = []
+        self._in_memory = TAPE_MEMORY_BYTES if in_memory is None else in_memory
+        self._kept: io.BytesIO | None = io.BytesIO()
+        self._file = None  # the temporary file, once the tape outgrew memory
+        self._replay = None  # after rewind: what was kept, read before the rest of stdin
+        self.size = 0
+
+    @property
+    def memory_bytes(self) -> int:
+        """What the tape holds in memory."""
+        return self.size if self._file is None and self._kept is not None else 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b) -> int:
+        if self._replay is not None:
+            n = self._replay.readinto(b)
+            if n:
+                return n
+            self._replay.close()
+            self._replay = None
         data = self._inner.read(len(b))
         if not data:
             return 0
-        self._kept.append(bytes(data))
+        if self._kept is not None or self._file is not None:
+            self._keep(data)
         b[: len(data)] = data
         return len(data)
 
-    def replay(self) -> bytes:
-        return b"".join(self._kept)
+    def _keep(self, data: bytes) -> None:
+        try:
+            if self._file is None and self.size + len(data) > self._in_memory:
+                self._file = _anonymous_file()
+                with self._kept.getbuffer() as kept:
+                    self._file.write(kept)
+                self._kept = None
+            (self._kept if self._file is None else self._file).write(data)
+        except OSError as e:  # not a reason to give up the fast path: the replay would be short
+            raise WriteError(f"<stdin>: cannot keep a copy of stdin beyond {_fmt_bytes(self._in_memory)} in a "
+                             f"temporary file in {shown(tempfile.gettempdir())} ({e.strerror or e}); free space "
+                             "there, point TMPDIR at a folder with room, or give the CSV as a file, not '-'") from None
+        self.size += len(data)
+
+    def rewind(self) -> _Tape:
+        """Read from the first byte again: what was kept, then the rest of stdin (not kept)."""
+        replay = self._kept if self._file is None else self._file
+        replay.seek(0)
+        self._replay, self._kept, self._file = replay, None, None
+        return self
+
+    def close(self) -> None:
+        for f in (self._file, self._replay):
+            if f is not None:
+                f.close()
+        self._kept = self._file = self._replay = None
+        super().close()
+
+
+def _anonymous_file():
+    """A temporary file only this process can reach: created in a private (0700) directory that
+    is removed at once (TemporaryFile itself is already unlinked, or was never named)."""
+    private = tempfile.mkdtemp(prefix="lstm-stdin-")
+    try:
+        return tempfile.TemporaryFile(dir=private)
+    finally:
+        os.rmdir(private)
 
 
 def _number_automaton() -> tuple[np.ndarray, np.ndarray]:
@@ -1316,12 +1385,16 @@ class _Distinct:
 
     def __init__(self):
         self.table: dict[str, int] = {}
+        self.text_bytes = 0  # of the distinct strings, for the memory estimate
 
     def codes(self, mat: np.ndarray, length: np.ndarray) -> np.ndarray:
         local, first = _factorize_rows(mat)
         table = self.table
+        before = len(table)
         glob = np.array([table.setdefault(bytes(mat[i, : length[i]]).decode("utf-8"), len(table))
                          for i in first.tolist()], dtype=np.int32)
+        if len(table) > before:  # the new ones, at the mean length of the block's distinct texts
+            self.text_bytes += int((len(table) - before) * length[first].mean()) + 1
         return glob[local]
 
 
@@ -1357,12 +1430,18 @@ class _Rows:
         self.id = np.empty(0, dtype=np.int32)  # codes of the id text, then of the sorted ids
         self.values = np.empty((0, n_values), dtype=np.float64)
         self.lines = np.empty(0, dtype=line_dtype)
+        self.row_bytes = 4 + 4 + 8 * n_values + self.lines.itemsize  # of the four arrays
+
+    def capacity_for(self, k: int, expect: int | None) -> int:
+        """The rows the arrays hold after take(k, expect)."""
+        need = self.n + k
+        return max(need, expect or 0, 2 * len(self.lines)) if need > len(self.lines) else len(self.lines)
 
     def take(self, k: int, expect: int | None) -> slice:
         """The slice of the next k rows; `expect`: the expected number of rows in all, if known."""
         need = self.n + k
         if need > len(self.lines):
-            cap = max(need, expect or 0, 2 * len(self.lines))
+            cap = self.capacity_for(k, expect)
             for name in ("time", "id", "values", "lines"):
                 old = getattr(self, name)
                 new = np.empty((cap, *old.shape[1:]), dtype=old.dtype)
@@ -1401,6 +1480,42 @@ def _plain_size(raw) -> int | None:
     return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
+class _FastMemory:
+    """The fast path's memory check, made before each block's rows are stored: what the rows so
+    far and those still to come will hold at the reader's peak (FAST_ASSEMBLE_ROW_BYTES and the
+    figures beside it), against the memory free when reading began. With the file's size known
+    the rest is projected from the block, so a file that cannot fit is refused on its first
+    block; else (gzip, stdin) on the block that would pass the budget: a gzip bomb of tiny rows
+    stops there with the figure, not in the OOM killer or a MemoryError gigabytes later."""
+
+    def __init__(self, budget: int | None, where: _Where, rows: _Rows, texts: tuple[_Distinct, ...],
+                 tape: _Tape | None):
+        self.budget, self.where, self.rows, self.texts, self.tape = budget, where, rows, texts, tape
+        self.per_row = FAST_ASSEMBLE_ROW_BYTES + 8 * rows.values.shape[1]
+        self._seen = (0, 0)  # distinct texts and their bytes at the last check
+
+    def check(self, k: int, expect: int | None, block_bytes: int, more: float) -> None:
+        """k rows of a block of block_bytes are to be stored; `more`: the rows still to come per
+        row of this block (0 when the size is unknown)."""
+        distinct = sum(len(t.table) for t in self.texts)
+        text = sum(t.text_bytes for t in self.texts)
+        new_distinct, new_text = distinct - self._seen[0], text - self._seen[1]
+        self._seen = (distinct, text)
+        if self.budget is None:
+            return
+        rows = self.rows
+        n = rows.n + k + int(k * more)
+        need = (max(rows.capacity_for(k, expect), n) * rows.row_bytes + n * self.per_row
+                + int(distinct + new_distinct * more) * FAST_DISTINCT_BYTES + int(text + new_text * more)
+                + FAST_BLOCK_WORK * block_bytes + (self.tape.memory_bytes if self.tape is not None else 0))
+        if need < PARSE_CHECK_BYTES or need <= self.budget:  # the careful path's floor: small reads pass
+            return
+        what = f"loading about {n:,} rows" if more else f"loading the first {n:,} rows"
+        raise memory.refusal(need, self.budget, f"{self.where.file}: {what}",
+                             "split the file, use a machine with more memory (or, for predict and evaluate, "
+                             "--engine dask), or lower --max-input-bytes")
+
+
 def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_col, sep, freq, missing,
                max_bytes) -> SeriesSet:
     """The fast path (see above): plain or gzip UTF-8 text whose quotes (if any) enclose whole
@@ -1411,6 +1526,7 @@ def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_
         raise _Unusual("a multi-byte separator")
     sep_code = sep_byte[0]
     where = _Where(source, id_col)
+    budget = memory.available_bytes()  # before reading, as the careful path's _Checked
     head = _read_up_to(raw, 2)
     stream = _Prefixed(head, raw)
     if head == b"\x1f\x8b":
@@ -1452,6 +1568,7 @@ def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_
     time_text, id_text = _Distinct(), _Distinct()
     rows = _Rows(len(plan.columns), np.int32 if max_bytes < 2**31 - 2 else np.int64)  # a line takes a byte
     size = None if isinstance(stream, gzip.GzipFile) else _plain_size(raw)  # to size the arrays at once
+    fast_memory = _FastMemory(budget, where, rows, (time_text, id_text), raw if isinstance(raw, _Tape) else None)
     done = len(block)  # bytes of text in the blocks read so far
     block = block[nl + 1 :]
     line_base = 2  # the line number of the block's first line
@@ -1483,8 +1600,6 @@ def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_
         if len(starts):
             seps = seps.reshape(len(starts), n_fields - 1)
             k = len(starts)
-            expect = None if size is None else rows.n + k + int(1.1 * k * max(0, size - done) / len(block)) + 1
-            at = rows.take(k, expect)
             cols = []
             for j in need:
                 a = starts if j == 0 else seps[:, j - 1] + 1
@@ -1494,9 +1609,16 @@ def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_
                     a, b = a + q, b - q
                 length = b - a
                 cols.append((_fixed_width(arr, a, length), length))
-            rows.time[at] = time_text.codes(*cols[0])
-            if id_col is not None:
-                rows.id[at] = id_text.codes(*cols[1])
+            time_codes = time_text.codes(*cols[0])
+            id_codes = id_text.codes(*cols[1]) if id_col is not None else None
+            more = 0.0 if size is None else max(0, size - done) / len(block)  # rows to come per row here
+            expect = None if size is None else rows.n + k + int(1.1 * k * more) + 1
+            fast_memory.check(k, expect, len(block), more)
+            at = rows.take(k, expect)
+            rows.time[at] = time_codes
+            if id_codes is not None:
+                rows.id[at] = id_codes
+            del time_codes, id_codes
             first_value = len(need) - len(plan.columns)
             for c in range(len(plan.columns)):
                 rows.values[at, c] = _fast_numbers(*cols[first_value + c])

@@ -161,8 +161,14 @@ def require(nbytes: float, what: str, remedy: str, error: type = DataError) -> N
     available = available_bytes()
     if available is None or nbytes <= available:
         return
-    raise _shortage_of(error)(f"{what} needs about {fmt(nbytes)} of memory ({fmt(available)} available); "
-                              f"{remedy}")
+    raise refusal(nbytes, available, what, remedy, error)
+
+
+def refusal(nbytes: float, available: int, what: str, remedy: str, error: type = DataError) -> LstmError:
+    """The error `require` raises, for a caller that compares its whole need with a figure it
+    measured before it began allocating (a reader's budget), not with what is left now."""
+    return _shortage_of(error)(f"{what} needs about {fmt(nbytes)} of memory ({fmt(available)} available); "
+                               f"{remedy}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,28 +59,29 @@ def validate_csv(data: str, *, targets=(), features=(), time_col=None, id_col=No
     """Read DATA as train/predict would, and report. With model_path the model's contract
     (columns, time kind, frequency, lookback) is what DATA is checked against."""
     report = Report(source=data)
-    model = None
-    if model_path is not None:
-        from lstm_cli.pipeline import load_model
+    spec = None
+    if model_path is not None:  # the contract is in the header: the weights stream through their checks, never held
+        from lstm_cli import modelfile
+        from lstm_cli.model import DataSpec
 
-        model, _ = load_model(model_path)
-        lookback = model.spec.lookback
+        spec = DataSpec.from_header(modelfile.load_header(model_path)["data"])
+        lookback = spec.lookback
         horizon = None  # predict needs only the lookback
     try:
-        if model is None:
+        if spec is None:
             series = frame.read_series(data, targets=targets, features=features, time_col=time_col, id_col=id_col,
                                        sep=sep, freq=freq, missing=missing)
         else:  # as predict reads it: the model's columns and frequency
             from lstm_cli.pipeline import read_like_model
 
-            series = read_like_model(data, model.spec, sep=sep, missing=missing, check_step=False)
+            series = read_like_model(data, spec, sep=sep, missing=missing, check_step=False)
     except InputMissingError:
         raise
     except DataError as e:
         report.add("readable", "fail", str(e))
         return report
     lengths = np.diff(series.starts)
-    if model is None:
+    if spec is None:
         try:  # --freq ms on monthly data reads, every month a gap: train would learn the wrong step
             frame.check_given_freq(series, freq)
         except DataError as e:
@@ -94,9 +95,9 @@ def validate_csv(data: str, *, targets=(), features=(), time_col=None, id_col=No
     for note in series.warnings:
         report.add("note", "warn", note)
     _spreadsheet_checks(report, series)
-    if model is not None:
+    if spec is not None:
         try:  # time kind and step, as predict and evaluate check them
-            frame.check_model_step(series, model.spec.time_kind, model.spec.freq, model.spec.step)
+            frame.check_model_step(series, spec.time_kind, spec.freq, spec.step)
         except DataError as e:
             report.add("model contract", "fail", str(e))
     if lookback:
