@@ -80,8 +80,18 @@ def _fmt(x: float) -> str:
 
 def render(ev, title: str, fmt: str = "png") -> bytes:
     """The evaluation's panels (ev.panels, see evaluate.Panel) as the bytes of a `fmt` file
-    (a value of FORMATS)."""
+    (a value of FORMATS), drawn with matplotlib's built-in defaults: a matplotlibrc in the working
+    directory or the user's config (anyone's file, in a shared folder) changes nothing, and the
+    same evaluation gives the same bytes on every host."""
     require_matplotlib()
+    import matplotlib
+
+    defaults = {k: v for k, v in matplotlib.rcParamsDefault.items() if k != "backend"}
+    with matplotlib.rc_context(defaults):
+        return _render(ev, title, fmt)
+
+
+def _render(ev, title: str, fmt: str) -> bytes:
     from matplotlib import rc_context
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter

@@ -442,3 +442,22 @@ def test_interrupt_message_time_limit_before_the_first_epoch(tmp_path):
     assert one_line(result) == (f"lstm: --time-limit ran out before the first epoch finished; previous model "
                                 f"kept ({out}); raise --time-limit")
     assert out.read_bytes() == b"old model"
+
+
+def test_plot_ignores_a_matplotlibrc_in_the_working_directory(model, tmp_path):
+    """matplotlib reads ./matplotlibrc first: in a shared folder anyone's file would restyle (or, through
+    figure.hooks, run code for) the plot. The plot is drawn with matplotlib's own defaults."""
+    model_path, csv = model
+    clean = tmp_path / "clean"
+    hostile = tmp_path / "hostile"
+    for d in (clean, hostile):
+        d.mkdir()
+    (hostile / "matplotlibrc").write_text("lines.linewidth: 40\nfigure.facecolor: red\nsvg.fonttype: none\n"
+                                          "figure.hooks: os:system\n")
+    out = {}
+    for d in (clean, hostile):  # a process of its own: matplotlib reads the file when it is imported
+        proc = subprocess.run([sys.executable, "-m", "lstm_cli", "evaluate", str(model_path), str(csv), "--plot",
+                               str(d / "p.svg"), "-q"], cwd=d, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        out[d] = (d / "p.svg").read_bytes()
+    assert out[clean] == out[hostile]
