@@ -240,7 +240,10 @@ def check_model_fits(series: frame.SeriesSet, req: TrainRequest, arch: Architect
     from lstm_cli import memory
 
     n = len(series.ids)
-    split = f"split the data by {series.id_col!r} and train one model per part"
+    split = (f"split the data by {series.id_col!r} and train one model per part" if series.id_col
+             else "train on fewer columns")
+    if req.scaling == "auto":  # decided later, on the windows; 'seasonal' is the longer name it can take
+        req = replace(req, scaling="seasonal")
     if n > modelfile.MAX_SERIES:
         raise DataError(f"{series.source}: {n:,} series, more than the {modelfile.MAX_SERIES:,} a model file can "
                         f"hold; {split}")
