@@ -262,8 +262,13 @@ def _connect(distributed, scheduler: str | None, n_workers: int | None):
     except OSError as e:
         if cluster is not None:
             cluster.close()
-        raise InputMissingError(f"cannot reach the dask scheduler {scheduler}: {e}; start it with "
+        raise InputMissingError(f"cannot reach the dask scheduler {errors.shown(scheduler)}: {e}; start it with "
                                 "`dask scheduler` and workers with `dask worker ADDRESS`") from None
+    except (ValueError, TypeError) as e:  # distributed's address parsing: a scheme, host or port it cannot read
+        if cluster is not None:
+            cluster.close()
+        raise UsageError(f"--scheduler {errors.shown(scheduler)} is not a scheduler address ({e}); give one like "
+                         "tcp://host:8786") from None
     try:
         register = getattr(client, "register_plugin", None) or client.register_worker_plugin
         register(_warm_plugin(distributed))
@@ -272,6 +277,13 @@ def _connect(distributed, scheduler: str | None, n_workers: int | None):
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _check_data(data: str) -> None:
+    """The dask engine reads DATA itself, from files: '-' (stdin) would be taken for a file named '-'."""
+    if data == "-":
+        raise UsageError("DATA -: --engine dask reads files (a path, a glob or Parquet), not stdin; give a path, "
+                         "or leave --engine dask out to read stdin")
 
 
 def _by_series(dd, data: str, spec, sep: str, blocksize, npartitions: int | None):
@@ -380,6 +392,7 @@ def predict_dask(model_path: str, data: str, out: str, *, scheduler: str | None 
     dask, dd, distributed = _import_dask()
     if not out or out == "-":
         raise UsageError("--engine dask writes files: give --out DIR (part files) or --out FILE.csv")
+    _check_data(data)
     one_file = _check_out(out, data)
     model_bytes, header, model = _read_model(model_path)  # refuse a bad model before any work
     spec = model.spec
@@ -461,6 +474,7 @@ def evaluate_dask(model_path: str, data: str, *, backtests: int = 1, step: int |
     decided once, here. on_progress(done, total, series) after every partition."""
     from lstm_cli import evaluate
 
+    _check_data(data)
     dask, dd, distributed = _import_dask()
     model_bytes, header, model = _read_model(model_path)
     spec = model.spec

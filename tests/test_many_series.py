@@ -227,6 +227,28 @@ def test_streams_refused_partition_is_one_line_on_stderr_and_not_retried(trained
     assert proc.stdout == "" and not (tmp_path / "out").exists()
 
 
+def test_out_dash_dask_data_dash_is_refused_and_never_reads_a_file_named_dash(trained, tmp_path, monkeypatch):
+    """--engine dask reads files: DATA - must not open ./- (a wrong forecast, exit 0) nor fail with pandas' text."""
+    d, model_path = trained
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-").write_text((d / "train.csv").read_text())
+    for args in (["predict", model_path, "-", "--engine", "dask", "--out", tmp_path / "o.csv"],
+                 ["evaluate", model_path, "-", "--engine", "dask"]):
+        r = run(*args)
+        assert r.exit_code == 2 and r.stderr.startswith("lstm: DATA -: --engine dask reads files"), r.output
+        assert len(r.stderr.splitlines()) == 1 and r.stdout == ""
+    assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize("address", ["foo://x", "", "tcp://", "tcp://[::1", "inproc://x", "ht tp://\u00e9"])
+def test_click_usage_errors_malformed_scheduler_is_exit_2(trained, tmp_path, address):
+    d, model_path = trained
+    r = run("predict", model_path, d / "train.csv", "--engine", "dask", "--out", tmp_path / "q.csv",
+            "--scheduler", address)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith("lstm: --scheduler") and len(r.stderr.splitlines()) == 1, r.stderr
+
+
 def test_directory_output_replaces_existing_directory(cluster, trained, tmp_path):
     d, model_path = trained
     out_dir = tmp_path / "dir"
