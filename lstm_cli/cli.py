@@ -837,12 +837,12 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
                   f"season {ev.season}, {len({r['series'] for r in ev.records})} series", rows)
     if plot_path:  # written before the gate: a failed gate is a verdict, and the picture helps judge it
         from lstm_cli import atomic
-        from lstm_cli.plot import plot_format, render
+        from lstm_cli.plot import label, plot_format, render
 
         if ev.panels_total > len(ev.panels):
             console.note(f"--plot: {len(ev.panels)} of {ev.panels_total} series x target panels drawn, "
                          f"{ev.panels_total - len(ev.panels)} left out (at most {PANEL_LIMIT})")
-        picture = render(ev, f"{os.path.basename(model)} on {os.path.basename(data)}: horizon {ev.horizon}, "
+        picture = render(ev, f"{label(os.path.basename(model))} on {label(os.path.basename(data))}: horizon {ev.horizon}, "
                              f"{ev.origins} origin(s), {mode_text}", plot_format(plot_path))
         with atomic.output_lock(plot_path):
             atomic.atomic_write(plot_path, picture)

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from lstm_cli.errors import MissingDependencyError, UsageError
+from lstm_cli.errors import MissingDependencyError, UsageError, shown
 
 PANEL_LIMIT = 12
 DPI = 100
@@ -72,6 +72,13 @@ def figure_pixels(n_panels: int) -> tuple[int, int]:
 
 def _x(times: np.ndarray, time_kind: str) -> np.ndarray:
     return times.astype("datetime64[ns]") if time_kind == "datetime" else times
+
+
+def label(text) -> str:
+    """A user's string (an id, a column or file name) as the plot shows it: quoted as messages quote
+    it when it holds control or bidi characters (U+202E would reverse the figures beside it), and
+    with '$' escaped so that matplotlib does not parse it as math."""
+    return shown(text).replace("$", r"\$")
 
 
 def _fmt(x: float) -> str:
@@ -138,7 +145,7 @@ def _render(ev, title: str, fmt: str) -> bytes:
             handles.setdefault("seasonal naive", h)
             (h,) = ax.plot(xs, o.lstm, color=FORECAST_COLOR, lw=1.8)
             handles.setdefault("lstm forecast" if len(p.origins) == 1 else "lstm forecast (each origin)", h)
-        name = f"{p.series} · {p.target}" if ev.id_col else p.target
+        name = f"{label(p.series)} · {label(p.target)}" if ev.id_col else label(p.target)
         ax.set_title(f"{name}   MASE lstm {_fmt(p.mase.get('lstm', float('nan')))}, "
                      f"seasonal naive {_fmt(p.mase.get('seasonal_naive', float('nan')))}", fontsize=10, loc="left")
         ax.grid(True, color="#dddddd", lw=0.6)

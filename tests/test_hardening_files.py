@@ -461,3 +461,20 @@ def test_plot_ignores_a_matplotlibrc_in_the_working_directory(model, tmp_path):
         assert proc.returncode == 0, proc.stderr
         out[d] = (d / "p.svg").read_bytes()
     assert out[clean] == out[hostile]
+
+
+def test_log_forging_plot_titles_quote_bidi_ids_and_escape_dollars(tmp_path):
+    """An id with U+202E reversed the MASE figures of its panel title; one with '$' pairs was parsed as
+    math. Titles show ids as messages do (quoted when not printable) and '$' literally."""
+    t = np.arange(40)
+    rows = "".join(f"{sid},{i},{10 + np.sin(i / 2) + k:.4f}\n" for k, sid in enumerate(["\u202eevil", "$\\frac{1}$"])
+                   for i in t)
+    csv = tmp_path / "ids.csv"
+    csv.write_text("sid,step,y\n" + rows)
+    m = tmp_path / "m.lstm"
+    assert invoke(*train_args(csv, m, "--id-col", "sid", "-q")).exit_code == 0
+    result = invoke("evaluate", m, csv, "--plot", tmp_path / "p.svg", "-q")
+    assert result.exit_code == 0, result.output
+    svg = (tmp_path / "p.svg").read_text()
+    assert "\u202e" not in svg and "\\u202eevil" in svg
+    assert "frac{1}" in svg  # drawn as text, not as a fraction
