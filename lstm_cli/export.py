@@ -408,6 +408,7 @@ def _write_stdout(data: bytes, fmt: str) -> None:
     buffer = getattr(stream, "buffer", None)
     if buffer is None:  # a text-only stream (an embedding program's replacement for stdout)
         if fmt != "json":
+            stream.write("")  # a stdout the shell closed fails here as for every command (exit 74)
             raise UsageError(f"stdout takes only text here; give --out FILE for a {fmt} export")
         stream.write(data.decode())
         stream.flush()

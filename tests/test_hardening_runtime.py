@@ -330,7 +330,7 @@ def test_streams_closed_stdin_and_stdout(shared_dir, panel, model):
                f"--lookback 6 --horizon 3 --out {q(str(out))} -q >&-")
     assert train.returncode == 0, train.stderr
     assert run("info", out).exit_code == 0
-    for command in ("--help", "version"):
+    for command in ("--help", "version", *(f"export {q(str(out))} --format {fmt} --out -" for fmt in ("npz", "json"))):
         closed = sh(f"{q(LSTM)} {command} >&-")
         assert closed.returncode == 74
         assert closed.stderr.decode().splitlines() == ["lstm: stdout is closed; redirect it or give --out FILE"]
