@@ -1997,6 +1997,21 @@ def future_times(last: int, step: int, freq: str | None, time_kind: str, n: int)
                         f"{pd.Timestamp.max:%Y-%m-%d}; forecast fewer steps") from None
 
 
+def check_forecast_fits(series: SeriesSet, horizon: int, freq: str | None = None) -> None:
+    """Refuse DATA whose next `horizon` steps pass 2262 or the int64 limit, with predict's message:
+    train (and validate) said yes to data whose model could then never forecast it. The latest
+    series end is the one that binds; freq is the model's when it has one."""
+    if horizon < 1 or len(series.ids) == 0:
+        return
+    last = series.times[series.starts[1:] - 1]
+    k = int(np.argmax(last))
+    try:
+        future_times(int(last[k]), series.step, freq or series.freq, series.time_kind, horizon)
+    except DataError as e:
+        where = _Where(series.source, series.id_col)
+        raise DataError(f"{where.file}{where.series(series.ids[k])}: {e}") from None
+
+
 def format_times(times: np.ndarray, time_kind: str, freq: str | None) -> list[str]:
     """Stamps as text: integers as integers; dates as YYYY-MM-DD when every stamp is midnight (and
     the freq is not sub-daily), else 'YYYY-MM-DD HH:MM:SS' (with fractions when there are any)."""

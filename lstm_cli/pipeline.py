@@ -345,6 +345,7 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
                                id_col=req.id_col, sep=req.sep, freq=req.freq, missing=req.missing,
                                max_bytes=max_input_bytes)
     frame.check_given_freq(series, req.freq)
+    frame.check_forecast_fits(series, req.horizon)  # a model that could not forecast its own data: refused now
     old = None
     warm_notes: list[str] = ckpt_notes
     if req.warm_start:

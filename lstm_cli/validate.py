@@ -66,7 +66,6 @@ def validate_csv(data: str, *, targets=(), features=(), time_col=None, id_col=No
 
         spec = DataSpec.from_header(modelfile.load_header(model_path)["data"])
         lookback = spec.lookback
-        horizon = None  # predict needs only the lookback
     try:
         if spec is None:
             series = frame.read_series(data, targets=targets, features=features, time_col=time_col, id_col=id_col,
@@ -100,6 +99,15 @@ def validate_csv(data: str, *, targets=(), features=(), time_col=None, id_col=No
             frame.check_model_step(series, spec.time_kind, spec.freq, spec.step)
         except DataError as e:
             report.add("model contract", "fail", str(e))
+    steps = horizon or (spec.horizon if spec is not None else None)
+    if spec is not None:
+        horizon = None  # predict needs only the lookback
+    if steps:
+        try:  # predict's check: the next `steps` times must be dates (or integers) that exist
+            frame.check_forecast_fits(series, steps, spec.freq if spec is not None else None)
+            report.add("forecast times", "ok", f"the next {steps} steps after each series end are representable")
+        except DataError as e:
+            report.add("forecast times", "fail", str(e))
     if lookback:
         need = lookback + (horizon or 0)
         short = [(sid, int(n)) for sid, n in zip(series.ids, lengths, strict=True) if n < need]

@@ -224,7 +224,7 @@ def test_step_mismatch_in_a_dask_partition(d, half_hour):
 def test_time_overflow_integer_forecast_past_int64(d):
     top = 2**63 - 1
     data = write_csv(d / "top.csv", range(top - 60, top - 1), "t")
-    model = train(d, "top", data, "--time-col", "t")
+    model = train(d, "top", write_csv(d / "below_top.csv", range(top - 60, top - 4), "t"), "--time-col", "t")
     result = run("predict", model, data)  # ends at top - 2: the 3 forecast steps pass top
     assert result.exit_code == 65, result.output
     line = one_error_line(result)
@@ -538,3 +538,54 @@ def test_time_overflow_now_at_the_last_nanosecond_gives_a_stale_verdict(d, daily
     result = run("predict", daily, d / "daily.csv", "--max-age", "1d", "--now", "2262-04-11 23:47:16.854775807")
     assert result.exit_code == 4
     assert "before 2262-04-11 23:47:16;" in one_error_line(result)
+
+
+# ----------------------------------------------------------------------------------------------
+# forecast_fits: validate and train refuse data whose next horizon steps predict cannot write
+
+
+def late_month_starts(d: Path) -> Path:
+    return write_csv(d / "late_ms.csv", stamps("2257-01-01", 63, "MS"))  # ends 2262-03-01
+
+
+def int_near_top(d: Path) -> Path:
+    top = 2**63 - 1
+    return write_csv(d / "int_top.csv", range(top - 40, top), "t")  # ends at top - 1
+
+
+@pytest.mark.parametrize("make, extra", [(late_month_starts, ()), (int_near_top, ("--time-col", "t"))])
+def test_forecast_fits_train_refuses_data_it_could_not_forecast(d, make, extra):
+    data = make(d)
+    out = d / "unforecastable.lstm"
+    result = run("train", data, "--target", "y", *FAST, *extra, "--out", out)
+    assert result.exit_code == 65, result.output
+    line = one_error_line(result)
+    assert data.name in line and "forecast times after" in line
+    assert not out.exists()
+
+
+def test_forecast_fits_validate_model_agrees_with_predict(d):
+    early = write_csv(d / "early_ms.csv", stamps("2250-01-01", 63, "MS"))
+    model = train(d, "early_ms", early)
+    data = late_month_starts(d)
+    predicted = run("predict", model, data)
+    assert predicted.exit_code == 65
+    checked = run("validate", data, "--model", model)
+    assert checked.exit_code == 65, checked.output
+    assert "forecast times after 2262-03-01" in checked.output
+    assert run("validate", early, "--model", model).exit_code == 0
+
+
+def test_forecast_fits_validate_model_integers_near_the_limit(d, integer):
+    data = int_near_top(d)
+    assert run("predict", integer, data).exit_code == 65
+    checked = run("validate", data, "--model", integer)
+    assert checked.exit_code == 65 and "64-bit integer limit" in checked.output
+
+
+def test_forecast_fits_validate_with_horizon(d):
+    data = late_month_starts(d)
+    checked = run("validate", data, "--target", "y", "--horizon", "3")
+    assert checked.exit_code == 65 and "forecast times after 2262-03-01" in checked.output
+    assert run("validate", data, "--target", "y", "--horizon", "1").exit_code == 0
+    assert run("validate", data, "--target", "y").exit_code == 0  # no horizon: nothing to forecast
