@@ -187,6 +187,9 @@ class DurationType(click.ParamType):
         if isinstance(value, (bool, int, float)):  # only a TOML file gives numbers
             self.fail(f"{value!r} has no unit; write it as a string with one, such as \"{value}s\" or "
                       f"\"{value}h\"", param, ctx)
+        if not isinstance(value, str):  # a TOML date or time
+            self.fail(f"{value} is a date or time, not a duration; write one as a string with a unit, such as "
+                      "\"90s\" or \"2h\"", param, ctx)
         m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?\s*", str(value), re.ASCII)
         if m and not m.group(2):
             self.fail(f"{value!r} has no unit; write {m.group(1)}s, {m.group(1)}m or {m.group(1)}h", param, ctx)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import stat
 import sys
 
@@ -125,7 +126,8 @@ def one_line_click_error(e, ctx=None) -> None:
 
     if isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):
         return
-    message = e.format_message().strip().rstrip(".")
+    # click lays its choice lists out on lines ("Choose from:\n\tonnx,\n\tjson"): one line of them
+    message = e.format_message().replace("\n\t", " ").strip().rstrip(".")
     if not isinstance(e, click.UsageError):
         line = f"lstm: {message}"
     else:
@@ -449,6 +451,48 @@ def _numba_config_content_problem() -> str | None:
             problem = cache_dir_problem(str(value))
             if problem:
                 return f"names the cache_dir {shown(str(value))}, which {problem}"
+    return None
+
+
+# numba settings that print on stdout (numba's debug output is print()ed, so it would share the
+# data's stream) or write files of their own: refused when set to anything but off
+NUMBA_PRINTING = re.compile(r"^NUMBA_(DEBUG|DEBUG_(?!INFO$).*|DUMP_.*|TRACE|CHROME_TRACE|PARALLEL_DIAGNOSTICS|"
+                            r"SHOW_HELP|NRT_STATS|LLVM_PASS_TIMINGS|DEBUG_NRT.*)$")
+NUMBA_OFF = ("", "0", "none")
+NUMBA_OPT_LEVELS = ("0", "1", "2", "3", "max")
+
+
+def _numba_setting_problem(name: str, value) -> str | None:
+    """Why the numba setting `name` (NUMBA_X) set to `value` breaks a command: its output would mix
+    with the data, or the kernels cannot run with it."""
+    text = str(value).strip()
+    if NUMBA_PRINTING.match(name) and text.lower() not in NUMBA_OFF:
+        return "makes numba print its debugging output on stdout, mixed with the data"
+    if name == "NUMBA_DISABLE_JIT" and text not in NUMBA_OFF:
+        return "turns numba's compiler off, and the kernels run only compiled"
+    if name == "NUMBA_NUM_THREADS" and not (text.isdigit() and int(text) >= 1):
+        return "is not a whole number of threads of 1 or more"
+    if name == "NUMBA_OPT" and text not in NUMBA_OPT_LEVELS:
+        return "is not an optimisation level numba knows (0, 1, 2, 3 or max)"
+    return None
+
+
+def numba_settings_problem(file_settings: dict) -> str | None:
+    """The first numba setting, from the environment or from ./.numba_config.yaml (`file_settings`,
+    its keys as numba reads them: NUMBA_ + the key in capitals), that _numba_setting_problem refuses,
+    as the message of a UsageError. numba reads both when it is imported, before any command can
+    catch what it does with them."""
+    where = shown(os.path.abspath(NUMBA_CONFIG))
+    for name, value in sorted(os.environ.items()):
+        problem = name.startswith("NUMBA_") and _numba_setting_problem(name, value)
+        if problem:
+            return f"the environment variable {name}={shown(value)} {problem}; unset it (unset {name}) and rerun"
+    for name, value in sorted(file_settings.items()):
+        problem = name not in os.environ and _numba_setting_problem(name, value)
+        if problem:
+            key = name[len("NUMBA_"):].lower()
+            return (f"{where} sets {key}: {shown(str(value))}, which {problem}; remove that line or run lstm "
+                    "from another directory")
     return None
 
 

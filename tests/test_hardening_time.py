@@ -327,6 +327,9 @@ def test_duration_units_a_config_file_number_is_refused(d, daily, tmp_path):
     result = run("--config", conf, "predict", daily, d / "daily.csv")
     line = usage_error(result)
     assert "no unit" in line and '"2s"' in line
+    conf.write_text("[predict]\nmax-age = 1979-05-27\n", encoding="utf-8")  # a TOML date
+    line = usage_error(run("--config", conf, "predict", daily, d / "daily.csv"))
+    assert "1979-05-27 is a date or time, not a duration" in line and "datetime" not in line
     conf.write_text('[predict]\nmax-age = "20000d"\n', encoding="utf-8")
     assert run("--config", conf, "predict", daily, d / "daily.csv", "-q").exit_code == 0
 

@@ -361,6 +361,7 @@ def test_failing_stderr_a_failing_stdout_is_still_74(model):
     (["predict", "m", "d", "--now", "x"], "predict", "is not an ISO 8601 time"),
     (["predict", "m", "d", "--horizon", "0"], "predict", "--horizon"),
     (["predict", "m"], "predict", "Missing argument 'DATA'"),
+    (["export", "m"], "export", "Missing option '--format'. Choose from: onnx, json, npz;"),
     (["evaluate", "m", "d", "--scheduler", "x"], "evaluate", "--scheduler needs --engine dask"),
     (["config", "show", "--format", "x"], "config show", "'x' is not one of"),
     (["config", "nope"], "config", "No such command 'nope'"),
