@@ -118,9 +118,13 @@ def cli(ctx, debug, config_file):
 
     if not debug and os.environ.get("LSTM_DEBUG", "") in ("", "0"):
         warnings.simplefilter("ignore")  # a successful cron run prints nothing unexpected
-    from lstm_cli import config, runtime
+    from lstm_cli import config, memory, runtime
+    from lstm_cli.errors import OutOfMemory
 
     try:
+        name, _, args = ctx.meta.get("lstm.command", (None, None, []))
+        if "--help" not in args and (problem := memory.address_space_problem(name)):
+            raise OutOfMemory(problem)
         notes = _prepare_runtime()
         file_values = config.read_file(config_file) if config_file else {}
         ctx.default_map, sources = config.resolve(_configurable(), file_values, config_file)

@@ -114,6 +114,12 @@ class WriteError(LstmError):
     exit_code = EXIT_IO
 
 
+class OutOfMemory(LstmError):
+    """The process cannot get the memory the command needs (a limit set by ulimit, cgroups)."""
+
+    exit_code = EXIT_IO
+
+
 class LockedError(LstmError):
     exit_code = EXIT_LOCKED
 

@@ -35,6 +35,32 @@ def _shortage_of(error: type) -> type:
     return _SHORTAGE[error]
 
 
+# The address space (`ulimit -v`) a command needs just to load what it imports. Below it nothing
+# fails cleanly: OpenBLAS spins forever in blas_thread_init or exits 1, LLVM aborts, jemalloc
+# segfaults, an import fails half-way. Measured on this build: predict ran from 650 MB (numba,
+# LLVM, the kernels); info, validate and export from about 450 MB (numpy, pandas, onnx). With room
+# for worker threads' stacks:
+_KERNELS, _ARRAYS = 800 * 2**20, 512 * 2**20
+ADDRESS_SPACE_NEEDED = {"train": _KERNELS, "predict": _KERNELS, "evaluate": _KERNELS, "warmup": _KERNELS,
+                        "version": _KERNELS, "info": _ARRAYS, "validate": _ARRAYS, "export": _ARRAYS}
+
+
+def address_space_problem(command: str | None) -> str | None:
+    """Why the address-space limit is too small for `command` to load (None when it is not),
+    checked before the heavy imports: what happens below it is a hang or an abort, not a
+    MemoryError the tool could report."""
+    need = ADDRESS_SPACE_NEEDED.get(command or "")
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if need is None or soft == resource.RLIM_INFINITY or soft >= need:
+        return None
+    return (f"the address-space limit (ulimit -v) is {fmt(soft)}, and lstm {command} needs about {fmt(need)} to load "
+            f"its libraries: raise it (ulimit -v {need // 1024} or more)")
+
+
 def fmt(nbytes: float) -> str:
     """A size for people: 38 GB, 1.2 GB, 350 MB, 12 kB."""
     for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):

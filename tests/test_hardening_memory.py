@@ -537,6 +537,36 @@ def test_memory_estimate_gzip_bomb_under_an_address_space_limit(tmp_path):
     assert ok.returncode == 0, ok.stderr
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="rlimits")
+def test_memory_estimate_address_space_too_small_to_load_is_one_line(tmp_path):
+    """Under `ulimit -v` below what numba, LLVM and OpenBLAS need to load, predict hung (OpenBLAS
+    spinning in blas_thread_init), aborted (LLVM) or exited 70 (an import failed half-way): now one
+    line and 74 before the imports. --help and the commands that load no libraries still run."""
+    import resource
+    import subprocess
+    import sys
+
+    def run_limited(limit, *args):
+        def limit_address_space():
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+        return subprocess.run([sys.executable, "-m", "lstm_cli", *map(str, args)], capture_output=True, text=True,
+                              preexec_fn=limit_address_space, timeout=60)
+
+    model = tmp_path / "m.lstm"
+    assert run("train", A10, "--target", "cost_million_aud", "--horizon", 3, "--lookback", 12, "--hidden", 2,
+               "--epochs", 1, "--out", model, "-q").exit_code == 0
+    for command, args in (("predict", (model, A10)), ("version", ()), ("info", (model,))):
+        result = run_limited(300 * 2**20, command, *args)
+        assert result.returncode == 74, result.stderr
+        assert result.stderr.splitlines() == [result.stderr.strip()]
+        assert f"lstm {command} needs about" in result.stderr and "ulimit -v" in result.stderr
+        assert result.stdout == ""
+    for args in (("predict", "--help"), ("--help",), ("config", "show")):
+        assert run_limited(300 * 2**20, *args).returncode == 0
+    assert memory.address_space_problem("config") is None
+
+
 # ---------------------------------------------------------------------------------------------
 # model_payload: checkpoints and validate --model decide from the header
 
