@@ -72,12 +72,14 @@ class Console:
             return
         if self.rich:
             from rich.table import Table
+            from rich.text import Text
 
-            t = Table(title=title, show_header=False, title_justify="left")
+            # Text, not markup: a column named '[link=...]x' or '[red]' is shown, not obeyed
+            t = Table(title=Text(one_line(title)), show_header=False, title_justify="left")
             t.add_column(style="bold")
             t.add_column()
             for k, v in rows:
-                t.add_row(k, v)
+                t.add_row(Text(one_line(k)), Text(one_line(v)))
             self._emit(lambda: self.rich_console.print(t))
         else:
             self.line(title)
@@ -169,13 +171,16 @@ class TrainProgress:
             if p["phase"] not in TERMINAL_ONLY_PHASES:
                 c.line(text)
             return
+        from rich.text import Text
+
         self._phase_done()
         self._phase_text, self._phase_start = text, time.monotonic()
+        shown_text = Text(one_line(text))  # a file name's '[...]' is text, not rich markup
         if self._status is None:
-            self._status = c.rich_console.status(text)
+            self._status = c.rich_console.status(shown_text)
             self._status.start()
         else:
-            self._status.update(text)
+            self._status.update(shown_text)
 
     def _phase_done(self) -> None:
         """On a terminal a finished phase stays as a line with its time; the spinner moves on."""

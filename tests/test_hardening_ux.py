@@ -323,3 +323,26 @@ def test_id_col_hint_for_predict_says_retrain_with_it(tmp_path):
         assert result.exit_code == 65, result.output
         line = result.stderr.strip().splitlines()[-1]
         assert line.endswith("but the model was trained on one series: retrain it with --id-col series_id"), line
+
+
+def test_log_forging_rich_output_shows_markup_and_control_characters_as_text():
+    """On a terminal rich parsed names as markup ('[link=...]' made a hyperlink, '[red]' vanished)
+    and printed control characters raw; tables and the phase spinner show them as text."""
+    import io
+
+    from rich.console import Console as RichConsole
+
+    from lstm_cli.console import Console
+
+    progress, out = _rich_progress()
+    with progress:
+        progress("phase", {"phase": "reading", "source": "[red]x[/red]\x1b[2J.csv"})
+        progress("phase", {"phase": "compiling"})
+    assert "[red]x[/red]\\x1b[2J.csv" in out.getvalue() and "\x1b[2J" not in out.getvalue()
+    console = Console()
+    console.rich = True
+    buf = io.StringIO()
+    console._rich_console = RichConsole(file=buf, force_terminal=True, width=200, color_system=None)
+    console.table("lstm model [bold]m[/bold]", [("targets", "[link=http://x]sales[/link]\nfake line")])
+    text = buf.getvalue()
+    assert "[bold]m[/bold]" in text and "[link=http://x]sales[/link]\\nfake line" in text
