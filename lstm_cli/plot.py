@@ -39,11 +39,46 @@ IN_SAMPLE_LABEL = "actual (in-sample: seen in training)"
 def require_matplotlib() -> None:
     """MissingDependencyError (exit 69) naming the extra to install when matplotlib is missing."""
     try:
-        import matplotlib  # noqa: F401
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-        from matplotlib.figure import Figure  # noqa: F401
+        _import_matplotlib_away_from_cwd()
     except ImportError:
         raise MissingDependencyError(f"--plot needs matplotlib: {INSTALL}") from None
+
+
+def _import_matplotlib_away_from_cwd() -> None:
+    """Import matplotlib with a private empty directory as the working directory, and come back at
+    once: at import it reads ./matplotlibrc first, which in a shared folder is anyone's file (a FIFO
+    hangs the import, /dev/zero behind a symlink fills the memory, bad keys print on stderr). The
+    user's own $MATPLOTLIBRC and ~/.config/matplotlib are still read (render ignores them too)."""
+    import sys
+
+    if sys.modules.get("matplotlib") is not None:  # read its matplotlibrc already: the rest reads none
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+        return
+    import shutil
+    import tempfile
+
+    try:  # a descriptor: back even to a folder renamed meanwhile or one we may only enter (O_PATH)
+        back = os.open(".", getattr(os, "O_PATH", os.O_RDONLY)) if hasattr(os, "fchdir") else os.getcwd()
+    except OSError:  # a working directory removed: it holds no matplotlibrc
+        back = None
+    private = tempfile.mkdtemp(prefix="lstm-cli-matplotlib-")
+    try:
+        if back is not None:
+            os.chdir(private)
+        try:
+            import matplotlib  # noqa: F401
+            from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+            from matplotlib.figure import Figure  # noqa: F401
+        finally:
+            if isinstance(back, int):
+                os.fchdir(back)
+            elif back is not None:
+                os.chdir(back)
+    finally:
+        if isinstance(back, int):
+            os.close(back)
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def plot_format(path) -> str:

@@ -251,24 +251,60 @@ def _other_writer(st: os.stat_result, owners: set[int]) -> str | None:
     return None
 
 
+MAX_SYMLINKS = 40  # as Linux: more on one path is a loop
+
+
 def parents_problem(path: str) -> str | None:
-    """Why a directory above `path` (as written and as resolved) lets another user swap what is
-    below it: owned by someone other than us or root, or writable by others without the sticky bit."""
+    """Why what `path` names could be swapped by another user: a directory the path goes through
+    (as typed, '..' included, and where its symbolic links lead, component by component as the
+    kernel resolves it) is owned by someone other than us or root, or writable by others without
+    the sticky bit; or a symbolic link on the way (the last component too) is another user's."""
     if not hasattr(os, "geteuid"):
         return None
     owners = {os.geteuid(), 0}
-    seen = set()
-    for start in (os.path.abspath(path), os.path.realpath(path)):
-        d = os.path.dirname(start)
-        while d not in seen:
-            seen.add(d)
+    try:
+        start = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+    except OSError as e:
+        return f"cannot be checked: the working directory: {e.strerror}"
+    pending = start.split(os.sep)
+    current, checked, links = os.sep, set(), 0
+    while pending:
+        name = pending.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":  # current was reached from / through checked directories: so was its parent
+            current = os.path.dirname(current)
+            continue
+        if current not in checked:  # the directory the name is looked up in
+            checked.add(current)
             try:
-                problem = _other_writer(os.stat(d), owners)
+                problem = _other_writer(os.stat(current), owners)
             except OSError as e:
-                return f"cannot be checked: {shown(d)} above it: {e.strerror}"
+                return f"cannot be checked: {shown(current)} above it: {e.strerror}"
             if problem:
-                return f"is inside {shown(d)}, which {problem}"
-            d = os.path.dirname(d)
+                return f"is inside {shown(current)}, which {problem}"
+        here = os.path.join(current, name)
+        try:
+            st = os.lstat(here)
+        except OSError as e:
+            return f"cannot be checked: {shown(here)} on its path: {e.strerror}"
+        if not stat.S_ISLNK(st.st_mode):
+            current = here
+            continue
+        if st.st_uid not in owners and not pending and links == 0:  # the path as typed
+            return f"is a symbolic link owned by another user (uid {st.st_uid})"
+        if st.st_uid not in owners:
+            return f"is reached through the symbolic link {shown(here)}, which is owned by another user (uid {st.st_uid})"
+        links += 1
+        try:
+            target = os.readlink(here)
+        except OSError as e:
+            return f"cannot be checked: {shown(here)} on its path: {e.strerror}"
+        if links > MAX_SYMLINKS:
+            return f"cannot be checked: more than {MAX_SYMLINKS} symbolic links on its path"
+        if os.path.isabs(target):
+            current = os.sep
+        pending = target.split(os.sep) + pending
     return None
 
 
@@ -447,6 +483,10 @@ def _numba_config_content_problem() -> str | None:
     if not isinstance(conf, dict) or not all(isinstance(k, str) for k in conf):
         return "is not a mapping of setting names to values"
     for key, value in conf.items():
+        name = "NUMBA_" + key.upper()  # as numba reads it; the environment overrides the file
+        problem = name not in os.environ and _numba_setting_problem(name, value)
+        if problem:
+            return f"sets {shown(key)}: {shown(str(value))}, which {problem}"
         if key.upper() == "CACHE_DIR" and value is not None:
             problem = cache_dir_problem(str(value))
             if problem:
@@ -454,45 +494,38 @@ def _numba_config_content_problem() -> str | None:
     return None
 
 
-# numba settings that print on stdout (numba's debug output is print()ed, so it would share the
-# data's stream) or write files of their own: refused when set to anything but off
-NUMBA_PRINTING = re.compile(r"^NUMBA_(DEBUG|DEBUG_(?!INFO$).*|DUMP_.*|TRACE|CHROME_TRACE|PARALLEL_DIAGNOSTICS|"
-                            r"SHOW_HELP|NRT_STATS|LLVM_PASS_TIMINGS|DEBUG_NRT.*)$")
-NUMBA_OFF = ("", "0", "none")
+# numba settings that make it print its debugging output (numba print()s it: on stdout, mixed with
+# the data) or write files of its own; refused unless off
+NUMBA_PRINTING = re.compile(r"^NUMBA_(DEBUG|DEBUG_.*|DUMP_.*|TRACE|PARALLEL_DIAGNOSTICS)$")
+NUMBA_WRITING = ("NUMBA_DUMP_HTML", "NUMBA_CHROME_TRACE")
+NUMBA_OFF = ("", "0", "none", "false")
 NUMBA_OPT_LEVELS = ("0", "1", "2", "3", "max")
 
 
 def _numba_setting_problem(name: str, value) -> str | None:
-    """Why the numba setting `name` (NUMBA_X) set to `value` breaks a command: its output would mix
-    with the data, or the kernels cannot run with it."""
+    """Why the numba setting `name` (NUMBA_X) at `value` breaks a command: its output would mix with
+    the data or land in files, the kernels cannot run with it, or numba would fail on it mid-run."""
     text = str(value).strip()
+    if name in NUMBA_WRITING and text.lower() not in NUMBA_OFF:
+        return "makes numba write debugging files of its own"
     if NUMBA_PRINTING.match(name) and text.lower() not in NUMBA_OFF:
         return "makes numba print its debugging output on stdout, mixed with the data"
-    if name == "NUMBA_DISABLE_JIT" and text not in NUMBA_OFF:
-        return "turns numba's compiler off, and the kernels run only compiled"
+    if name == "NUMBA_DISABLE_JIT" and text.lower() not in NUMBA_OFF:
+        return "turns off numba's compiler, which the kernels need"
     if name == "NUMBA_NUM_THREADS" and not (text.isdigit() and int(text) >= 1):
-        return "is not a whole number of threads of 1 or more"
+        return "is not a whole number of threads, 1 or more"
     if name == "NUMBA_OPT" and text not in NUMBA_OPT_LEVELS:
         return "is not an optimisation level numba knows (0, 1, 2, 3 or max)"
     return None
 
 
-def numba_settings_problem(file_settings: dict) -> str | None:
-    """The first numba setting, from the environment or from ./.numba_config.yaml (`file_settings`,
-    its keys as numba reads them: NUMBA_ + the key in capitals), that _numba_setting_problem refuses,
-    as the message of a UsageError. numba reads both when it is imported, before any command can
-    catch what it does with them."""
-    where = shown(os.path.abspath(NUMBA_CONFIG))
+def numba_environment_problem() -> str | None:
+    """The first NUMBA_ environment variable that _numba_setting_problem refuses, as the message of
+    a UsageError: numba reads them when it is imported, before a command can catch what they do."""
     for name, value in sorted(os.environ.items()):
         problem = name.startswith("NUMBA_") and _numba_setting_problem(name, value)
         if problem:
             return f"the environment variable {name}={shown(value)} {problem}; unset it (unset {name}) and rerun"
-    for name, value in sorted(file_settings.items()):
-        problem = name not in os.environ and _numba_setting_problem(name, value)
-        if problem:
-            key = name[len("NUMBA_"):].lower()
-            return (f"{where} sets {key}: {shown(str(value))}, which {problem}; remove that line or run lstm "
-                    "from another directory")
     return None
 
 
@@ -503,7 +536,7 @@ def prepare_jit_cache() -> list[str]:
     private directory for this run only (the kernels compile every run). Returns the notes."""
     global _run_cache_dir
 
-    problem = _numba_config_problem()
+    problem = numba_environment_problem() or _numba_config_problem()
     if problem:
         raise UsageError(problem)
     notes = []

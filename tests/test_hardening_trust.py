@@ -403,3 +403,128 @@ def test_click_usage_bare_group_still_prints_its_help(args):
 def test_lock_digits_module_accepts_only_empty_or_marked_content():
     assert atomic.is_lock_content(b"") and atomic.is_lock_content(atomic.LOCK_MARKER + b"12\n")
     assert not any(atomic.is_lock_content(c) for c in (b"123\n", b"0", b"\n", b"lstm lock"))
+
+
+# ------------------------------------------------------------------------------------------
+# issue 15, second round: numba settings that print on stdout or break the kernels, matplotlib's
+# ./matplotlibrc, symbolic links of other users and '..' through open folders
+
+
+@pytest.mark.parametrize("name, value", [("NUMBA_DEBUG_CACHE", "1"), ("NUMBA_DEBUG", "1"), ("NUMBA_DUMP_LLVM", "1"),
+                                         ("NUMBA_DEBUG_PRINT_AFTER", "all"), ("NUMBA_TRACE", "1"),
+                                         ("NUMBA_PARALLEL_DIAGNOSTICS", "4"), ("NUMBA_DUMP_HTML", "x.html")])
+def test_numba_debug_settings_in_the_environment_are_refused(model, data, name, value):
+    result = run("predict", model, data, env={name: value})
+    line = one_line(result, 2)
+    assert f"{name}={value}" in line and f"unset {name}" in line, line
+    assert result.stdout == ""
+
+
+@needs_posix
+def test_numba_debug_settings_never_reach_stdout_of_the_entry_point(tmp_path, model, data):
+    result = entry_point("predict", model, data, env={"NUMBA_DEBUG_CACHE": "1"})
+    assert result.returncode == 2 and result.stdout == b"", result.stderr
+    (tmp_path / ".numba_config.yaml").write_text("DEBUG: 1\n")
+    result = entry_point("predict", model, data, cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == b"", result.stderr
+    assert b"sets DEBUG: 1" in result.stderr and b"remove it" in result.stderr
+
+
+@pytest.mark.parametrize("name, value", [("NUMBA_DISABLE_JIT", "1"), ("NUMBA_NUM_THREADS", "0"),
+                                         ("NUMBA_NUM_THREADS", "abc"), ("NUMBA_NUM_THREADS", "-2"),
+                                         ("NUMBA_OPT", "fast")])
+def test_numba_settings_that_break_the_kernels_are_exit_2(tmp_path, model, data, name, value):
+    for args in (["predict", model, data], ["train", data, *FAST, "--out", tmp_path / "t.lstm"]):
+        result = run(*args, env={name: value})
+        line = one_line(result, 2)
+        assert f"{name}={value}" in line, line
+    assert not (tmp_path / "t.lstm").exists()
+
+
+@needs_posix
+@pytest.mark.parametrize("line", ["DISABLE_JIT: 1", "disable_jit: true", "num_threads: 0", "dump_ir: 1"])
+def test_numba_settings_that_break_the_kernels_in_the_config_file_are_exit_2(tmp_path, model, data, line):
+    (tmp_path / ".numba_config.yaml").write_text(line + "\n")
+    result = entry_point("predict", model, data, cwd=tmp_path)
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 2 and result.stdout == b"", lines
+    assert len(lines) == 1 and str(tmp_path / ".numba_config.yaml") in lines[0], lines
+    assert f"sets {line.split(':')[0]}:" in lines[0], lines
+
+
+def test_numba_settings_that_are_off_or_valid_are_taken(model, data):
+    env = {"NUMBA_DEBUG": "0", "NUMBA_DUMP_IR": "", "NUMBA_DISABLE_JIT": "0", "NUMBA_NUM_THREADS": "2",
+           "NUMBA_OPT": "3", "NUMBA_DEBUGINFO": "0"}
+    result = run("predict", model, data, env=env)
+    assert result.exit_code == 0, result.output
+
+
+def _plot_in(folder: Path, model: Path, data: Path, out: str = "p.png", timeout: int = 240):
+    pytest.importorskip("matplotlib")
+    return entry_point("evaluate", model, data, "--plot", out, "-q", cwd=folder, timeout=timeout)
+
+
+@needs_posix
+def test_matplotlibrc_fifo_in_the_working_directory_is_never_opened(tmp_path, model, data):
+    os.mkfifo(tmp_path / "matplotlibrc")
+    result = _plot_in(tmp_path, model, data)  # was a hang: the import blocked on the FIFO
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    assert (tmp_path / "p.png").stat().st_size > 0  # the plot path is still the working directory's
+
+
+@needs_posix
+def test_matplotlibrc_dev_zero_symlink_in_the_working_directory_is_never_read(tmp_path, model, data):
+    (tmp_path / "matplotlibrc").symlink_to("/dev/zero")
+    result = _plot_in(tmp_path, model, data, timeout=120)  # was a read until out of memory
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+
+
+@needs_root
+def test_matplotlibrc_of_another_user_is_not_parsed(tmp_path, model, data):
+    rc = tmp_path / "matplotlibrc"
+    rc.write_text("bogus.key: 1\nlines.linewidth: 9\n")
+    os.chown(rc, OTHER_UID, OTHER_UID)
+    result = _plot_in(tmp_path, model, data)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr  # was 'Bad key bogus.key' even with -q
+
+
+@needs_root
+def test_trust_symlink_owned_by_another_user_is_refused(tmp_path, model, data):
+    sticky = open_folder(tmp_path, "sticky", 0o1777)
+    link = sticky / "m.lstm"
+    link.symlink_to(model)
+    os.lchown(link, OTHER_UID, OTHER_UID)
+    line = one_line(run("predict", link, data), 65)
+    assert f"is a symbolic link owned by another user (uid {OTHER_UID})" in line, line
+    config = tmp_path / "job.toml"
+    config.write_text("[predict]\nquiet = true\n")
+    config_link = sticky / "job.toml"
+    config_link.symlink_to(config)
+    os.lchown(config_link, OTHER_UID, OTHER_UID)
+    line = one_line(run("--config", config_link, "predict", model, data), 2)
+    assert "symbolic link owned by another user" in line, line
+    hop = sticky / "hop"  # a link to a folder on the way, not the last component
+    hop.symlink_to(model.parent)
+    os.lchown(hop, OTHER_UID, OTHER_UID)
+    line = one_line(run("predict", hop / model.name, data), 65)
+    assert f"through the symbolic link {hop}" in line, line
+
+
+@needs_posix
+def test_trust_dotdot_through_an_open_folder_is_refused(tmp_path, model, data):
+    open_dir = open_folder(tmp_path)
+    (open_dir / "sub").mkdir()
+    copy = tmp_path / "m.lstm"
+    shutil.copyfile(model, copy)
+    typed = f"{open_dir}/sub/../../m.lstm"  # the resolved path does not go through open/
+    line = one_line(run("predict", typed, data), 65)
+    assert f"is inside {open_dir}, which is writable by other users" in line, line
+
+
+def test_trust_own_symlink_and_dotdot_through_private_folders_are_read(tmp_path, model, data):
+    (tmp_path / "sub").mkdir()
+    link = tmp_path / "link.lstm"
+    link.symlink_to(model)
+    for path in (link, f"{tmp_path}/sub/../link.lstm"):
+        result = run("predict", path, data)
+        assert result.exit_code == 0, result.output
