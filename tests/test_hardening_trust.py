@@ -459,9 +459,9 @@ def test_numba_settings_that_are_off_or_valid_are_taken(model, data):
     assert result.exit_code == 0, result.output
 
 
-def _plot_in(folder: Path, model: Path, data: Path, out: str = "p.png", timeout: int = 240):
+def _plot_in(folder: Path, model: Path, data: Path):
     pytest.importorskip("matplotlib")
-    return entry_point("evaluate", model, data, "--plot", out, "-q", cwd=folder, timeout=timeout)
+    return entry_point("evaluate", model, data, "--plot", "p.png", "-q", cwd=folder, timeout=120)
 
 
 @needs_posix
@@ -474,8 +474,19 @@ def test_matplotlibrc_fifo_in_the_working_directory_is_never_opened(tmp_path, mo
 
 @needs_posix
 def test_matplotlibrc_dev_zero_symlink_in_the_working_directory_is_never_read(tmp_path, model, data):
+    import resource
+
+    pytest.importorskip("matplotlib")
     (tmp_path / "matplotlibrc").symlink_to("/dev/zero")
-    result = _plot_in(tmp_path, model, data, timeout=120)  # was a read until out of memory
+    limit = 4 << 30  # was a read until out of memory: a regression must not take the host's memory with it
+
+    def cap_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LSTM_")}
+    result = subprocess.run([sys.executable, "-m", "lstm_cli", "evaluate", str(model), str(data), "--plot", "p.png",
+                             "-q"], cwd=tmp_path, env=env, timeout=120, preexec_fn=cap_memory,
+                            capture_output=True)
     assert result.returncode == 0 and result.stderr == b"", result.stderr
 
 
