@@ -1838,6 +1838,50 @@ def check_model_step(series: SeriesSet, time_kind: str, freq: str | None, step: 
                     "on this data")
 
 
+def _phase_modulus(freq: str, anchor: int) -> int | None:
+    """The period whose remainder is a grid's phase: the step of a clock-aligned fixed freq (30min,
+    h), a day for calendar grids that keep one time of day (D, W-SUN, MS, QS...), else None (48h,
+    business hours: no phase a time of day can name)."""
+    offset = _offset(freq)
+    fixed = _fixed_ns(offset)
+    if fixed:
+        return fixed if DAY_NS % fixed == 0 else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            grid = pd.date_range(pd.Timestamp(int(anchor)), periods=4, freq=offset).asi8
+        except (OverflowError, ValueError):
+            grid = pd.date_range(end=pd.Timestamp(int(anchor)), periods=4, freq=offset).asi8
+    return DAY_NS if len(set((grid % DAY_NS).tolist())) == 1 else None
+
+
+def check_model_phase(series: SeriesSet, freq: str | None, trained_ids, trained_last) -> None:
+    """Refuse DATA on the model's frequency but another phase: month starts at 12:00 for a model of
+    midnight month starts (pandas' MS accepts any time of day on day 1), or a 30-minute model's
+    :15/:45. The forecast would go on at DATA's phase, which the model never saw. A series' phase
+    is its first time's (the reader put every later time on the grid from it); a series the model
+    knows must have its own, a new one a phase of some series the model was trained on."""
+    if freq is None or series.time_kind != "datetime" or len(trained_last) == 0:
+        return
+    last = np.asarray(trained_last, dtype=np.int64)
+    mod = _phase_modulus(freq, int(last[0]))
+    if mod is None:
+        return
+    known = {sid: int(t) for sid, t in zip(trained_ids, last, strict=True)}
+    phases = set(np.remainder(last, mod).tolist())
+    firsts = series.times[series.starts[:-1]]
+    for s, (sid, first) in enumerate(zip(series.ids, np.remainder(firsts, mod).tolist(), strict=True)):
+        anchor = known.get(sid)
+        if (first % mod == anchor % mod) if anchor is not None else first in phases:
+            continue
+        anchor = anchor if anchor is not None else int(last[0])
+        where = _Where(series.source, series.id_col)
+        raise DataError(f"{where.at(None, series.time_col)}: time {_fmt_time(firsts[s], 'datetime')}"
+                        f"{where.series(sid)} is not on the model's {freq} grid, which runs through "
+                        f"{_fmt_time(anchor, 'datetime')} (the end of its training data); give times on that "
+                        "grid (the same time of day), or retrain on this data")
+
+
 def check_given_freq(series: SeriesSet, given: str | None) -> None:
     """Refuse a --freq (train, validate) one step of which is not DATA's most common step, the rule
     check_model_step applies for a model: `--freq ms` on monthly data read every month as a 'gap' of

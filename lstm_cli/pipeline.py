@@ -286,6 +286,7 @@ def check_warm_start(old: Forecaster, series: frame.SeriesSet, req: TrainRequest
         raise DataError(f"{where}: frequency {spec.freq} in the old model, {series.freq} in {series.source}")
     try:  # also without a frequency on either side (integer times, irregular or gappy data)
         frame.check_model_step(series, spec.time_kind, spec.freq, spec.step)
+        frame.check_model_phase(series, spec.freq, old.ids, old.last_time)
     except DataError as e:
         raise DataError(f"{where}: {e}") from None
     ends = series.times[series.starts[1:] - 1]
@@ -511,6 +512,7 @@ def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int |
     repeated, steps tiled, and future stamps computed and formatted once per distinct forecast
     origin (a nightly run has one), never once per series."""
     spec = model.spec  # series came through read_like_model: its time kind and step are the model's
+    frame.check_model_phase(series, spec.freq, model.ids, model.last_time)  # and on its grid's phase
     stale_notes = check_freshness(series, model, max_age, now_ns)
     h = horizon or spec.horizon
     check_forecast_memory(series, spec, h, given=horizon is not None, provenance=provenance is not None)

@@ -64,7 +64,8 @@ def validate_csv(data: str, *, targets=(), features=(), time_col=None, id_col=No
         from lstm_cli import modelfile
         from lstm_cli.model import DataSpec
 
-        spec = DataSpec.from_header(modelfile.load_header(model_path)["data"])
+        header = modelfile.load_header(model_path)
+        spec = DataSpec.from_header(header["data"])
         lookback = spec.lookback
     try:
         if spec is None:
@@ -97,6 +98,7 @@ def validate_csv(data: str, *, targets=(), features=(), time_col=None, id_col=No
     if spec is not None:
         try:  # time kind and step, as predict and evaluate check them
             frame.check_model_step(series, spec.time_kind, spec.freq, spec.step)
+            frame.check_model_phase(series, spec.freq, header["series"]["ids"], header["series"]["last_time"])
         except DataError as e:
             report.add("model contract", "fail", str(e))
     steps = horizon or (spec.horizon if spec is not None else None)

@@ -592,3 +592,57 @@ def test_forecast_fits_validate_with_horizon(d):
     assert checked.exit_code == 65 and "forecast times after 2262-03-01" in checked.output
     assert run("validate", data, "--target", "y", "--horizon", "1").exit_code == 0
     assert run("validate", data, "--target", "y").exit_code == 0  # no horizon: nothing to forecast
+
+
+# ----------------------------------------------------------------------------------------------
+# off_phase: data on the model's frequency at another time of day (pandas' MS takes any time on day 1)
+
+
+def at_time_of_day(times: list[str], clock: str) -> list[str]:
+    """The dates of `times` (midnight stamps) at `clock` instead."""
+    return [f"{t[:10]}T{clock}" for t in times]
+
+
+@pytest.fixture(scope="module")
+def monthly(d) -> Path:
+    return train(d, "monthly", write_csv(d / "monthly.csv", stamps("2000-01-01", 60, "MS")))
+
+
+@pytest.mark.parametrize("clock", ["12:00:00", "00:00:01", "23:59:59", "00:00:00.000000001"])
+def test_off_phase_month_starts_at_a_time_of_day_for_a_midnight_model(d, monthly, clock):
+    data = write_csv(d / "monthly_clock.csv", at_time_of_day(stamps("2000-01-01", 60, "MS"), clock))
+    predicted = run("predict", monthly, data)
+    assert predicted.exit_code == 65, predicted.output
+    line = one_error_line(predicted)
+    assert "monthly_clock.csv" in line and "time 2000-01-01 " in line and "MS grid" in line
+    checked = run("validate", data, "--model", monthly)
+    assert checked.exit_code == 65 and "MS grid" in checked.output
+
+
+def test_off_phase_model_trained_at_a_time_of_day_keeps_it(d):
+    days = stamps("2000-01-01", 60, "MS")
+    odd = write_csv(d / "monthly_odd.csv", at_time_of_day(days, "00:00:01"))
+    model = train(d, "monthly_odd", odd)
+    own = run("predict", model, odd)
+    assert own.exit_code == 0, own.output
+    assert "2005-01-01 00:00:01" in own.stdout
+    midnight = run("predict", model, write_csv(d / "monthly_midnight.csv", days))
+    assert midnight.exit_code == 65
+    line = one_error_line(midnight)
+    assert "monthly_midnight.csv" in line and "MS grid" in line and "2004-12-01 00:00:01" in line
+
+
+def test_off_phase_weekly_and_half_hour_models(d, weekly, half_hour):
+    noon = write_csv(d / "weekly_noon.csv", at_time_of_day(stamps("2020-01-05", 60, "W-SUN"), "12:00:00"))
+    assert "W-SUN grid" in one_error_line(run("predict", weekly, noon))
+    quarter = write_csv(d / "half_quarter.csv", stamps("2024-01-01 00:15", 120, "30min"))
+    result = run("predict", half_hour, quarter)
+    assert result.exit_code == 65 and "30min grid" in one_error_line(result)
+
+
+def test_off_phase_warm_start(d, monthly):
+    data = write_csv(d / "monthly_warm.csv", at_time_of_day(stamps("2000-01-01", 64, "MS"), "12:00:00"))
+    out = d / "warm_off.lstm"
+    result = run("train", data, "--target", "y", *FAST, "--warm-start", monthly, "--out", out)
+    assert result.exit_code == 65, result.output
+    assert "--warm-start" in one_error_line(result) and not out.exists()
