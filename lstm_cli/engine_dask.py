@@ -178,6 +178,7 @@ def _evaluate_partition(part, model_bytes: bytes, opts: dict, partition_info=Non
     model = _model_from_bytes(model_bytes, opts["model_source"], opts["threads"])
     spec = model.spec
     series = _read_partition(part, spec, opts["missing"], f"{opts['source']} (partition {number})")
+    frame.check_model_phase(series, spec.freq, model.ids, model.last_time)  # as the local engine
     series = dataclasses.replace(series, source=opts["source"])  # messages as the local engine words them
     out["series"] = [len(series.ids)]
     notes = [n.replace("<stdin>", opts["source"]) for n in series.warnings]

@@ -276,6 +276,7 @@ def evaluate_from_csv(model_path: str, data: str, *, backtests: int = 1, step: i
     model, _ = load_model(model_path, threads)
     spec = model.spec
     series = read_like_model(data, spec, sep=sep, missing=missing)
+    frame.check_model_phase(series, spec.freq, model.ids, model.last_time)  # as predict: the grid's phase
     H = spec.horizon
     step = step or H
     if season is None:

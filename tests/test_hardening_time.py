@@ -617,6 +617,8 @@ def test_off_phase_month_starts_at_a_time_of_day_for_a_midnight_model(d, monthly
     assert "monthly_clock.csv" in line and "time 2000-01-01 " in line and "MS grid" in line
     checked = run("validate", data, "--model", monthly)
     assert checked.exit_code == 65 and "MS grid" in checked.output
+    scored = run("evaluate", monthly, data)  # scored the model at a phase it never saw, exit 0
+    assert scored.exit_code == 65 and "MS grid" in one_error_line(scored)
 
 
 def test_off_phase_model_trained_at_a_time_of_day_keeps_it(d):
