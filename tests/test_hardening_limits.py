@@ -198,20 +198,17 @@ def sparse_model(tiny_model, path, *, write_scale: bool = False) -> int:
     """A model file whose valid, checksummed header describes a 16-layer 4096-wide network (8.3 GB
     of arrays) that the disk does not hold: holes from the header to the end (truncate). With
     write_scale, scaler.scale (the last array) is written with ones, the rest left as holes."""
+    from tests.test_hardening_memory import write_hole
+
     header = read_header(tiny_model)
     header["arch"].update(hidden_size=4096, num_layers=16)
     header["arrays"], payload_len = mf._layout(mf.expected_arrays(header["arch"], 1))
-    header["payload_sha256"] = "0" * 64
-    header["header_sha256"] = mf._header_digest(header)
-    raw = mf._canonical(header)
-    head = mf.PREFIX.pack(mf.MAGIC, mf.FORMAT_VERSION, len(raw)) + raw
-    head += bytes(mf._align(len(head)) - len(head))
-    with open(path, "wb") as f:
-        f.write(head)
-        f.truncate(len(head) + payload_len)
-        if write_scale:
-            scale = next(e for e in header["arrays"] if e["name"] == "scaler.scale")
-            f.seek(len(head) + scale["offset"])
+    write_hole(path, header, payload_len)
+    if write_scale:
+        head_len = os.path.getsize(path) - payload_len
+        scale = next(e for e in header["arrays"] if e["name"] == "scaler.scale")
+        with open(path, "r+b") as f:
+            f.seek(head_len + scale["offset"])
             f.write(struct.pack("<d", 1.0) * (scale["nbytes"] // 8))
     if os.stat(path).st_blocks * 512 >= payload_len:
         pytest.skip("this file system does not keep sparse files sparse")
