@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lstm_cli import baselines, frame, metrics
-from lstm_cli.errors import DataError, UsageError
+from lstm_cli.errors import DataError, UsageError, shown
 from lstm_cli.pipeline import (
     MIN_TRAIN_WINDOWS,
     TrainRequest,
@@ -171,7 +171,7 @@ def too_short(series: frame.SeriesSet, need: int, why: str) -> tuple[str, str] |
         return None
     s = int(short[0])
     who = f"series {series.ids[s]!r} has" if series.id_col else "it has"
-    return series.ids[s], (f"{series.source}: {who} {lengths[s]} rows, need at least {need} ({why}); "
+    return series.ids[s], (f"{shown(series.source)}: {who} {lengths[s]} rows, need at least {need} ({why}); "
                            f"use fewer --backtest origins or more history")
 
 
@@ -223,7 +223,7 @@ def score_series(series: frame.SeriesSet, model, *, backtests: int, step: int, s
         if req is not None:
             forecaster, fitted = train_on_series(history, req)
             if forecaster is None:
-                raise DataError(f"{series.source}: --refit: training at origin {origin + 1} stopped before its "
+                raise DataError(f"{shown(series.source)}: --refit: training at origin {origin + 1} stopped before its "
                                 f"first epoch finished ({fitted.stopped_by}); check the data or the model's --lr")
         forecast, forecast_notes = forecaster.forecast(history.ids, history.values, history.starts, H)  # (S, H, K, nq)
         del history
@@ -309,7 +309,7 @@ def evaluate_from_csv(model_path: str, data: str, *, backtests: int = 1, step: i
     from lstm_cli import memory
 
     memory.require(memory.evaluation_bytes(backtests, len(series.ids), H, K, len(spec.quantiles)),
-                   f"{series.source}: scoring {backtests} origins x {len(series.ids):,} series x {K} targets",
+                   f"{shown(series.source)}: scoring {backtests} origins x {len(series.ids):,} series x {K} targets",
                    "use fewer --backtest origins, or score fewer series at a time (split the input, or "
                    "--engine dask)", UsageError if backtests > 1 else DataError)
     result = evaluation_of([], notes, spec, backtests=backtests, step=step, season=season,

@@ -99,7 +99,7 @@ def _check_lengths(series: frame.SeriesSet, need: int, why: str) -> None:
     lengths = np.diff(series.starts)
     for s in np.flatnonzero(lengths < need):
         who = f"series {series.ids[s]!r} has" if series.id_col else "it has"
-        raise DataError(f"{series.source}: {who} {lengths[s]} rows, need at least {need} ({why}); "
+        raise DataError(f"{shown(series.source)}: {who} {lengths[s]} rows, need at least {need} ({why}); "
                         f"supply more history or lower --lookback/--horizon")
 
 
@@ -245,7 +245,7 @@ def check_model_fits(series: frame.SeriesSet, req: TrainRequest, arch: Architect
     if req.scaling == "auto":  # decided later, on the windows; 'seasonal' is the longer name it can take
         req = replace(req, scaling="seasonal")
     if n > modelfile.MAX_SERIES:
-        raise DataError(f"{series.source}: {n:,} series, more than the {modelfile.MAX_SERIES:,} a model file can "
+        raise DataError(f"{shown(series.source)}: {n:,} series, more than the {modelfile.MAX_SERIES:,} a model file can "
                         f"hold; {split}")
     epochs = req.train.epochs
     longest = -1.2345678901234567e-300  # the longest text a loss takes in the header
@@ -257,13 +257,13 @@ def check_model_fits(series: frame.SeriesSet, req: TrainRequest, arch: Architect
     shapes = modelfile.expected_arrays(header["arch"], n)
     payload = modelfile.payload_bytes(shapes)
     if payload > modelfile.MAX_PAYLOAD_BYTES:
-        raise DataError(f"{series.source}: the model of {n:,} series x {arch.input_size} columns would hold "
+        raise DataError(f"{shown(series.source)}: the model of {n:,} series x {arch.input_size} columns would hold "
                         f"{memory.fmt(payload)} of arrays, more than the {memory.fmt(modelfile.MAX_PAYLOAD_BYTES)} "
                         f"a model file can hold; {split}, or use fewer --features")
     try:
         modelfile.check_fits(header, shapes)
     except ValueError as e:
-        raise DataError(f"{series.source}: a model file cannot hold the model of this data ({e}); {split}, or "
+        raise DataError(f"{shown(series.source)}: a model file cannot hold the model of this data ({e}); {split}, or "
                         "shorten its longest ids and column names") from None
 
 
@@ -283,7 +283,7 @@ def check_warm_start(old: Forecaster, series: frame.SeriesSet, req: TrainRequest
             raise DataError(f"{where}: {what} {theirs!r} in the old model, {ours!r} here; warm start needs the "
                             f"same contract (train from scratch without --warm-start to change it)")
     if spec.freq and series.freq and spec.freq != series.freq and not frame._same_grid(spec.freq, series.freq):
-        raise DataError(f"{where}: frequency {spec.freq} in the old model, {series.freq} in {series.source}")
+        raise DataError(f"{where}: frequency {spec.freq} in the old model, {series.freq} in {shown(series.source)}")
     try:  # also without a frequency on either side (integer times, irregular or gappy data)
         frame.check_model_step(series, spec.time_kind, spec.freq, spec.step)
         frame.check_model_phase(series, spec.freq, old.ids, old.last_time)
@@ -295,7 +295,7 @@ def check_warm_start(old: Forecaster, series: frame.SeriesSet, req: TrainRequest
         if sid in known and end < known[sid]:
             fmt = lambda t: frame.format_times(np.asarray([t], dtype=np.int64), series.time_kind, series.freq)[0]  # noqa: E731
             who = f"series {sid!r}" if series.id_col else "the data"
-            raise DataError(f"{series.source}: {who} ends at {fmt(int(end))}, before the old model's training "
+            raise DataError(f"{shown(series.source)}: {who} ends at {fmt(int(end))}, before the old model's training "
                             f"data did ({fmt(int(known[sid]))}); warm start continues a model with newer data")
     notes = []
     new_ids = [sid for sid in series.ids if sid not in known]
@@ -400,20 +400,20 @@ def check_freshness(series: frame.SeriesSet, model: Forecaster, max_age: float |
     fmt = lambda t: frame.format_times(np.asarray([t], dtype=np.int64), series.time_kind, series.freq)[0]  # noqa: E731
     if max_age is not None:
         if series.time_kind != "datetime":
-            raise UsageError(f"--max-age needs dates, but {series.time_col!r} in {series.source} holds integers")
+            raise UsageError(f"--max-age needs dates, but {series.time_col!r} in {shown(series.source)} holds integers")
         now = now_ns if now_ns is not None else time.time_ns()
         newest = int(ends.max())
         if now - newest > max_age * 1e9:
             age = frame._fmt_duration(round(max_age * 1e9), "datetime")
             second = now - (now % 10**9 if now >= 0 else -(-now % 10**9))  # toward 1970: stays a valid stamp
-            raise StaleInputError(f"{series.source}: the newest row is from {fmt(newest)}, more than --max-age "
+            raise StaleInputError(f"{shown(series.source)}: the newest row is from {fmt(newest)}, more than --max-age "
                                   f"{age} before {fmt(second)}; is the feed stalled?")
     known = dict(zip(model.ids, model.last_time, strict=True))
     behind = [sid for sid, end in zip(series.ids, ends, strict=True) if sid in known and end < known[sid]]
     if behind:
         who = f"{len(behind)} series ({', '.join(repr(b) for b in behind[:3])}{' ...' if len(behind) > 3 else ''})" \
             if series.id_col else "the data"
-        return [f"{series.source}: {who} ended before the model's training data did; the forecast starts in the past"]
+        return [f"{shown(series.source)}: {who} ended before the model's training data did; the forecast starts in the past"]
     return []
 
 
@@ -488,7 +488,7 @@ def check_forecast_memory(series: frame.SeriesSet, spec: DataSpec, h: int, *, gi
     origins = len(np.unique(series.times[series.starts[1:] - 1]))
     need = (memory.forecast_bytes(n, h, values, spec.lookback, len(spec.columns))
             + memory.output_rows_bytes(n * h, values, spec.id_col is not None, provenance, origins * h))
-    memory.require(need, f"{series.source}: forecasting {n:,} series x {h:,} steps ({n * h:,} rows)",
+    memory.require(need, f"{shown(series.source)}: forecasting {n:,} series x {h:,} steps ({n * h:,} rows)",
                    "forecast fewer steps (--horizon) or fewer series at a time (split the input, or "
                    "--engine dask)", UsageError if given else DataError)
 
@@ -519,11 +519,11 @@ def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int |
     try:
         values, forecast_notes = model.forecast(series.ids, series.values, series.starts, h)  # (S, h, K, nq)
     except DataError as e:  # too few rows: the forecaster does not know the file's name
-        raise DataError(f"{series.source}: {e}; supply more history") from None
+        raise DataError(f"{shown(series.source)}: {e}; supply more history") from None
     finite = np.isfinite(values).reshape(len(series.ids), -1).all(axis=1)
     if not finite.all():  # values near the float64 limit: the forecast, back in their units, overflows
         who = f"series {series.ids[int(np.argmin(finite))]!r}" if spec.id_col else "the series"
-        raise DataError(f"{series.source}: the forecast of {who} overflows 64-bit floats (its values are too "
+        raise DataError(f"{shown(series.source)}: the forecast of {who} overflows 64-bit floats (its values are too "
                         "large); rescale the column, e.g. to thousands, and retrain")
     n = len(series.ids)
     freq = spec.freq or series.freq
@@ -535,7 +535,7 @@ def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int |
             future = frame.future_times(int(t), series.step, freq, series.time_kind, h)
         except DataError as e:  # past 2262 or int64: name the (first) series that ends there
             who = f"series {series.ids[int(np.argmax(which == u))]!r}" if spec.id_col else "the series"
-            raise DataError(f"{series.source}: {who}: {e}") from None
+            raise DataError(f"{shown(series.source)}: {who}: {e}") from None
         stamps[u] = frame.format_times(future, series.time_kind, freq)
     columns = forecast_columns(spec, provenance is not None)
     rows: dict[str, list] = {spec.time_col: stamps[which].ravel().tolist()}  # (S * h,), series-major
@@ -651,7 +651,7 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
     check_model_limits(req)  # again: a warm start's and a refit's settings come from a model
     clash = output_column_clash(series.time_col, series.id_col, req.targets, req.quantiles)
     if clash:
-        raise UsageError(f"{series.source}: {clash}; rename that column in the data")
+        raise UsageError(f"{shown(series.source)}: {clash}; rename that column in the data")
     lengths = np.diff(series.starts)
     horizon = req.horizon
     steps = 1 if req.strategy == "recursive" else horizon  # what one window's targets cover
@@ -700,7 +700,7 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
                              scaling=req.scaling, season=season, val_horizon=horizon)
     del scaled
     if len(w["x_train"]) == 0:
-        raise DataError(f"{series.source}: {shortest} rows leave no training window for lookback {lookback} "
+        raise DataError(f"{shown(series.source)}: {shortest} rows leave no training window for lookback {lookback} "
                         f"+ {targets_what} after the validation part; lower --val-frac or --lookback")
     quantiles = np.asarray(req.quantiles, dtype=np.float64) if req.quantiles else None
     nq = max(1, len(req.quantiles))

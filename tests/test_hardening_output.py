@@ -312,3 +312,14 @@ def test_log_forging_header_of_thousands_of_columns_gives_a_short_line(tmp_path)
         assert result.exit_code == 65, result.output
         line = result.stderr.strip()
         assert "\n" not in line and len(line) < 1000 and "more)" in line, line
+
+
+def test_log_forging_data_path_is_quoted_in_pipeline_messages(tmp_path):
+    """A CSV path with a newline reached the pipeline's messages (a series too short, ...) raw; they
+    quote it as the reader's messages do."""
+    path = tmp_path / "a\nb.csv"
+    path.write_text("t,y\n" + "".join(f"{i},{i % 5}\n" for i in range(8)))
+    result = run("train", path, "--target", "y", "--time-col", "t", "--horizon", "3", "--lookback", "6",
+                 "--out", tmp_path / "m.lstm")
+    assert result.exit_code == 65, result.output
+    assert result.stderr.startswith(f"lstm: {str(path)!r}: ") and result.stderr.count("\n") == 1, result.stderr
