@@ -36,6 +36,7 @@ from lstm_cli.errors import DataError, MissingDependencyError, UsageError, shown
 COMPONENTS: tuple[str, ...] = ("hour", "dayofweek", "dayofyear", "month")  # order = column order
 HOLIDAY_COLUMN = "holiday"
 HOLIDAYS_INSTALL = "pip install 'lstm-cli[holidays]'"
+HOLIDAYS_MIN_VERSION = (0, 50)  # as pyproject's extra asks
 
 if TYPE_CHECKING:  # numpy is imported where arrays are made, so that the CLI can parse options first
     import numpy as np
@@ -70,7 +71,7 @@ def parse_option(text: str) -> str | tuple[str, ...]:
     seen = set()
     for item in items:
         if not item:
-            raise UsageError(f"--calendar {shown(text)} has an empty item; give {_VALID}")
+            raise UsageError(f"--calendar {_quoted(str(text))} has an empty item; give {_VALID}")
         if item in ("auto", "none"):
             raise UsageError(f"--calendar {item} stands alone, it cannot be part of a list; give {_VALID}")
         if item not in COMPONENTS:
@@ -96,10 +97,8 @@ def describe_step(step: int) -> str:
     if step >= MONTHLY_FROM_NS:
         k = _months(step)
         return plural(k // 12, "year") if k % 12 == 0 else plural(k, "month")
-    for unit, ns in _UNITS:
-        if step % ns == 0:
-            return plural(step // ns, unit)
-    return plural(step, "nanosecond")  # unreachable: every step is a whole number of ns
+    unit, ns = next((unit, ns) for unit, ns in _UNITS if step % ns == 0)  # ns divides every step
+    return plural(step // ns, unit)
 
 
 def _why_not(component: str, step: int, time_kind: str) -> str | None:
@@ -117,7 +116,7 @@ def _why_not(component: str, step: int, time_kind: str) -> str | None:
                     f"{describe_step(step)}")
         if 12 < MIN_STEPS_PER_PERIOD * _months(step):
             return (f"(month of year) needs at least {MIN_STEPS_PER_PERIOD} steps a year, a step of at most "
-                    f"4 months, and the data's step is {describe_step(step)}")
+                    f"{12 // MIN_STEPS_PER_PERIOD} months, and the data's step is {describe_step(step)}")
         return None
     period = _PERIOD_NS[component]
     if period < MIN_STEPS_PER_PERIOD * step:
@@ -158,7 +157,7 @@ def resolve(option, *, step: int, time_kind: str, span: int) -> tuple[str, ...]:
             usable = allowed(step, time_kind)
             fix = f"this step supports {', '.join(usable)} (or give auto)" if usable else "use --calendar none"
             raise UsageError(f"--calendar {component} {why}; {fix}")
-    return tuple(option)
+    return tuple(c for c in COMPONENTS if c in option)
 
 
 def column_names(components, holidays: str | None) -> tuple[str, ...]:
@@ -233,11 +232,16 @@ def _holiday_counts(code: str, days: np.ndarray, step: int) -> np.ndarray:
 
 
 def _import_holidays():
-    """The optional `holidays` package, or MissingDependencyError (exit 69) saying what to install."""
+    """The optional `holidays` package, or MissingDependencyError (exit 69) saying what to install
+    (also for a version older than the extra asks, whose API differs)."""
     try:
         import holidays
     except ImportError:
         raise MissingDependencyError(f"--holidays needs the holidays package: {HOLIDAYS_INSTALL}") from None
+    version = str(getattr(holidays, "__version__", "0"))
+    if tuple(int(part) if part.isdigit() else 0 for part in version.split(".")[:2]) < HOLIDAYS_MIN_VERSION:
+        raise MissingDependencyError(f"--holidays needs holidays>={'.'.join(map(str, HOLIDAYS_MIN_VERSION))} "
+                                     f"(found {shown(version)}): {HOLIDAYS_INSTALL}")
     return holidays
 
 

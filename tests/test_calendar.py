@@ -161,8 +161,8 @@ def test_auto_on_calendar_months_counts_months_not_days(freq, rows, expected):
     assert calendar.resolve("auto", step=step, time_kind="datetime", span=span) == expected
 
 
-def test_a_list_is_kept_whatever_the_span():
-    assert calendar.resolve(("hour", "dayofyear"), step=HOUR, time_kind="datetime", span=HOUR) == (
+def test_a_list_is_kept_whatever_the_span_in_component_order():
+    assert calendar.resolve(("dayofyear", "hour"), step=HOUR, time_kind="datetime", span=HOUR) == (
         "hour", "dayofyear")
 
 
@@ -351,6 +351,15 @@ def test_missing_holidays_package_is_exit_69_saying_what_to_install(without_holi
             call()
         assert e.value.exit_code == EXIT_MISSING_DEPENDENCY == 69
         assert str(e.value) == "--holidays needs the holidays package: pip install 'lstm-cli[holidays]'"
+
+
+@pytest.mark.parametrize("version", ["0.49", "0.9.1", "weird"])
+def test_a_holidays_package_older_than_the_extra_asks_is_exit_69_with_its_version(monkeypatch, version):
+    import holidays
+
+    monkeypatch.setattr(holidays, "__version__", version)
+    with pytest.raises(MissingDependencyError, match=rf"needs holidays>=0.50 \(found {version}\): pip install"):
+        calendar.check_holidays("US")
 
 
 def test_calendar_without_holidays_needs_no_package(without_holidays_package):
