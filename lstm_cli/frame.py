@@ -67,11 +67,22 @@ last row of a series, in a run of more than MAX_INTERPOLATED_RUN rows, or in mor
 MAX_MISSING_FRACTION of a series' rows. 'refuse': any missing value is a DataError naming line and
 column. Time and id values may never be missing. Series too short for a model are the caller's
 business.
+
+Future rows (`future_features`, `future_rows`). Future features are read as features and come last
+in `columns`. With future_rows='split', the rows after a series' last row with a target value
+(every target empty: the "future frame" convention) are taken out of it, after sorting and before
+the frequency, and returned in `future` (FutureRows: the future features only, every cell filled;
+past features may be empty there); the observed rows keep every rule above, and the future rows'
+empty cells are not missing values. 'refuse' makes such rows a DataError (the model reads no future
+features); 'no' reads them as missing values. A series with no target value at all is a DataError
+under 'split' and 'refuse'. read_future_file reads a --future file into FutureRows, future_block
+picks each series' rows for the forecast steps.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import datetime
 import gzip
@@ -105,6 +116,8 @@ except ImportError:  # pragma: no cover - pandas 2.1
 MISSING_TOKENS = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL"})
 TIME_NAMES = ("date", "time", "datetime", "timestamp", "ds", "year", "period", "month", "week")
 MISSING_POLICIES = ("interpolate", "refuse")
+NO_FUTURE = (0, "no")  # (future feature columns, future_rows) of a read without future rows
+FUTURE_ROW_POLICIES = ("no", "split", "refuse")  # what read_series does with trailing target-empty rows
 MAX_INTERPOLATED_RUN = 3  # consecutive missing values one interpolation may fill
 MAX_MISSING_FRACTION = 0.10  # of a series' rows, per column
 SAMPLE_ROWS = 100  # rows read before choosing a time column by its content
@@ -143,11 +156,24 @@ _MAGIC = (  # (first bytes, or a tuple of alternatives; what it is; what to do)
 
 
 @dataclass(frozen=True)
+class FutureRows:
+    """Known-in-advance inputs (future features) for the steps after each series' last value:
+    DATA's trailing target-empty rows (read_series, future_rows='split') or a --future file."""
+
+    source: str  # the file they came from (as SeriesSet.source)
+    ids: tuple[str, ...]  # series ids, sorted as SeriesSet.ids are
+    starts: np.ndarray  # int64 (len(ids) + 1,): rows of series s are starts[s]:starts[s + 1] (may be 0 rows)
+    times: np.ndarray  # int64 (M,), sorted within each series
+    values: np.ndarray  # float64 (M, F): the future features, in the order asked
+    lines: np.ndarray  # int64 (M,): line numbers in the file, for messages
+
+
+@dataclass(frozen=True)
 class SeriesSet:
     source: str  # file name as given ('<stdin>' for '-')
     time_col: str
     id_col: str | None
-    columns: tuple[str, ...]  # targets first, then features: the column order of `values`
+    columns: tuple[str, ...]  # targets, then features, then future features: the column order of `values`
     n_targets: int
     ids: tuple[str, ...]  # one per series, sorted; ('',) when there is no id column
     starts: np.ndarray  # int64 (n_series + 1,): rows of series s are starts[s]:starts[s + 1]
@@ -157,6 +183,7 @@ class SeriesSet:
     step: int  # most common difference: ns for datetimes, units for integers
     freq: str | None  # pandas offset alias when inferable or given, else None
     warnings: tuple[str, ...]  # one-line notes for the user; never printed here
+    future: FutureRows | None = None  # the trailing target-empty rows, with future_rows='split'
 
 
 # ----------------------------------------------------------------------------------------------
@@ -692,6 +719,8 @@ def _mode(d: np.ndarray) -> int:
 
 
 def _infer_freq(idx: pd.DatetimeIndex) -> str | None:
+    """pd.infer_freq's alias, when the stamps lie on it: pandas calls 08:00-15:00 hourly data 'bh'
+    (business hours are 09:00-17:00), whose grid then refused the file's first time."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -700,7 +729,8 @@ def _infer_freq(idx: pd.DatetimeIndex) -> str | None:
             return None
     if f is None:
         return None
-    return f if isinstance(f, str) else f.freqstr
+    f = f if isinstance(f, str) else f.freqstr
+    return f if _offset(f).is_on_offset(idx[0]) else None
 
 
 def _on_grid(t: np.ndarray, freq: str) -> np.ndarray:
@@ -807,37 +837,48 @@ def _check_freq(freq: str | None) -> None:
 # the whole read
 
 
-def _check_args(targets, features, time_col, id_col, sep, missing, max_bytes):
-    def names(value, what):
-        if isinstance(value, str):
-            value = (value,)
-        out = []
-        for v in value:
-            if not isinstance(v, str) or not v.strip():
-                raise UsageError(f"{what} names must be non-empty strings, got {v!r}")
-            out.append(v.strip())
-        return tuple(out)
+def _names(value, what: str) -> tuple[str, ...]:
+    """Column names as given (one string or several), stripped; an empty one is a UsageError."""
+    if isinstance(value, str):
+        value = (value,)
+    out = []
+    for v in value:
+        if not isinstance(v, str) or not v.strip():
+            raise UsageError(f"{what} names must be non-empty strings, got {v!r}")
+        out.append(v.strip())
+    return tuple(out)
 
-    targets, features = names(targets, "target"), names(features, "feature")
-    if not targets:
-        raise UsageError("name at least one target column (--target)")
-    time_col = names((time_col,), "time column")[0] if time_col is not None else None
-    id_col = names((id_col,), "id column")[0] if id_col is not None else None
-    roles = [(t, "--target") for t in targets] + [(f, "--feature") for f in features]
-    roles += [(c, r) for c, r in ((time_col, "--time-col"), (id_col, "--id-col")) if c is not None]
+
+def _check_roles(roles: list[tuple[str, str]]) -> None:
+    """Each column one role: a name given twice, or as a target and a feature, is a UsageError."""
     seen: dict[str, str] = {}
     for col, role in roles:
         if col in seen:
             same = "twice" if seen[col] == role else f"as {seen[col]} and as {role}"
             raise UsageError(f"column {col!r} is named {same}; give each column one role")
         seen[col] = role
+
+
+def _check_args(targets, features, time_col, id_col, sep, missing, max_bytes, future_features=(), future_rows="no"):
+    targets, features = _names(targets, "target"), _names(features, "feature")
+    future_features = _names(future_features, "future feature")
+    if not targets:
+        raise UsageError("name at least one target column (--target)")
+    if future_rows not in FUTURE_ROW_POLICIES:
+        raise UsageError(f"future_rows must be one of {', '.join(FUTURE_ROW_POLICIES)}, got {future_rows!r}")
+    time_col = _names((time_col,), "time column")[0] if time_col is not None else None
+    id_col = _names((id_col,), "id column")[0] if id_col is not None else None
+    roles = [(t, "--target") for t in targets] + [(f, "--feature") for f in features]
+    roles += [(f, "--future-features") for f in future_features]
+    roles += [(c, r) for c, r in ((time_col, "--time-col"), (id_col, "--id-col")) if c is not None]
+    _check_roles(roles)
     if not isinstance(sep, str) or len(sep) != 1 or sep in "\"\r\n":
         raise UsageError(f"--sep must be a single character such as ',' ';' or a tab, got {sep!r}")
     if missing not in MISSING_POLICIES:
         raise UsageError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
     if not isinstance(max_bytes, int) or max_bytes < 1:
         raise UsageError(f"max_bytes must be a positive integer, got {max_bytes!r}")
-    return targets, features, time_col, id_col
+    return targets, features, future_features, time_col, id_col
 
 
 def _listed(names, limit: int = 20) -> str:
@@ -883,15 +924,27 @@ def _looks_like_dates(values: list[str]) -> bool:
 
 def read_series(path: str, *, targets: Sequence[str], features: Sequence[str] = (), time_col: str | None = None,
                 id_col: str | None = None, sep: str = ",", freq: str | None = None,
-                missing: str = "interpolate", max_bytes: int = 2_000_000_000, stdin=None) -> SeriesSet:
+                missing: str = "interpolate", max_bytes: int = 2_000_000_000, stdin=None,
+                future_features: Sequence[str] = (), future_rows: str = "no") -> SeriesSet:
     """Read a CSV (file, .csv.gz or '-' for stdin) into validated, sorted arrays; see the module
-    docstring for every rule."""
-    targets, features, time_col, id_col = _check_args(targets, features, time_col, id_col, sep, missing,
-                                                      max_bytes)
+    docstring for every rule. future_features are read as features (after them in `columns`);
+    future_rows says what trailing target-empty rows are: 'no' (missing values, as ever), 'split'
+    (future rows, returned in .future) or 'refuse' (an error: the model reads no future features)."""
+    targets, features, future_features, time_col, id_col = _check_args(
+        targets, features, time_col, id_col, sep, missing, max_bytes, future_features, future_rows)
     _check_freq(freq)
+    with _open_input(path, max_bytes, stdin) as (raw, source, gz_name):
+        return _read_stream(raw, source, gz_name, targets, features + future_features, time_col, id_col, sep,
+                            freq, missing, max_bytes, (len(future_features), future_rows))
+
+
+@contextlib.contextmanager
+def _open_input(path, max_bytes: int, stdin):
+    """(binary stream, source name, named .gz) of a path or '-' (stdin), checked from os.stat
+    before it is opened (module docstring: Input); a file is closed afterwards, stdin is not."""
     path = os.fspath(path)
     source = "<stdin>" if path == "-" else path
-    where = _Where(source, id_col)
+    where = _Where(source, None)
     if path == "-":
         if stdin is None:
             if sys.stdin is None:
@@ -901,8 +954,8 @@ def read_series(path: str, *, targets: Sequence[str], features: Sequence[str] = 
             stdin = sys.stdin.buffer
         elif not isinstance(stdin.read(0), bytes):
             stdin = stdin.buffer
-        return _read_stream(stdin, source, False, targets, features, time_col, id_col, sep, freq, missing,
-                            max_bytes)
+        yield stdin, source, False
+        return
     st = _stat_input(path)
     if st.st_size == 0:
         raise DataError(f"{where.file}: empty (0 bytes); give a CSV with a header line and one row per time step")
@@ -916,16 +969,15 @@ def read_series(path: str, *, targets: Sequence[str], features: Sequence[str] = 
         if head != b"\x1f\x8b" and st.st_size > max_bytes:
             raise DataError(f"{where.file}: {_fmt_bytes(st.st_size)}, larger than the limit of "
                             f"{_fmt_bytes(max_bytes)}; pass a smaller file or raise the limit")
-        return _read_stream(raw, source, path.lower().endswith(".gz"), targets, features, time_col, id_col,
-                            sep, freq, missing, max_bytes)
+        yield raw, source, path.lower().endswith(".gz")
 
 
 def _read_stream(raw, source: str, gz_name: bool, targets, features, time_col, id_col, sep, freq, missing,
-                 max_bytes) -> SeriesSet:
+                 max_bytes, future=NO_FUTURE) -> SeriesSet:
     """The fast path (_read_fast) when it takes the input; else the careful path (_read_careful)
     from the first byte again: a regular file is rewound, stdin is replayed from what the fast
     path read. Only the careful path raises errors about the input, so every message is its own."""
-    args = (targets, features, time_col, id_col, sep, freq, missing, max_bytes)
+    args = (targets, features, time_col, id_col, sep, freq, missing, max_bytes, future)
     seekable = raw.seekable() if hasattr(raw, "seekable") else False
     tape = None if seekable else _Tape(raw)
     try:
@@ -952,12 +1004,19 @@ def _read_stream(raw, source: str, gz_name: bool, targets, features, time_col, i
 
 
 def _read_careful(raw, source: str, gz_name: bool, targets, features, time_col, id_col, sep, freq, missing,
-                  max_bytes) -> SeriesSet:
-    limit = csv.field_size_limit()
-    csv.field_size_limit(MAX_LINE_BYTES)  # long quoted fields (the default stops at 131,072), not unbounded ones
-    try:
+                  max_bytes, future=NO_FUTURE) -> SeriesSet:
+    with _long_fields():
         return _read_records(raw, source, gz_name, targets, features, time_col, id_col, sep, freq, missing,
-                             max_bytes)
+                             max_bytes, future)
+
+
+@contextlib.contextmanager
+def _long_fields():
+    """The csv module reads long quoted fields (its default stops at 131,072), not unbounded ones."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(MAX_LINE_BYTES)
+    try:
+        yield
     finally:
         csv.field_size_limit(limit)
 
@@ -1026,9 +1085,37 @@ def _plan(header_raw: list[str], header_line: int, where: _Where, sep: str, targ
 
 
 def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, id_col, sep, freq, missing,
-                  max_bytes) -> SeriesSet:
+                  max_bytes, future=NO_FUTURE) -> SeriesSet:
     """The careful path: Python's csv module, one record at a time, every value checked as text."""
     where = _Where(source, id_col)
+    plan, header_raw, guesses, fields, lines = _careful_fields(raw, source, gz_name, where, sep, max_bytes, targets,
+                                                               features, time_col, id_col, guess_ids=True)
+    time_col, columns = plan.time_col, plan.columns
+    times, kind = _parse_times(fields[0], lines, time_col, where, plan.hint)
+    if freq is not None and kind == "integer":
+        raise FreqNotApplicable(f"--freq {freq!r} does not apply: the time column {time_col!r} holds integers "
+                         "(steps or years); leave --freq out")
+    if id_col is not None:
+        ids, codes = _series_codes(fields[1], lines, id_col, where)
+    else:
+        ids = ("",)
+        codes = np.zeros(len(times), dtype=np.int64)
+    first_value = 2 if id_col is not None else 1
+    semicolon_hint = sep != ";" and ";" in ",".join(header_raw)
+    values = np.empty((len(times), len(columns)), dtype=np.float64)
+    for j, col in enumerate(columns):
+        values[:, j] = _parse_numbers(fields[first_value + j], lines, col, where, semicolon_hint)
+    id_guess = {c: fields[first_value + len(columns) + j] for j, c in enumerate(guesses)}
+    del fields
+    return _assemble(source, where, plan, id_col, len(targets), ids, codes, times, kind, values, lines, freq,
+                     missing, id_guess, future)
+
+
+def _careful_fields(raw, source: str, gz_name: bool, where: _Where, sep: str, max_bytes: int, targets, features,
+                    time_col, id_col, guess_ids: bool) -> tuple[_Plan, list[str], list[str], list[tuple], np.ndarray]:
+    """(plan, raw header, id guesses, fields, lines) of the careful path: the header checked and
+    the time column chosen, then for every data record the fields read (time, id, plan.columns,
+    then the columns that may be a forgotten --id-col, when guess_ids) and the line it starts on."""
     text, gz = _text_stream(raw, source, gz_name, max_bytes, sep)
     records = _Records(text, where, sep, gz)
     header_raw = records.read_header()
@@ -1040,10 +1127,9 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
         return sample
 
     plan = _plan(header_raw, records.header_line, where, sep, targets, features, time_col, id_col, read_sample)
-    time_col, columns = plan.time_col, plan.columns
-    guesses = _id_candidates(plan, sample or read_sample()) if id_col is None else []
-    need = [plan.index[time_col]] + ([plan.index[id_col]] if id_col is not None else [])
-    need += [plan.index[c] for c in columns] + [plan.index[c] for c in guesses]
+    guesses = _id_candidates(plan, sample or read_sample()) if guess_ids and id_col is None else []
+    need = [plan.index[plan.time_col]] + ([plan.index[id_col]] if id_col is not None else [])
+    need += [plan.index[c] for c in plan.columns] + [plan.index[c] for c in guesses]
     pick = operator.itemgetter(*need)
     lines_list = sample_lines
     picked = [pick(row) for row in sample]
@@ -1056,35 +1142,21 @@ def _read_records(raw, source: str, gz_name: bool, targets, features, time_col, 
     del picked
     lines = np.asarray(lines_list, dtype=np.int64)
     del lines_list
+    return plan, header_raw, guesses, fields, lines
 
-    times, kind = _parse_times(fields[0], lines, time_col, where, plan.hint)
-    if freq is not None and kind == "integer":
-        raise FreqNotApplicable(f"--freq {freq!r} does not apply: the time column {time_col!r} holds integers "
-                         "(steps or years); leave --freq out")
-    if id_col is not None:
-        raw_ids = list(fields[1])  # verbatim: forecasts must join back on the file's own ids
-        for i, s in enumerate(raw_ids):
-            if not s.strip():
-                raise DataError(f"{where.at(int(lines[i]), id_col)}: empty series id; every row needs one")
-        first_codes, uniques = pd.factorize(np.array(raw_ids, dtype=object), sort=False)
-        order = sorted(range(len(uniques)), key=lambda k: uniques[k])  # ids sort as strings
-        rank = np.empty(len(order), dtype=np.int64)
-        rank[order] = np.arange(len(order))
-        ids = tuple(str(uniques[k]) for k in order)
-        codes = rank[first_codes]
-        del raw_ids, first_codes
-    else:
-        ids = ("",)
-        codes = np.zeros(len(times), dtype=np.int64)
-    first_value = 2 if id_col is not None else 1
-    semicolon_hint = sep != ";" and ";" in ",".join(header_raw)
-    values = np.empty((len(times), len(columns)), dtype=np.float64)
-    for j, col in enumerate(columns):
-        values[:, j] = _parse_numbers(fields[first_value + j], lines, col, where, semicolon_hint)
-    id_guess = {c: fields[first_value + len(columns) + j] for j, c in enumerate(guesses)}
-    del fields
-    return _assemble(source, where, plan, id_col, len(targets), ids, codes, times, kind, values, lines, freq,
-                     missing, id_guess)
+
+def _series_codes(raw_ids: Sequence[str], lines: np.ndarray, id_col: str, where: _Where) -> tuple[tuple[str, ...], np.ndarray]:
+    """(ids sorted as strings, each row's index into them) from the id fields, kept verbatim:
+    forecasts must join back on the file's own ids. An empty or blank id is a DataError."""
+    raw_ids = list(raw_ids)
+    for i, s in enumerate(raw_ids):
+        if not s.strip():
+            raise DataError(f"{where.at(int(lines[i]), id_col)}: empty series id; every row needs one")
+    first_codes, uniques = pd.factorize(np.array(raw_ids, dtype=object), sort=False)
+    order = sorted(range(len(uniques)), key=lambda k: uniques[k])  # ids sort as strings
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return tuple(str(uniques[k]) for k in order), rank[first_codes]
 
 
 def _id_candidates(plan: _Plan, rows: list[list[str]], limit: int = 2) -> list[str]:
@@ -1133,20 +1205,17 @@ def _panel_error(message: str, id_guess: dict[str, Sequence[str]] | None, times:
 
 def _assemble(source: str, where: _Where, plan: _Plan, id_col: str | None, n_targets: int, ids: tuple[str, ...],
               codes: np.ndarray, times: np.ndarray, kind: str, values: np.ndarray, lines: np.ndarray,
-              freq: str | None, missing: str, id_guess: dict[str, Sequence[str]] | None = None) -> SeriesSet:
+              freq: str | None, missing: str, id_guess: dict[str, Sequence[str]] | None = None,
+              future: tuple[int, str] = NO_FUTURE) -> SeriesSet:
     """Both paths end here with the parsed rows in file order: the missing-value policy, sorting,
-    duplicate times, frequency and gaps, interpolation. id_guess: text columns (file order) that
-    may be a forgotten --id-col, named in the message when the times fail as one series."""
+    duplicate times, future rows, frequency and gaps, interpolation. id_guess: text columns (file
+    order) that may be a forgotten --id-col, named in the message when the times fail as one
+    series. future: (how many of the last columns are future features, future_rows)."""
     time_col, columns = plan.time_col, plan.columns
+    n_future, future_rows = future
     file_times = times
-    if missing == "refuse":
-        nan_rows, nan_cols = np.nonzero(np.isnan(values))
-        if len(nan_rows):
-            k = int(np.argmin(nan_rows))
-            i, j = int(nan_rows[k]), int(nan_cols[k])
-            sid = ids[codes[i]]
-            raise DataError(f"{where.at(int(lines[i]), columns[j])}: missing value{where.series(sid)} at "
-                            f"{_fmt_time(times[i], kind)}; fill it in, or use --missing interpolate")
+    if missing == "refuse" and future_rows == "no":  # else after the split: future rows' empty cells are not missing
+        _refuse_missing(values, lines, times, kind, columns, lambda i, codes=codes: ids[codes[i]], where)
 
     dc, dt = np.diff(codes), np.diff(times)
     if not ((dc > 0) | ((dc == 0) & (dt >= 0))).all():  # already in (id, time) order: lexsort is the identity
@@ -1167,6 +1236,13 @@ def _assemble(source: str, where: _Where, plan: _Plan, id_col: str | None, n_tar
                         f"{' and series' if id_col is not None else ''}{plan.chosen if plan.auto_time else ''}")
     starts = np.concatenate([[0], np.flatnonzero(dc) + 1, [len(times)]]).astype(np.int64)
     del dc, dt, same, codes
+    future_set = None
+    if future_rows != "no":
+        values, times, lines, starts, future_set = _split_future(source, values, times, lines, starts, ids, kind,
+                                                                 columns, n_targets, n_future, future_rows, where)
+        if missing == "refuse":
+            _refuse_missing(values, lines, times, kind, columns,
+                            lambda i: ids[int(np.searchsorted(starts, i, side="right")) - 1], where)
 
     notes: list[str] = []
     try:
@@ -1182,7 +1258,81 @@ def _assemble(source: str, where: _Where, plan: _Plan, id_col: str | None, n_tar
     return SeriesSet(source=source, time_col=time_col,
                      id_col=id_col, columns=tuple(columns), n_targets=n_targets, ids=ids, starts=starts,
                      values=values, times=np.ascontiguousarray(times), time_kind=kind, step=int(step),
-                     freq=out_freq, warnings=tuple(notes))
+                     freq=out_freq, warnings=tuple(notes), future=future_set)
+
+
+def _refuse_missing(values, lines, times, kind, columns, series_of: Callable[[int], str], where: _Where) -> None:
+    """--missing refuse: the first missing value in the file (the lowest line) is a DataError."""
+    nan_rows, nan_cols = np.nonzero(np.isnan(values))
+    if len(nan_rows):
+        k = int(np.argmin(lines[nan_rows]))
+        i, j = int(nan_rows[k]), int(nan_cols[k])
+        raise DataError(f"{where.at(int(lines[i]), columns[j])}: missing value{where.series(series_of(i))} at "
+                        f"{_fmt_time(times[i], kind)}; fill it in, or use --missing interpolate")
+
+
+def _split_future(source, values, times, lines, starts, ids, kind, columns, n_targets, n_future, future_rows,
+                  where: _Where):
+    """(values, times, lines, starts, FutureRows) of sorted rows whose trailing target-empty rows
+    (every target missing) are taken out of each series as its future rows ('split'), or refused
+    ('refuse': the model reads no future features). Past features may be empty there, the
+    future features (the last n_future columns) may not; a series with no target value at all is
+    a DataError either way."""
+    observed = np.flatnonzero(~np.isnan(values[:, :n_targets]).all(axis=1))  # rows with a target value
+    before_end = np.searchsorted(observed, starts[1:])  # observed rows before each series' end
+    per_series = before_end - np.searchsorted(observed, starts[:-1])
+    if not per_series.all():
+        s = int(np.flatnonzero(per_series == 0)[0])
+        i = int(starts[s])
+        subject = f"series {ids[s]!r} has" if where.id_col is not None else "the data has"
+        raise DataError(f"{where.at(int(lines[i]))}: {subject} no observed value (every row from "
+                        f"{_fmt_time(times[i], kind)} on has {_target_names(columns, n_targets)} empty); give "
+                        "the series its observed values, or drop it")
+    n_rows = (starts[1:] - 1 - observed[before_end - 1]).astype(np.int64)  # rows after each series' last value
+    del observed, before_end, per_series
+    if future_rows == "refuse":
+        if n_rows.any():
+            s = int(np.flatnonzero(n_rows)[0])
+            i = int(starts[s + 1] - n_rows[s])
+            k = int(n_rows[s])
+            subject = f"series {ids[s]!r} has" if where.id_col is not None else "the data has"
+            others = int((n_rows > 0).sum()) - 1
+            more = f" (and {others} more series)" if others else ""
+            raise DataError(f"{where.at(int(lines[i]))}: {subject} {k} row{'s' if k > 1 else ''} after its last "
+                            f"value (from {_fmt_time(times[i], kind)}) with {_target_names(columns, n_targets)} "
+                            f"empty{more}: future rows, but this model reads no future features; drop those rows "
+                            "(or retrain with --future-features)")
+        return values, times, lines, starts, None
+    future_starts = np.concatenate([[0], np.cumsum(n_rows)]).astype(np.int64)
+    future = (np.repeat(starts[1:] - n_rows - future_starts[:-1], n_rows)  # each series' first future row
+              + np.arange(future_starts[-1], dtype=np.int64))  # row indices, in order
+    future_values = values[future, values.shape[1] - n_future:]
+    future_lines, future_times = lines[future].astype(np.int64), times[future]
+    empty = np.isnan(future_values)
+    if empty.any():
+        rows, cols = np.nonzero(empty)
+        k = int(np.argmin(future_lines[rows]))
+        r, j = int(rows[k]), int(cols[k])
+        s = int(np.searchsorted(future_starts, r, side="right") - 1)
+        name = columns[len(columns) - n_future + j]
+        raise DataError(f"{where.at(int(future_lines[r]), name)}: empty in a future row{where.series(ids[s])} "
+                        f"(at {_fmt_time(future_times[r], kind)}, after the last value of "
+                        f"{_target_names(columns, n_targets)}); future rows need every future feature: fill it in")
+    rows = FutureRows(source=source, ids=ids, starts=future_starts, times=np.ascontiguousarray(future_times),
+                      values=np.ascontiguousarray(future_values), lines=future_lines)
+    if not n_rows.any():
+        return values, times, lines, starts, rows
+    keep = np.ones(len(times), dtype=bool)
+    keep[future] = False
+    starts = np.concatenate([[0], np.cumsum(np.diff(starts) - n_rows)]).astype(np.int64)
+    return values[keep], times[keep], lines[keep], starts, rows
+
+
+def _target_names(columns, n_targets: int) -> str:
+    """'the target' column named, or 'every target' (several) for messages about empty targets."""
+    if n_targets == 1:
+        return f"the target {columns[0]!r}"
+    return f"every target ({_listed(columns[:n_targets])})"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1517,7 +1667,7 @@ class _FastMemory:
 
 
 def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_col, sep, freq, missing,
-               max_bytes) -> SeriesSet:
+               max_bytes, future=NO_FUTURE) -> SeriesSet:
     """The fast path (see above): plain or gzip UTF-8 text whose quotes (if any) enclose whole
     fields, LF or CRLF line ends, the header on line 1, every other line either blank or with as
     many fields as the header, fields up to FAST_MAX_FIELD bytes in the columns read."""
@@ -1651,7 +1801,7 @@ def _read_fast(raw, source: str, gz_name: bool, targets, features, time_col, id_
     values, lines = rows.values[:n], rows.lines[:n]
     del rows
     return _assemble(source, where, plan, id_col, len(targets), ids, codes, times, kind, values, lines, freq,
-                     missing)
+                     missing, None, future)
 
 
 def _frequency(times, starts, ids, kind, freq, lines, time_col, where: _Where, notes: list[str]):
@@ -1998,6 +2148,152 @@ def _fill_missing(values, times, starts, ids, columns, lines, kind, where: _Wher
     more = f" and {len(filled) - 3} more" if len(filled) > 3 else ""
     notes.append(f"{where.file}: interpolated {len(filled)} missing value{'s' if len(filled) > 1 else ''} "
                  f"linearly: {shown}{more}")
+
+
+# ----------------------------------------------------------------------------------------------
+# future rows: the future features' values for the forecast steps
+
+
+def read_future_file(path: str, *, future_features: Sequence[str], time_col: str | None, id_col: str | None,
+                     sep: str = ",", freq: str | None = None, max_bytes: int = 2_000_000_000,
+                     time_kind: str | None = None, stdin=None) -> FutureRows:
+    """The rows of a --future FILE: its time column, id column (when id_col) and future features,
+    any number of rows per series (history rows too: future_block takes those after DATA's last
+    value), sorted by (id, time). Read by the careful path (such files are small) with its rules
+    and messages; every cell must be filled. time_kind (DATA's, or the model's), and freq (dates
+    only), refuse times of the other kind."""
+    future_features = _names(future_features, "future feature")
+    if not future_features:
+        raise UsageError("--future gives values of future features, but none are named (--future-features)")
+    time_col = _names((time_col,), "time column")[0] if time_col is not None else None
+    id_col = _names((id_col,), "id column")[0] if id_col is not None else None
+    _check_roles([(f, "--future-features") for f in future_features]
+                 + [(c, r) for c, r in ((time_col, "--time-col"), (id_col, "--id-col")) if c is not None])
+    _check_freq(freq)
+    with _open_input(path, max_bytes, stdin) as (raw, source, gz_name), _long_fields():
+        where = _Where(source, id_col)
+        plan, header_raw, _, fields, lines = _careful_fields(raw, source, gz_name, where, sep, max_bytes, (),
+                                                             future_features, time_col, id_col, guess_ids=False)
+    times, kind = _parse_times(fields[0], lines, plan.time_col, where, plan.hint)
+    expected = time_kind or ("datetime" if freq is not None else None)
+    if expected is not None and kind != expected:
+        wanted = "dates" if expected == "datetime" else "integers"
+        raise DataError(f"{where.at(int(lines[0]), plan.time_col)}: the times are {kind} values, but DATA's are "
+                        f"{wanted}; write them as DATA does")
+    if id_col is not None:
+        ids, codes = _series_codes(fields[1], lines, id_col, where)
+    else:
+        ids, codes = ("",), np.zeros(len(times), dtype=np.int64)
+    first_value = 2 if id_col is not None else 1
+    semicolon_hint = sep != ";" and ";" in ",".join(header_raw)
+    values = np.empty((len(times), len(future_features)), dtype=np.float64)
+    for j, col in enumerate(future_features):
+        values[:, j] = _parse_numbers(fields[first_value + j], lines, col, where, semicolon_hint)
+    del fields
+    empty_rows, empty_cols = np.nonzero(np.isnan(values))
+    if len(empty_rows):  # rows are in file order: the first is the lowest line
+        i, j = int(empty_rows[0]), int(empty_cols[0])
+        raise DataError(f"{where.at(int(lines[i]), future_features[j])}: empty{where.series(ids[codes[i]])} at "
+                        f"{_fmt_time(times[i], kind)}; every row of the future file needs every future feature: "
+                        "fill it in or drop the row")
+    order = np.lexsort((times, codes))
+    times, codes, lines, values = times[order], codes[order], lines[order], values[order]
+    same = (np.diff(times) == 0) & (np.diff(codes) == 0)
+    if same.any():
+        k = int(np.flatnonzero(same)[0])
+        a, b = sorted((int(lines[k]), int(lines[k + 1])))
+        raise DataError(f"{where.at(b, plan.time_col)}: time {_fmt_time(times[k], kind)}{where.series(ids[codes[k]])} "
+                        f"also appears on line {a}; keep one row per time{' and series' if id_col else ''}")
+    starts = np.searchsorted(codes, np.arange(len(ids) + 1)).astype(np.int64)
+    return FutureRows(source=source, ids=ids, starts=starts, times=np.ascontiguousarray(times, dtype=np.int64),
+                      values=np.ascontiguousarray(values), lines=lines.astype(np.int64))
+
+
+def future_block(series: SeriesSet, future: FutureRows, n_steps: int, freq: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(times (S, n_steps) int64, values (S, n_steps, F) float64): for every series of `series`,
+    its first n_steps future rows after its last observed time (rows at or before it are
+    ignored: a --future file may hold history). They must continue the series: with a freq,
+    exactly the stamps future_times gives; without one, each a positive multiple of series.step
+    after the one before (business-hours data jumps overnight). Else a DataError naming the
+    future rows' file, the series, what is needed and what was found."""
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    file, data = _name(future.source), _name(series.source)
+    kind, step = series.time_kind, int(series.step)
+    known = {sid: s for s, sid in enumerate(series.ids)}
+    stray = [sid for sid in future.ids if sid not in known]
+    if stray:
+        count = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
+        raise DataError(f"--future {file}: series {stray[0]!r}{count} is not in {data}; drop its rows, or give "
+                        "its history in DATA")
+    last = series.times[series.starts[1:] - 1]
+    in_series = np.array([known[sid] for sid in future.ids], dtype=np.int64)  # future segment -> series
+    lengths = np.diff(future.starts)
+    segment = np.repeat(np.arange(len(future.ids)), lengths)
+    history = np.bincount(segment, weights=future.times <= last[in_series[segment]],  # a prefix: times are sorted
+                          minlength=len(future.ids)).astype(np.int64)
+    first = np.zeros(len(series.ids), dtype=np.int64)  # each series' first future row after its last value
+    have = np.zeros(len(series.ids), dtype=np.int64)
+    first[in_series] = future.starts[:-1] + history
+    have[in_series] = lengths - history
+    short = np.flatnonzero(have < n_steps)
+    if len(short):
+        _too_few_future_rows(series, future, int(short[0]), int(have[short[0]]), n_steps, freq)
+    rows = first[:, None] + np.arange(n_steps)
+    times = future.times[rows]
+    if freq is not None:
+        expected = _forecast_grid(series, last, n_steps, freq)
+        wrong = times != expected
+    else:
+        diffs = np.diff(times, prepend=last[:, None], axis=1)
+        wrong = (diffs <= 0) | (diffs % step != 0) if step > 0 else diffs <= 0
+    if wrong.any():
+        s, k = (int(x) for x in np.argwhere(wrong)[0])
+        found = (f"{_Where(future.source, None).at(int(future.lines[rows[s, k]]))}: time "
+                 f"{_fmt_time(times[s, k], kind)}{_Where(series.source, series.id_col).series(series.ids[s])} "
+                 "does not continue the series: ")
+        if freq is not None:
+            raise DataError(f"{found}step {k + 1} after its last value ({_fmt_time(last[s], kind)}) is "
+                            f"{_fmt_time(expected[s, k], kind)} ({freq}); give one row per step")
+        before = last[s] if k == 0 else times[s, k - 1]
+        raise DataError(f"{found}it is {_fmt_duration(int(diffs[s, k]), kind)} after {_fmt_time(before, kind)}, not "
+                        f"a whole number of steps of {_fmt_duration(step, kind)}; give one row per step")
+    return times, future.values[rows]
+
+
+def _forecast_grid(series: SeriesSet, last: np.ndarray, n: int, freq: str) -> np.ndarray:
+    """(S, n) int64: future_times after each series' last time; a fixed-length freq at once, a
+    calendar one per distinct last time (panels mostly end together)."""
+    fixed = _fixed_ns(_offset(freq)) if series.time_kind == "datetime" else None
+    if fixed and (len(last) == 0 or int(last.max()) + n * fixed <= pd.Timestamp.max.value):
+        return last[:, None] + fixed * np.arange(1, n + 1, dtype=np.int64)
+    ends, first_with, end_of = np.unique(last, return_index=True, return_inverse=True)
+    if len(ends) == 0:
+        return np.zeros((0, n), dtype=np.int64)
+    return np.stack([_forecast_stamps(series, int(s), n, freq) for s in first_with])[end_of]
+
+
+def _forecast_stamps(series: SeriesSet, s: int, n: int, freq: str | None) -> np.ndarray:
+    """future_times after series s's last time, its DataError (past 2262) naming DATA and the series."""
+    where = _Where(series.source, series.id_col)
+    try:
+        return future_times(int(series.times[series.starts[s + 1] - 1]), series.step, freq, series.time_kind, n)
+    except DataError as e:
+        raise DataError(f"{where.file}{where.series(series.ids[s])}: {e}") from None
+
+
+def _too_few_future_rows(series: SeriesSet, future: FutureRows, s: int, have: int, n: int, freq: str | None):
+    kind = series.time_kind
+    last = int(series.times[series.starts[s + 1] - 1])
+    subject = f"series {series.ids[s]!r} has" if series.id_col is not None else "the data has"
+    found = f"{have} future row{'' if have == 1 else 's'}" if have else "no future rows"
+    if freq is not None or kind == "integer":
+        end = format_times(_forecast_stamps(series, s, n, freq)[-1:], kind, freq)[0]
+        fix = f"add rows up to {end}"
+    else:
+        fix = f"add {n - have} more row{'' if n - have == 1 else 's'}, one per step"
+    raise DataError(f"{_name(future.source)}: {subject} {found} after its last value "
+                    f"({format_times(np.array([last]), kind, freq)[0]}), need {n} (the forecast's steps): {fix}")
 
 
 # ----------------------------------------------------------------------------------------------
