@@ -34,18 +34,23 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from lstm_cli import baselines, frame, metrics  # noqa: E402
 from lstm_cli.evaluate import evaluate_from_csv  # noqa: E402
 from lstm_cli.pipeline import TrainRequest, season_length, train_from_csv  # noqa: E402
+from lstm_cli.train import TrainConfig  # noqa: E402
 
-# name: (file, target, id_col, features, horizon)
+# name: (file, target, id_col, features, horizon, future features). insurance: 40 months; horizon 6 (half
+# the planning year) leaves the earliest of 3 origins 28 rows, more than two years, so that `--calendar auto`
+# keeps `month` at every origin and seasonal naive's MASE scale has 16 differences; 8 would leave 24 rows
+# (23 months: no month), 12 too few rows to train.
 DATASETS = {
-    "a10": ("a10_monthly.csv", "cost_million_aud", None, (), 12),
-    "ausbeer": ("ausbeer_quarterly.csv", "beer_megalitres", None, (), 8),
-    "gasoline": ("gasoline_weekly.csv", "million_barrels_per_day", None, (), 13),
-    "hyndsight": ("hyndsight_daily.csv", "pageviews", None, (), 14),
-    "nile": ("nile_yearly.csv", "volume", None, (), 5),
-    "bank_calls": ("bank_calls_5min.csv", "calls", None, (), 169),
-    "us_macro": ("us_macro_quarterly.csv", "real_gdp", None, ("real_investment", "real_government"), 4),
-    "departures": ("departures_monthly_panel.csv", "departures_thousands", "series_id", (), 12),
-    "prison": ("prison_quarterly_panel.csv", "prisoners", "series_id", (), 8),
+    "a10": ("a10_monthly.csv", "cost_million_aud", None, (), 12, ()),
+    "ausbeer": ("ausbeer_quarterly.csv", "beer_megalitres", None, (), 8, ()),
+    "gasoline": ("gasoline_weekly.csv", "million_barrels_per_day", None, (), 13, ()),
+    "hyndsight": ("hyndsight_daily.csv", "pageviews", None, (), 14, ()),
+    "nile": ("nile_yearly.csv", "volume", None, (), 5, ()),
+    "bank_calls": ("bank_calls_5min.csv", "calls", None, (), 169, ()),
+    "us_macro": ("us_macro_quarterly.csv", "real_gdp", None, ("real_investment", "real_government"), 4, ()),
+    "departures": ("departures_monthly_panel.csv", "departures_thousands", "series_id", (), 12, ()),
+    "prison": ("prison_quarterly_panel.csv", "prisoners", "series_id", (), 8, ()),
+    "insurance": ("insurance_monthly.csv", "quotes", None, (), 6, ("tv_adverts",)),
 }
 SLOW = ("bank_calls",)
 
@@ -102,7 +107,7 @@ def stats_scores(path: str, target: str, id_col: str | None, horizon: int) -> di
 def ensemble_mase(model_paths: list[str], path: str) -> float:
     """MASE (mean over series and targets) of the average of the models' forecasts of the last horizon:
     what ensembling over seeds would give (measured here only; the tool does not do it)."""
-    from lstm_cli.evaluate import _truncate
+    from lstm_cli.evaluate import _truncate, known_after_cuts
     from lstm_cli.pipeline import load_model, read_like_model
 
     forecasts = []
@@ -113,7 +118,8 @@ def ensemble_mase(model_paths: list[str], path: str) -> float:
         H = spec.horizon
         lengths = np.diff(series.starts)
         past = _truncate(series, lengths - H)
-        f, _ = model.forecast(past.ids, past.values, past.starts, H)  # (S, H, K, nq)
+        f, _ = model.forecast(past.ids, past.values, past.starts, H, times=past.times,
+                              future=known_after_cuts(series, lengths - H, spec, H))  # (S, H, K, nq)
         forecasts.append(f[..., len(spec.quantiles) // 2])
     mean = np.mean(forecasts, axis=0)
     season = season_length(series.freq or spec.freq, series.step, series.time_kind, series.times[: series.starts[1]])
@@ -137,11 +143,38 @@ def _number_or_text(v: str):
     return v
 
 
+def _field_value(default, text: str):
+    """--set text as the TrainRequest field wants it: a comma list for the tuple fields (targets,
+    features, future_features, quantiles: 'a,b' -> ('a', 'b'), '' -> ()), else _number_or_text.
+    calendar stays text ('auto', 'none', 'month,hour'): train resolves it as it does --calendar."""
+    if isinstance(default, tuple):
+        return tuple(_number_or_text(item.strip()) for item in text.split(",") if item.strip())
+    return _number_or_text(text)
+
+
 def parse_overrides(pairs: list[str], req: TrainRequest) -> TrainRequest:
     overrides = dict(kv.split("=", 1) for kv in pairs)
     cfg = {k: type(getattr(req.train, k))(v) for k, v in overrides.items() if hasattr(req.train, k)}
-    top = {k: _number_or_text(v) for k, v in overrides.items() if not hasattr(req.train, k)}
+    top = {k: _field_value(getattr(req, k), v) for k, v in overrides.items() if not hasattr(req.train, k)}
     return replace(req, train=replace(req.train, **cfg), **top)
+
+
+def unknown_overrides(pairs: list[str]) -> list[str]:
+    """The --set keys that are neither a TrainRequest nor a TrainConfig field (or have no '=')."""
+    fields = set(TrainRequest.__dataclass_fields__) | set(TrainConfig.__dataclass_fields__)
+    return [kv for kv in pairs if "=" not in kv or kv.split("=", 1)[0] not in fields]
+
+
+def known_columns(features: tuple[str, ...], future_features: tuple[str, ...],
+                  known_as: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(features, future_features) of a data set with its known-future columns used as --known-as
+    says: 'future' (--future-features), 'past' (--features: seen only up to the forecast origin)
+    or 'none' (left out), to measure what knowing them in advance is worth."""
+    if known_as == "past":
+        return features + future_features, ()
+    if known_as == "none":
+        return features, ()
+    return features, future_features
 
 
 def use_lookback_rule(expr: str) -> None:
@@ -174,34 +207,43 @@ def main() -> None:
     ap.add_argument("--ensemble", action="store_true",
                     help="also score the average of the --seeds models' forecasts (column 'ens')")
     ap.add_argument("--log", help="append one JSON line per (data set, seed) to this file")
+    ap.add_argument("--known-as", choices=("future", "past", "none"), default="future",
+                    help="how the data sets' known-future columns (insurance's tv_adverts) are used: "
+                         "future = --future-features (default), past = --features, none = left out")
     ap.add_argument("--lookback-rule", help="try another default lookback rule: a Python expression of h "
                     "(horizon) and m (season, 1 without), e.g. 'max(2*h, 3*m, 8)'; cut by data as the default is")
     args = ap.parse_args()
+    if unknown_overrides(args.set):
+        ap.error(f"--set takes key=value with a TrainRequest or TrainConfig field as key: {unknown_overrides(args.set)}")
     if args.lookback_rule:
         use_lookback_rule(args.lookback_rule)
     overrides = dict(kv.split("=", 1) for kv in args.set)
     print(f"{'data':12} {'lstm':>7} {'median':>7} {'naive':>7} {'snaive':>7} {'ets':>7} {'arima':>7} "
           f"{'lstm s':>7} {'stats s':>7}   seeds {args.seeds}, origins {args.origins}, options {overrides}"
+          + ("" if args.known_as == "future" else f", known-future columns as {args.known_as}")
           + (f", lookback rule {args.lookback_rule}" if args.lookback_rule else ""), flush=True)
     wins = {"seasonal_naive": 0, "ets": 0, "arima": 0}
     ratios, n_data = [], 0
-    for name, (file, target, id_col, features, horizon) in DATASETS.items():
+    for name, (file, target, id_col, features, horizon, future_features) in DATASETS.items():
         if args.only and name not in args.only:
             continue
         if args.skip_slow and name in SLOW and not args.only:
             continue
         path = os.path.join(args.data_dir, file)
-        if features and overrides.get("strategy") == "recursive":  # lstm train refuses it (exit 2)
-            print(f"{name:12} skipped: --strategy recursive cannot use its features {', '.join(features)}",
+        features, future_features = known_columns(features, future_features, args.known_as)
+        probe = parse_overrides(args.set, TrainRequest(data=path, out="", targets=(target,), horizon=horizon,
+                                                       features=features, future_features=future_features))
+        if probe.features and probe.strategy == "recursive":  # lstm train refuses it (exit 2)
+            print(f"{name:12} skipped: --strategy recursive cannot use its features {', '.join(probe.features)}",
                   flush=True)
             continue
         with tempfile.TemporaryDirectory() as tmp:
             train_csv = os.path.join(tmp, "train.csv")
             cut_tail(path, id_col, horizon, train_csv)
-            scores = []
+            scores, train_seconds = [], []
             t0 = time.perf_counter()
             for seed in range(args.first_seed, args.first_seed + (0 if args.no_lstm else args.seeds)):
-                per_origin = []
+                per_origin, seed_train_seconds = [], 0.0
                 for origin in range(args.origins):
                     eval_csv, fit_csv = path, train_csv
                     if origin:  # the data as it was `origin` steps earlier
@@ -210,16 +252,22 @@ def main() -> None:
                         cut_tail(path, id_col, origin * -(-horizon // 2), eval_csv)
                         cut_tail(eval_csv, id_col, horizon, fit_csv)
                     req = TrainRequest(data=fit_csv, out=os.path.join(tmp, f"m{seed}_{origin}.lstm"),
-                                       targets=(target,), horizon=horizon, features=features, id_col=id_col)
+                                       targets=(target,), horizon=horizon, features=features,
+                                       future_features=future_features, id_col=id_col)
                     req = parse_overrides(args.set, req)
                     req = replace(req, train=replace(req.train, seed=seed))
+                    t_train = time.perf_counter()
                     train_from_csv(req)
+                    seed_train_seconds += time.perf_counter() - t_train
                     per_origin.append(evaluate_from_csv(req.out, eval_csv).overall())
                 scores.append({m: {"mase": float(np.mean([o[m]["mase"] for o in per_origin]))}
                                for m in per_origin[0]})
+                train_seconds.append(seed_train_seconds)
                 if args.log:
                     with open(args.log, "a") as fh:
                         fh.write(json.dumps({"data": name, "seed": seed, "options": overrides, "rule": args.lookback_rule,
+                                             "known_as": args.known_as, "origins": args.origins,
+                                             "train_seconds": round(seed_train_seconds, 2),
                                              "mase": {m: s["mase"] for m, s in scores[-1].items()}}) + "\n")
             seconds = (time.perf_counter() - t0) / args.seeds
             ens = ensemble_mase([os.path.join(tmp, f"m{seed}_0.lstm")
