@@ -1278,18 +1278,14 @@ def _split_future(source, values, times, lines, starts, ids, kind, columns, n_ta
     ('refuse': the model reads no future features). Past features may be empty there, the
     future features (the last n_future columns) may not; a series with no target value at all is
     a DataError either way."""
-    observed = np.flatnonzero(~np.isnan(values[:, :n_targets]).all(axis=1))  # rows with a target value
-    before_end = np.searchsorted(observed, starts[1:])  # observed rows before each series' end
-    per_series = before_end - np.searchsorted(observed, starts[:-1])
-    if not per_series.all():
-        s = int(np.flatnonzero(per_series == 0)[0])
+    n_rows = _rows_after_last_value(~np.isnan(values[:, :n_targets]).all(axis=1), starts)
+    if (n_rows < 0).any():
+        s = int(np.flatnonzero(n_rows < 0)[0])
         i = int(starts[s])
         subject = f"series {ids[s]!r} has" if where.id_col is not None else "the data has"
         raise DataError(f"{where.at(int(lines[i]))}: {subject} no observed value (every row from "
                         f"{_fmt_time(times[i], kind)} on has {_target_names(columns, n_targets)} empty); give "
                         "the series its observed values, or drop it")
-    n_rows = (starts[1:] - 1 - observed[before_end - 1]).astype(np.int64)  # rows after each series' last value
-    del observed, before_end, per_series
     if future_rows == "refuse":
         if n_rows.any():
             s = int(np.flatnonzero(n_rows)[0])
@@ -1326,6 +1322,32 @@ def _split_future(source, values, times, lines, starts, ids, kind, columns, n_ta
     keep[future] = False
     starts = np.concatenate([[0], np.cumsum(np.diff(starts) - n_rows)]).astype(np.int64)
     return values[keep], times[keep], lines[keep], starts, rows
+
+
+def _rows_after_last_value(has_value: np.ndarray, starts: np.ndarray, walk: int = 64) -> np.ndarray:
+    """Per series, how many rows follow its last row with a target value (-1: it has none). Series
+    are walked back from their ends `walk` rows at most, which settles the usual few future rows
+    without an index of all rows; the rest from the positions of every row with a value."""
+    firsts, lasts = starts[:-1], starts[1:] - 1
+    out = np.zeros(len(lasts), dtype=np.int64)
+    active = np.flatnonzero(~has_value[lasts])
+    for _ in range(walk):
+        if not len(active):
+            return out
+        out[active] += 1
+        pos = lasts[active] - out[active]
+        before = pos < firsts[active]
+        out[active[before]] = -1
+        active, pos = active[~before], pos[~before]
+        active = active[~has_value[pos]]
+    observed = np.flatnonzero(has_value)
+    if not len(observed):
+        out[active] = -1
+        return out
+    before_end = np.searchsorted(observed, lasts[active] + 1)  # rows with a value before each series' end
+    none = before_end == np.searchsorted(observed, firsts[active])
+    out[active] = np.where(none, -1, lasts[active] - observed[np.maximum(before_end - 1, 0)])
+    return out
 
 
 def _target_names(columns, n_targets: int) -> str:

@@ -513,3 +513,14 @@ def test_hourly_data_of_eight_hours_a_day_off_business_hours_reads_without_a_fre
     path = write(tmp_path / "h.csv", "time,y\n" + "".join(f"{t},{k}\n" for k, t in enumerate(stamps)))
     s = read_series(path, targets=["y"])
     assert s.freq is None and s.step == 3600 * 10**9 and len(s.times) == 16
+
+
+@settings(max_examples=200, deadline=None)
+@given(masks=st.lists(st.lists(st.booleans(), min_size=1, max_size=12), min_size=1, max_size=6),
+       walk=st.sampled_from([0, 1, 2, 64]))
+def test_rows_after_last_value_walking_back_or_from_every_position(masks, walk):
+    """The walk back from each series' end and the fallback over all rows agree with a plain loop."""
+    has = np.array([b for m in masks for b in m], dtype=bool)
+    starts = np.concatenate([[0], np.cumsum([len(m) for m in masks])]).astype(np.int64)
+    expected = [len(m) - 1 - max(i for i, b in enumerate(m) if b) if any(m) else -1 for m in masks]
+    assert frame._rows_after_last_value(has, starts, walk).tolist() == expected
