@@ -497,8 +497,11 @@ def export(model, fmt, out, quiet):
     """Export MODEL for use without lstm: ONNX, JSON or NPZ (docs/export.md).
 
     The ONNX graph takes the last lookback raw rows (targets, then features) and returns the
-    forecast for the trained horizon in original units; scaling happens inside. MODEL is only
-    read; --out is replaced atomically, or left as it was if the export fails.
+    forecast for the trained horizon in original units; scaling happens inside. A model with
+    inputs known in advance (--future-features, --calendar, --holidays) also takes `future`:
+    each forecast step's future features, then its calendar and holiday columns (the metadata
+    and docs/export.md give the columns and formulas). MODEL is only read; --out is replaced
+    atomically, or left as it was if the export fails.
 
     \b
     Example:

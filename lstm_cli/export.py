@@ -30,6 +30,14 @@ quantiles): the above with horizon 1, `horizon` times, each step's scaled y (its
 appended to xs as the newest row and the oldest dropped. The ONNX graph unrolls that loop, every
 step's recurrent and head nodes reading the same initializers.
 
+A model with inputs known in advance (future features, calendar, holidays; known_inputs) reads
+more columns: x holds the data columns then the calendar/holiday columns derived from each row's
+timestamp (calendar.derive); only the first n_past columns (targets, past features) are made
+relative to the last row; a horizon flag column (0) is appended, and then one row per step the
+call forecasts: past columns 0, the step's scaled known inputs, flag 1 (windows.with_future_rows).
+The LSTM reads lookback + steps rows. The ONNX graph takes the steps' known inputs as its input
+`future`; a recursive graph reads future[:, i] at step i and appends [forecast, future[:, i], 0].
+
 Gate order: the model (like torch) stacks the LSTM's four gates as i, f, g, o; ONNX's LSTM
 operator wants i, o, f, c, so the ONNX export reorders the 4H rows. A GRU stacks r, z, n; ONNX's
 GRU operator wants z, r, h, with linear_before_reset=1 (torch's placement of the reset gate).
@@ -78,15 +86,44 @@ def state_dict_arrays(header: dict, arrays) -> dict[str, np.ndarray]:
     return out
 
 
+HORIZON_FLAG = "horizon_flag"
+
+
+def known_inputs(d: dict) -> dict:
+    """The columns of a model's data section (header["data"]) in the order the network reads them.
+    "columns": the data columns (targets, past features, future features); "derived_columns": the
+    calendar and holiday columns computed from the timestamps; "known_columns": what is known of
+    the forecast steps (future features, then derived columns); "input_columns": every input of
+    the network (columns, derived, and the horizon flag when there are known inputs); "n_past": the
+    leading columns known only up to the forecast origin (targets, then past features)."""
+    from lstm_cli import calendar
+
+    future, components, holidays = list(d.get("future_features", [])), list(d.get("calendar", [])), d.get("holidays")
+    derived = list(calendar.column_names(components, holidays)) if components or holidays else []
+    columns = list(d["targets"]) + list(d["features"]) + future
+    known = future + derived
+    return {"columns": columns, "derived_columns": derived, "known_columns": known,
+            "input_columns": columns + derived + ([HORIZON_FLAG] if known else []),
+            "n_past": len(d["targets"]) + len(d["features"])}
+
+
 def metadata(header: dict) -> dict:
     """What a consumer needs besides the weights: columns, window, frequency, series, network sizes."""
     d, a, s = header["data"], header["arch"], header["series"]
     if d["scaling"] not in SCALINGS:  # a newer model kind: exporting it as "series" would be wrong
         raise ModelFileError(f"this model uses scaling {d['scaling']!r}, which export does not know "
                              f"(it knows {', '.join(SCALINGS)}); use the lstm version that wrote it")
+    cols = known_inputs(d)
     return {
         "targets": list(d["targets"]),
         "features": list(d["features"]),
+        "future_features": list(d.get("future_features", [])),
+        "calendar": list(d.get("calendar", [])),
+        "holidays": d.get("holidays"),
+        "derived_columns": cols["derived_columns"],
+        "known_columns": cols["known_columns"],
+        "input_columns": cols["input_columns"],
+        "n_past": cols["n_past"],
         "time_col": d["time_col"],
         "id_col": d["id_col"],
         "freq": d["freq"],
@@ -159,17 +196,60 @@ def _import_onnx():
     return onnx
 
 
+CALENDAR_FORMULAS = {  # what calendar.derive computes, in words (t: a row's timestamp, naive or UTC)
+    "hour": "hour_sin, hour_cos = sin, cos(2 pi p), p = time of day / 24 h",
+    "dayofweek": "dayofweek_sin, dayofweek_cos = sin, cos(2 pi p), p = (weekday, Monday = 0, + time of day "
+                 "in days) / 7",
+    "dayofyear": "dayofyear_sin, dayofyear_cos = sin, cos(2 pi p), p = (day of year - 1 + time of day in days) "
+                 "/ days in that year (365 or 366)",
+    "month": "month_sin, month_cos = sin, cos(2 pi p), p = (month - 1) / 12",
+}
+
+
+def known_inputs_doc(d: dict) -> list[str]:
+    """Lines of the ONNX doc_string on inputs known in advance: the derived columns' formulas."""
+    lines = [CALENDAR_FORMULAS[c] for c in d.get("calendar", [])]
+    if d.get("holidays"):
+        lines.append(f"holiday = the number of public holidays of {d['holidays']!r} (python package `holidays`, "
+                     "observed days included) in the row's step: the dates t .. t + step - 1 day for steps of a "
+                     "day or more (rounded to whole days); for steps of 28 days or more the step's calendar "
+                     "months (a row in the first half of its month starts them, one from day 16 ends them); "
+                     "1 if t's date is a holiday for shorter steps")
+    return lines
+
+
 def onnx_doc(header: dict) -> str:
     d, a = header["data"], header["arch"]
     K, nq, L = len(d["targets"]), len(d["quantiles"]), d["lookback"]
-    cols = list(d["targets"]) + list(d["features"])
+    cols = known_inputs(d)
     cell = ONNX_OP[a["cell"]]
     lines = [
         f"{cell} forecaster exported by lstm-cli {__version__}: {a['num_layers']} x {cell}({a['hidden_size']}) "
         f"+ dense head, scaling inside the graph.",
-        f"Input x: float32 [batch, {L}, {len(cols)}], the last {L} raw rows (oldest first) of each "
-        f"series, columns {cols} (targets, then features), in original units.",
     ]
+    if not cols["known_columns"]:
+        lines.append(f"Input x: float32 [batch, {L}, {len(cols['columns'])}], the last {L} raw rows (oldest first) "
+                     f"of each series, columns {cols['columns']} (targets, then features), in original units.")
+    else:
+        x_cols = cols["columns"] + cols["derived_columns"]
+        lines += [
+            f"Input x: float32 [batch, {L}, {len(x_cols)}], the last {L} raw rows (oldest first) of each series, "
+            f"columns {x_cols} (targets, past features, future features, in original units, then the calendar "
+            f"and holiday columns of each row's timestamp).",
+            f"Input future: float32 [batch, {d['horizon']}, {len(cols['known_columns'])}], what is known of the "
+            f"{d['horizon']} forecast steps (the timestamps after each series' last row, one step apart): columns "
+            f"{cols['known_columns']} (future features in original units, then the calendar and holiday columns "
+            f"of each step's timestamp).",
+        ]
+        if cols["derived_columns"]:
+            lines.append("Calendar and holiday columns (computed by the caller, for x and future alike): "
+                         + "; ".join(known_inputs_doc(d)) + ".")
+        lines.append(
+            f"The graph scales x and future (derived columns have loc 0, scale 1), makes only the first "
+            f"{cols['n_past']} columns (targets, past features) relative to the window's last row for 'level' and "
+            f"'seasonal' models, appends the column {HORIZON_FLAG!r} (0 on the window's rows), and then one row "
+            f"per forecast step: past columns 0, the step's scaled known columns, {HORIZON_FLAG} 1. The "
+            f"recurrent stack reads lookback + steps rows; the head reads its final state.")
     if d["id_col"] is not None:
         lines.append(
             f"Input series_index: int64 [batch], the row of each window's series in metadata 'ids' "
@@ -185,7 +265,10 @@ def onnx_doc(header: dict) -> str:
         lines.append(f"The model is recursive: its network forecasts one step. The graph unrolls the recursion "
                      f"{d['horizon']} times with the same weights: each step's forecast"
                      + (" (its median quantile)" if nq else "") + " is appended to the scaled window as its "
-                     "newest row, the oldest row is dropped, and the network runs again.")
+                     "newest row" + (f" (with that step's scaled known columns, future[:, i], and {HORIZON_FLAG} 0)"
+                                     if cols["known_columns"] else "")
+                     + ", the oldest row is dropped, and the network runs again"
+                     + (" on the window and step i + 1's row" if cols["known_columns"] else "") + ".")
     if a["dtype"] == "float64":
         lines.append("The model was trained in float64; its weights are cast to float32 here because "
                      f"onnxruntime's {cell} operator has no double kernel.")
@@ -244,22 +327,36 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
     def axes(*values: int) -> str:
         return const("axes_" + "_".join(map(str, values)), np.array(values, np.int64))
 
+    cols = known_inputs(d)
+    n_known, n_past = len(cols["known_columns"]), cols["n_past"]
+    n_x = D - 1 if n_known else D  # the columns of x: the graph adds the horizon flag
+
+    def per_series(name: str, values: np.ndarray, output: bool = False) -> str:
+        """values (S, C) of the window's series: gathered by series_index (B, 1, C), or (B, 1, C, 1)
+        for the output side; a model of one series broadcasts its single row, (C,) or (C, 1)."""
+        if not panel:
+            return const(name, values[0, :, None] if output else values[0])
+        rows = node("Gather", [const(name, values), "series_index"], f"{name}_rows", axis=0)
+        return node("Unsqueeze", [rows, axes(1, 3) if output else axes(1)], f"{name}_of_window")
+
+    def scaled(raw: str, first: int, stop: int, tag: str) -> str:
+        """(raw - loc[s, first:stop]) / scale[s, first:stop] in float64."""
+        raw64 = node("Cast", [raw], f"{tag}_f64", to=TensorProto.DOUBLE)
+        centered = node("Sub", [raw64, per_series(f"{tag}_loc", loc[:, first:stop])], f"{tag}_centered")
+        return node("Div", [centered, per_series(f"{tag}_scale", scale[:, first:stop])], f"{tag}_scaled_f64")
+
+    def pad_last_axis(value: str, before: int, after: int, name: str) -> str:
+        """value (B, T, C) with zero columns added before and after its last axis."""
+        pads = const(f"pads_{before}_{after}", np.array([0, 0, before, 0, 0, after], np.int64))
+        return node("Pad", [value, pads], name, mode="constant")
+
     # --- input scaling, float64: xs = (x - loc[s]) / scale[s] ---------------------------------
-    x64 = node("Cast", ["x"], "x_f64", to=TensorProto.DOUBLE)
-    if panel:
-        in_loc = node("Unsqueeze", [node("Gather", [const("scaler_loc", loc), "series_index"],
-                                         "loc_rows", axis=0), axes(1)], "loc_in")  # (B, 1, C)
-        in_scale = node("Unsqueeze", [node("Gather", [const("scaler_scale", scale), "series_index"],
-                                           "scale_rows", axis=0), axes(1)], "scale_in")
-        out_loc = node("Unsqueeze", [node("Gather", [const("target_loc", loc[:, :K]), "series_index"],
-                                          "target_loc_rows", axis=0), axes(1, 3)], "loc_out")  # (B, 1, K, 1)
-        out_scale = node("Unsqueeze", [node("Gather", [const("target_scale", scale[:, :K]), "series_index"],
-                                            "target_scale_rows", axis=0), axes(1, 3)], "scale_out")
-    else:
-        in_loc, in_scale = const("loc_in", loc[0]), const("scale_in", scale[0])  # (C,)
-        out_loc = const("loc_out", loc[0, :K, None])  # (K, 1)
-        out_scale = const("scale_out", scale[0, :K, None])
-    xs = node("Div", [node("Sub", [x64, in_loc], "x_centered"), in_scale], "x_scaled_f64")
+    xs = scaled("x", 0, n_x, "x")  # (B, lookback, n_x)
+    out_loc = per_series("target_loc", loc[:, :K], output=True)
+    out_scale = per_series("target_scale", scale[:, :K], output=True)
+    if n_known:  # the window's rows get the horizon flag 0; the known inputs of every step, scaled
+        xs = pad_last_axis(xs, 0, 1, "x_flagged")  # (B, lookback, D)
+        future_scaled = scaled("future", n_past, n_x, "future")  # (B, horizon, n_known)
 
     # --- the recurrent weights, shared by every call of the network ----------------------------
     cell = a["cell"]
@@ -290,10 +387,20 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
         return node("Slice", [taken, const("zero", np.array([0], np.int64)),
                               const("n_targets", np.array([K], np.int64)), axes(2)], f"{name}_targets{tag}")
 
-    def call(xs: str, tag: str) -> str:
+    def known_steps(first: int, count: int, tag: str) -> str:
+        """future_scaled[:, first : first + count] (B, count, n_known): those steps' known inputs."""
+        return node("Gather", [future_scaled, const(f"steps_{first}_{count}", np.arange(first, first + count))],
+                    f"future_scaled_steps{tag}", axis=1)
+
+    flag_column = np.zeros(D)
+    flag_column[-1] = 1.0
+
+    def call(xs: str, tag: str, first: int = 0) -> str:
         """One call of the network on the scaled float64 window xs (B, lookback, C): anchor,
         inputs, the recurrent stack, the head and the quantile sort, as the forecaster does it.
-        Returns its forecast (B, steps, K, max(nq, 1)), scaled, float64, anchor added."""
+        With known inputs, the rows of the steps first .. first + steps - 1 follow the window
+        (windows.with_future_rows). Returns its forecast (B, steps, K, max(nq, 1)), scaled,
+        float64, anchor added."""
         anchor = None  # the anchor of each step's targets (windows.split_anchor, same float64 operations)
         if rows is not None:
             anchor = gather_targets(xs, rows, "anchor_rows", tag)
@@ -307,7 +414,15 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
             last_row = node("Slice", [xs, const("last_row_start", np.array([-1], np.int64)),
                                       const("int64_max", np.array([np.iinfo(np.int64).max], np.int64)), axes(1)],
                             f"x_level{tag}")  # (B, 1, C)
+            if n_known:  # only the past columns: known inputs mean something by themselves
+                last_row = pad_last_axis(node("Slice", [last_row, const("zero", np.array([0], np.int64)),
+                                                        const("n_past", np.array([n_past], np.int64)), axes(2)],
+                                              f"x_level_past{tag}"), 0, D - n_past, f"x_level_padded{tag}")
             xs = node("Sub", [xs, last_row], f"x_minus_level_f64{tag}")
+        if n_known:  # one row per forecast step: past columns 0, the step's known inputs, the flag 1
+            ahead = pad_last_axis(known_steps(first, steps, tag), n_past, 1, f"future_rows_unflagged{tag}")
+            ahead = node("Add", [ahead, const("horizon_flag_on", flag_column)], f"future_rows{tag}")
+            xs = node("Concat", [xs, ahead], f"x_with_future_rows{tag}", axis=1)  # (B, lookback + steps, D)
         xs = node("Cast", [xs], f"x_scaled{tag}", to=TensorProto.FLOAT)
         seq = node("Transpose", [xs], f"x_time_major{tag}", perm=[1, 0, 2])  # (T, B, D): layout 0
         for k, (W, R, B) in enumerate(layer_weights):  # one ONNX LSTM (or GRU) node per layer
@@ -337,10 +452,14 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
         median = const("median_index", np.array([max(nq, 1) // 2], np.int64))
         ys = []
         for i in range(horizon):
-            ys.append(call(xs, f"_step{i + 1}"))
+            ys.append(call(xs, f"_step{i + 1}", i))
             if i < horizon - 1:
                 new_row = node("Squeeze", [node("Gather", [ys[-1], median], f"median_step{i + 1}", axis=3),
                                            axes(3)], f"new_row_step{i + 1}")  # (B, 1, K)
+                if n_known:  # with the step's known inputs, and the flag 0: the row is history now
+                    new_row = pad_last_axis(node("Concat", [new_row, known_steps(i, 1, f"_row{i + 1}")],
+                                                 f"new_row_known_step{i + 1}", axis=2), 0, 1,
+                                            f"new_row_flagged_step{i + 1}")
                 grown = node("Concat", [xs, new_row], f"window_grown_step{i + 1}", axis=1)  # (B, lookback + 1, C)
                 xs = node("Slice", [grown, const("one", np.array([1], np.int64)), const(
                     "int64_max", np.array([np.iinfo(np.int64).max], np.int64)), axes(1)], f"window_step{i + 2}")
@@ -354,9 +473,11 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
         node("Squeeze", [node("Cast", [y], "forecast_4d", to=TensorProto.FLOAT),
                          axes(3)], "forecast")
 
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", lookback, D])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", lookback, n_x])]
     if panel:
         inputs.append(helper.make_tensor_value_info("series_index", TensorProto.INT64, ["batch"]))
+    if n_known:
+        inputs.append(helper.make_tensor_value_info("future", TensorProto.FLOAT, ["batch", horizon, n_known]))
     out_shape = ["batch", horizon, K] + ([nq] if nq else [])
     graph = helper.make_graph(nodes, "lstm_forecaster", inputs,
                               [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, out_shape)],
@@ -379,6 +500,12 @@ def onnx_metadata_props(meta: dict) -> dict[str, str]:
     if len(meta["ids"]) <= MAX_IDS_IN_ONNX_METADATA:
         props["ids"], props["last_time"] = meta["ids"], meta["last_time"]
     props["inputs"] = ["x", "series_index"] if meta["id_col"] is not None else ["x"]
+    props["x_columns"] = meta["input_columns"][:-1] if meta["known_columns"] else meta["input_columns"]  # input x
+    for key in ("future_features", "calendar", "holidays", "derived_columns", "input_columns", "n_past"):
+        props[key] = meta[key]
+    if meta["known_columns"]:
+        props["inputs"].append("future")
+        props["future_columns"] = meta["known_columns"]  # what input future holds, per forecast step
     if meta["dtype"] == "float64":
         props["note"] = "weights cast from float64 to float32 (onnxruntime's recurrent operators have no double kernel)"
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in props.items()}
