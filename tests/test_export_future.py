@@ -4,9 +4,11 @@ forecast (and `lstm predict`'s on a CSV with future rows); the metadata names ev
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -355,3 +357,17 @@ def test_docs_onnx_example_for_known_inputs_forecasts_a_csv_with_future_rows(mod
         exec(block, namespace)
     want = case.expected()
     assert rel_diff(namespace["forecast"].reshape(want.shape), want) <= RTOL_FLOAT32
+
+
+def test_a_holidays_model_exports_without_the_holidays_package(models, tmp_path, monkeypatch):
+    """Export writes the holiday column's name and rule, not its values: a machine without the
+    optional package exports the model (exit 0), in every format."""
+    if "holidays_us" not in models:
+        pytest.skip("the holidays package is not installed (no holidays model to export)")
+    monkeypatch.setitem(sys.modules, "holidays", None)  # `import holidays` raises ImportError
+    formats = ["json", "npz"] + (["onnx"] if importlib.util.find_spec("onnx") else [])
+    for fmt in formats:
+        result = run("export", models["holidays_us"][0], "--format", fmt, "--out", tmp_path / f"m.{fmt}", "-q")
+        assert result.exit_code == 0, (fmt, result.output)
+    meta = json.loads((tmp_path / "m.json").read_text())["metadata"]
+    assert meta["holidays"] == "US" and meta["known_columns"][-1] == "holiday"
