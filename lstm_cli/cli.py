@@ -307,12 +307,30 @@ def data_options(f):
     return f
 
 
+def _calendar_option(text: str):
+    """--calendar's text checked before any work (calendar.parse_option: exit 2 on a bad name)."""
+    from lstm_cli import calendar
+
+    return calendar.parse_option(text)
+
+
 @cli.command()
 @click.argument("data")
 @click.option("--target", "targets", multiple=True, required=True, help="Column(s) to forecast; repeat or comma-separate.")
 @click.option("--horizon", type=click.IntRange(1, limits.MAX_STEPS), required=True, help="Steps to forecast.")
 @click.option("--out", required=True, help="Model file to write (atomically).")  # checked by atomic: exit 73
-@click.option("--features", "features", multiple=True, help="Extra input columns (past covariates), comma-separated.")
+@click.option("--features", "features", multiple=True,
+              help="Extra input columns known only up to the last row (past covariates), comma-separated.")
+@click.option("--future-features", "future_features", multiple=True, metavar="A,B",
+              help="Input columns whose values are known for the forecast steps too (planned prices, "
+                   "promotions, weather forecasts), comma-separated; predict needs their future rows.")
+@click.option("--calendar", "calendar_option", default="none", show_default=True, metavar="auto|none|LIST",
+              help="Inputs derived from the timestamps for history and forecast steps alike, sin/cos pairs of "
+                   "hour (time of day), dayofweek, dayofyear, month: a comma list, auto (those the step and the "
+                   "history allow), or none.")
+@click.option("--holidays", metavar="CODE",
+              help="A 0/1 input (a count per step for weekly or longer steps): the public holidays of CODE "
+                   "(US, DE-BY, ...), from the optional `holidays` package (pip install 'lstm-cli[holidays]').")
 @data_options
 @click.option("--freq", help="Frequency alias (MS, W-MON, D, h, 5min, ...); default: inferred.")
 @click.option("--lookback", type=click.IntRange(1, limits.MAX_STEPS), help="Input window length [default: 2 seasons or 2 horizons].")
@@ -353,10 +371,11 @@ def data_options(f):
               help="val: after training, scale the network's output (a departure from the anchor) by the "
                    "factor in [0, 1] that fits the validation windows best, shrinking noise toward naive; "
                    "quantile models are left as trained.")
-@click.option("--blend", type=_float_range("blend"), default=0.5, show_default=True, metavar="W",
+@click.option("--blend", type=_float_range("blend"), metavar="W",
               help="Forecast (1 - W) x the network's forecast + W x seasonal naive (naive without a season, "
                    "or when the season is longer than --lookback): the combination beat the network alone "
-                   "on real data (docs/accuracy.md). 0: the network alone; quantile models are not blended.")
+                   "on real data (docs/accuracy.md). 0: the network alone; quantile models are not blended. "
+                   "[default: 0.5; 0 with --future-features, which the partner cannot see]")
 @click.option("--sample-series", type=_int_range("sample_series"), metavar="N",
               help="Train on a seeded random sample of N series (with --id-col; every series keeps its own "
                    "scaler, so predict serves all of them): one global model learns from a few thousand.")
@@ -374,7 +393,7 @@ def data_options(f):
 @click.option("--max-input-bytes", type=click.IntRange(1), default=2_000_000_000, show_default=True,
               help="Refuse a CSV larger than this (gzip: counted decompressed).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def train(data, targets, horizon, out, features, time_col, id_col, sep, missing, freq, lookback, cell, hidden, layers,
+def train(data, targets, horizon, out, features, future_features, calendar_option, holidays, time_col, id_col, sep, missing, freq, lookback, cell, hidden, layers,
           dropout, epochs, batch_size, lr, optimizer, momentum, weight_decay, clip, val_frac, patience, quantiles,
           seed, dtype, scaling, strategy, forget_bias, calibrate, blend, sample_series, warm_start, threads, time_limit, resume, wait,
           max_input_bytes, quiet):
@@ -418,7 +437,9 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
                              weight_decay=weight_decay, clip=clip, patience=patience, dropout=dropout, seed=seed)
         req = TrainRequest(data=data, out=out, targets=_split_names(targets), horizon=horizon,
-                           features=_split_names(features), time_col=time_col, id_col=id_col, sep=sep, freq=freq,
+                           features=_split_names(features), future_features=_split_names(future_features),
+                           calendar=_calendar_option(calendar_option), holidays=holidays,
+                           time_col=time_col, id_col=id_col, sep=sep, freq=freq,
                            missing=missing, lookback=lookback, cell=cell, hidden=hidden, layers=layers, dtype=dtype,
                            quantiles=quantiles or (), val_frac=val_frac, threads=threads, train=config,
                            scaling=scaling, strategy=strategy, forget_bias=forget_bias, calibrate=calibrate, blend=blend,
@@ -482,6 +503,8 @@ def train(data, targets, horizon, out, features, time_col, id_col, sep, missing,
           if (scale := model.training["params"].get("output_scale")) is not None else []),
         *([("blended", blended)] if (blended := windows.blend_summary(model.spec.blend, model.spec.lookback,
                                                                      model.spec.season)) else []),
+        *([("known ahead", ", ".join(model.spec.future_features + model.spec.derived_columns))]
+          if model.spec.has_known else []),
         ("time", f"{result.seconds:.1f} s"),
     ])
 
@@ -572,6 +595,9 @@ def _write_output(text: str, out: str | None) -> None:
               help="Steps to forecast [default: the trained horizon]; beyond it the model rolls forward "
                    "on its own forecasts (recursive).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--future", "future_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Models with --future-features: a CSV of the time column (and id column) and the future "
+                   "features for the forecast steps, instead of future rows at the end of DATA.")
 @click.option("--sep", default=",", show_default=True, help="Field separator of DATA.")
 @click.option("--missing", type=click.Choice(["interpolate", "refuse"]), default="interpolate", show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256))
@@ -595,12 +621,25 @@ def _write_output(text: str, out: str | None) -> None:
 @click.option("--scheduler", help="--engine dask: address of a running scheduler (tcp://host:8786) "
                                   "[default: a local cluster, one worker per core].")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def predict(model, data, out, horizon, fmt, sep, missing, threads, max_input_bytes, max_age, now, provenance,
+def predict(model, data, out, horizon, fmt, future_path, sep, missing, threads, max_input_bytes, max_age, now, provenance,
             precision, excel_safe, engine, scheduler, quiet):
     """Forecast the steps after the end of every series in DATA with MODEL.
 
     DATA needs the model's columns and at least its lookback rows per series. Output: the time
     column, the id column (if any), one column per target (per quantile for quantile models).
+
+    A model trained with --future-features needs their values for every step forecast: after
+    each series' last value, one row per step with the target empty and the future features
+    filled (or the same rows in --future FILE). Calendar and holiday inputs need nothing: they
+    come from the timestamps. Forecast past the trained horizon in whole blocks of it.
+
+    \b
+    DATA of a model with --future-features promo, --horizon 2:
+      date,sales,promo
+      2024-05-01,120,0
+      2024-06-01,135,1      <- the last value: the forecast starts after it
+      2024-07-01,,1         <- future rows: target empty, promo planned
+      2024-08-01,,0
 
     \b
     Example:
@@ -619,6 +658,9 @@ def predict(model, data, out, horizon, fmt, sep, missing, threads, max_input_byt
         raise click.UsageError("--excel-safe changes CSV cells for spreadsheets; JSON is not opened in one, "
                                "so leave out --excel-safe or use --format csv")
     if engine == "dask":
+        if future_path is not None:
+            raise click.UsageError("--engine dask reads future rows from DATA itself (after each series' last "
+                                   "value); leave out --future")
         _predict_dask(model, data, out, horizon, fmt, sep, missing, threads, max_age, now, provenance, scheduler,
                       quiet, precision=precision, excel_safe=excel_safe)
         return
@@ -634,7 +676,7 @@ def predict(model, data, out, horizon, fmt, sep, missing, threads, max_input_byt
     columns, rows, notes, meta = predict_from_csv(model, data, horizon=horizon, sep=sep, missing=missing,
                                                   threads=threads, max_bytes=max_input_bytes, max_age=max_age,
                                                   now_ns=_parse_now(now), provenance=provenance,
-                                                  precision=precision)
+                                                  precision=precision, future_path=future_path)
     for n in notes:
         console.note(n)
     if fmt == "json":
@@ -706,6 +748,9 @@ def info(model, fmt):
         ("network", f"{a['num_layers']} x {a['cell'].upper()}({a['hidden_size']}) -> {a['output_size']} outputs, {a['dtype']}"),
         ("targets", ", ".join(d["targets"])),
         ("features", ", ".join(d["features"]) or "-"),
+        ("future features", ", ".join(d.get("future_features", ())) or "-"),
+        ("calendar", ", ".join(d.get("calendar", ())) or "-"),
+        ("holidays", d.get("holidays") or "-"),
         ("time", f"{d['time_col']} ({d['time_kind']}, freq {d['freq'] or '?'})"),
         ("series", f"{len(header['series']['ids'])}" + (f" by {d['id_col']}" if d["id_col"] else "")),
         ("window", f"lookback {d['lookback']}, horizon {d['horizon']}, {d['strategy']}, scaling {d['scaling']}, "

@@ -20,6 +20,7 @@ import numpy as np
 
 from lstm_cli import baselines, frame, metrics
 from lstm_cli.errors import DataError, UsageError, shown
+from lstm_cli.model import FutureInputs
 from lstm_cli.pipeline import (
     MIN_TRAIN_WINDOWS,
     TrainRequest,
@@ -110,6 +111,15 @@ def _truncate(series: frame.SeriesSet, cuts: np.ndarray) -> frame.SeriesSet:
     return dataclasses.replace(series, values=series.values[index], times=series.times[index], starts=new_starts)
 
 
+def known_after_cuts(series: frame.SeriesSet, cuts: np.ndarray, spec, horizon: int) -> FutureInputs | None:
+    """What is known of the `horizon` steps after each series' cut: its actual rows' times and
+    future features (known in advance by definition), for a model with inputs known in advance."""
+    if not spec.has_known:
+        return None
+    index = series.starts[:-1, None] + np.asarray(cuts, dtype=np.int64)[:, None] + np.arange(horizon)[None, :]
+    return FutureInputs(times=series.times[index], values=series.values[index][..., spec.n_past :])
+
+
 def refit_request(model, source: str, threads: int | None) -> tuple[TrainRequest, list[str]]:
     """The TrainRequest that retrains `model` from scratch with the options its file records
     (training.params, the architecture and the data contract). Options a file does not record
@@ -140,7 +150,8 @@ def refit_request(model, source: str, threads: int | None) -> tuple[TrainRequest
              "features": spec.features, "time_col": spec.time_col, "id_col": spec.id_col, "freq": spec.freq,
              "lookback": spec.lookback, "hidden": arch.hidden_size, "layers": arch.num_layers,
              "dtype": arch.dtype, "cell": arch.cell, "quantiles": spec.quantiles, "scaling": spec.scaling,
-             "strategy": spec.strategy, "blend": spec.blend,
+             "strategy": spec.strategy, "blend": spec.blend, "future_features": spec.future_features,
+             "calendar": spec.calendar, "holidays": spec.holidays,
              "threads": threads or (int(recorded_threads) if recorded_threads else None), "train": config}
     request_fields = {f.name for f in dataclasses.fields(TrainRequest)}
     skip = {"sep", "missing", "warm_start"}  # parsing options (the data is already read); a refit starts afresh
@@ -225,7 +236,9 @@ def score_series(series: frame.SeriesSet, model, *, backtests: int, step: int, s
             if forecaster is None:
                 raise DataError(f"{shown(series.source)}: --refit: training at origin {origin + 1} stopped before its "
                                 f"first epoch finished ({fitted.stopped_by}); check the data or the model's --lr")
-        forecast, forecast_notes = forecaster.forecast(history.ids, history.values, history.starts, H)  # (S, H, K, nq)
+        forecast, forecast_notes = forecaster.forecast(history.ids, history.values, history.starts, H,
+                                                       times=history.times,  # known inputs: the actual rows'
+                                                       future=known_after_cuts(series, cuts, spec, H))  # (S, H, K, nq)
         del history
         if origin == 0:
             notes += forecast_notes

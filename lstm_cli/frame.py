@@ -2231,13 +2231,15 @@ def read_future_file(path: str, *, future_features: Sequence[str], time_col: str
                       values=np.ascontiguousarray(values), lines=lines.astype(np.int64))
 
 
-def future_block(series: SeriesSet, future: FutureRows, n_steps: int, freq: str | None) -> tuple[np.ndarray, np.ndarray]:
+def future_block(series: SeriesSet, future: FutureRows, n_steps: int, freq: str | None, *,
+                 why: str = "the forecast's steps", rows: str = "") -> tuple[np.ndarray, np.ndarray]:
     """(times (S, n_steps) int64, values (S, n_steps, F) float64): for every series of `series`,
     its first n_steps future rows after its last observed time (rows at or before it are
     ignored: a --future file may hold history). They must continue the series: with a freq,
     exactly the stamps future_times gives; without one, each a positive multiple of series.step
     after the one before (business-hours data jumps overnight). Else a DataError naming the
-    future rows' file, the series, what is needed and what was found."""
+    future rows' file, the series, what is needed and what was found; `why` says why n_steps, `rows`
+    what a future row holds (both for that message)."""
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")
     file, data = _name(future.source), _name(series.source)
@@ -2260,7 +2262,7 @@ def future_block(series: SeriesSet, future: FutureRows, n_steps: int, freq: str 
     have[in_series] = lengths - history
     short = np.flatnonzero(have < n_steps)
     if len(short):
-        _too_few_future_rows(series, future, int(short[0]), int(have[short[0]]), n_steps, freq)
+        _too_few_future_rows(series, future, int(short[0]), int(have[short[0]]), n_steps, freq, why, rows)
     rows = first[:, None] + np.arange(n_steps)
     times = future.times[rows]
     if freq is not None:
@@ -2304,7 +2306,8 @@ def _forecast_stamps(series: SeriesSet, s: int, n: int, freq: str | None) -> np.
         raise DataError(f"{where.file}{where.series(series.ids[s])}: {e}") from None
 
 
-def _too_few_future_rows(series: SeriesSet, future: FutureRows, s: int, have: int, n: int, freq: str | None):
+def _too_few_future_rows(series: SeriesSet, future: FutureRows, s: int, have: int, n: int, freq: str | None,
+                         why: str = "the forecast's steps", rows: str = ""):
     kind = series.time_kind
     last = int(series.times[series.starts[s + 1] - 1])
     subject = f"series {series.ids[s]!r} has" if series.id_col is not None else "the data has"
@@ -2315,7 +2318,7 @@ def _too_few_future_rows(series: SeriesSet, future: FutureRows, s: int, have: in
     else:
         fix = f"add {n - have} more row{'' if n - have == 1 else 's'}, one per step"
     raise DataError(f"{_name(future.source)}: {subject} {found} after its last value "
-                    f"({format_times(np.array([last]), kind, freq)[0]}), need {n} (the forecast's steps): {fix}")
+                    f"({format_times(np.array([last]), kind, freq)[0]}), need {n} ({why}): {fix}{rows}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -50,10 +50,65 @@ class DataSpec:
     scaling: str = "series"
     season: int = 1  # steps per seasonal cycle; the "seasonal" scaling's anchor is one season back
     blend: float = 0.0  # weight of seasonal naive in the forecast (windows.split_anchor); 0 in older files
+    future_features: tuple[str, ...] = ()  # columns whose values are known for the forecast steps too
+    calendar: tuple[str, ...] = ()  # calendar components (lstm_cli.calendar) derived from the timestamps
+    holidays: str | None = None  # a holidays-package code ('US', 'DE-BY'): a count of holidays per step
 
     @property
     def columns(self) -> tuple[str, ...]:
-        return self.targets + self.features
+        """The data columns the model reads, in the order of the values arrays."""
+        return self.targets + self.features + self.future_features
+
+    @property
+    def n_past(self) -> int:
+        """Columns known only up to the forecast origin: the targets, then the past-only features."""
+        return len(self.targets) + len(self.features)
+
+    @property
+    def derived_columns(self) -> tuple[str, ...]:
+        if not (self.calendar or self.holidays):
+            return ()
+        from lstm_cli import calendar
+
+        return calendar.column_names(self.calendar, self.holidays)
+
+    @property
+    def has_known(self) -> bool:
+        """Whether the model reads inputs known in advance (windows.with_future_rows)."""
+        return bool(self.future_features or self.calendar or self.holidays)
+
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        """Every input of the network in order: the data columns, the derived calendar and holiday
+        columns, and (with inputs known in advance) the horizon flag."""
+        return self.columns + self.derived_columns + (("horizon_flag",) if self.has_known else ())
+
+    def future_steps(self, horizon: int) -> int:
+        """Forecast steps whose known inputs a forecast of `horizon` steps reads: each call of the
+        network reads all the steps it forecasts, so a direct model rolled past its trained horizon
+        reads whole calls (24 steps for 20 asked of a 12-step model); a recursive one reads one a call."""
+        per_call = self.network_horizon
+        return -(-horizon // per_call) * per_call
+
+    def inputs_of(self, values: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """The network's columns for rows of data (N, len(columns)) at `times`: the derived columns
+        added, and the horizon flag as 0 (windows.with_future_rows sets it on the forecast rows)."""
+        if not self.has_known:
+            return values
+        parts = [np.asarray(values, dtype=np.float64)]
+        if self.derived_columns:
+            from lstm_cli import calendar
+
+            parts.append(calendar.derive(self.calendar, self.holidays, np.asarray(times, dtype=np.int64), self.step))
+        parts.append(np.zeros((len(values), 1)))
+        return np.concatenate(parts, axis=1)
+
+    def unscaled(self, loc: np.ndarray, scale: np.ndarray) -> None:
+        """Set loc 0 and scale 1 (in place) on the derived columns and the flag: they are already on
+        a fixed scale (sin/cos, counts, 0/1), the same for every series."""
+        first = len(self.columns)
+        loc[:, first:] = 0.0
+        scale[:, first:] = 1.0
 
     @property
     def n_outputs_per_step(self) -> int:
@@ -67,13 +122,28 @@ class DataSpec:
 
     def to_header(self) -> dict:
         d = asdict(self)
-        d["targets"], d["features"], d["quantiles"] = list(self.targets), list(self.features), list(self.quantiles)
+        for key in ("targets", "features", "quantiles", "future_features", "calendar"):
+            d[key] = list(d[key])
+        if not self.has_known:  # a file readable by lstm versions before inputs known in advance
+            for key in ("future_features", "calendar", "holidays"):
+                del d[key]
         return d
 
     @classmethod
     def from_header(cls, d: dict) -> DataSpec:
         return cls(**{**d, "targets": tuple(d["targets"]), "features": tuple(d["features"]),
-                      "quantiles": tuple(float(q) for q in d["quantiles"])})
+                      "quantiles": tuple(float(q) for q in d["quantiles"]),
+                      "future_features": tuple(d.get("future_features", ())),
+                      "calendar": tuple(d.get("calendar", ()))})
+
+
+@dataclass(frozen=True)
+class FutureInputs:
+    """What is known of the forecast steps of every series: their times (S, h) int64, and the future
+    features' values (S, h, len(spec.future_features)) in original units."""
+
+    times: np.ndarray
+    values: np.ndarray
 
 
 @dataclass
@@ -133,6 +203,8 @@ class Forecaster:
         unseen = [sid for sid, k in zip(series_ids, is_known, strict=True) if not k]
         if unseen:  # fitted on all supplied rows, for every series at once; known ones replaced below
             loc, scale = scaling.fit(values, starts, np.diff(starts))
+            if self.spec.has_known:
+                self.spec.unscaled(loc, scale)
         else:
             loc = np.empty((len(series_ids), self.loc.shape[1]))
             scale = np.empty_like(loc)
@@ -143,13 +215,18 @@ class Forecaster:
             notes.append(f"{len(unseen)} series not seen in training ({shown}): scaled by their own history")
         return loc, scale, notes
 
-    def forecast(self, series_ids, values: np.ndarray, starts: np.ndarray, horizon: int | None = None):
+    def forecast(self, series_ids, values: np.ndarray, starts: np.ndarray, horizon: int | None = None, *,
+                 times: np.ndarray | None = None, future: FutureInputs | None = None):
         """Forecasts (n_series, horizon, n_targets, max(1, n_quantiles)) in original units, from
         the last `lookback` rows of each series. A direct model forecasts its trained horizon in
         one call of the network; a recursive one forecasts one step per call. Either way, steps
         beyond one call append the forecasts (the median for quantile models) to the window as its
         newest rows, drop as many of the oldest, and call the network again; each call takes its
-        anchor (split_anchor) from the window it is given."""
+        anchor (split_anchor) from the window it is given.
+
+        A model with inputs known in advance (spec.has_known) also needs the rows' `times` and
+        `future`, what is known of the `horizon` steps: each call reads the known inputs of the steps
+        it forecasts after its window (windows.with_future_rows), and rolled rows keep them."""
         spec = self.spec
         horizon = horizon or spec.horizon
         K = len(spec.targets)
@@ -168,22 +245,42 @@ class Forecaster:
             s = short[0]
             name = f"series {series_ids[s]!r}: " if spec.id_col else ""
             raise DataError(f"{name}{lengths[s]} rows, need at least {spec.lookback} (the model's lookback)")
+        S = len(series_ids)
+        n_past = spec.n_past if spec.has_known else None
+        if spec.has_known:
+            need = spec.future_steps(horizon)
+            if times is None or future is None or future.times.shape != (S, need):
+                raise ValueError(f"a model with inputs known in advance needs times and future inputs for "
+                                 f"{S} series x {need} steps")
+            values = spec.inputs_of(values, times)
         loc, scale, notes = self.series_scaler(series_ids, values, starts)
         scaled = scaling.transform(values, starts, loc, scale)
         window = windows.last_windows(scaled, starts, spec.lookback)  # (S, lookback, C)
+        if spec.has_known:  # the forecast steps' rows, scaled: past columns 0 (unknown), flag 0 here
+            known = np.concatenate([np.zeros((S, need, spec.n_past)),
+                                    np.asarray(future.values, dtype=np.float64).reshape(S, need, -1)], axis=2)
+            ahead = spec.inputs_of(known.reshape(S * need, -1), future.times.reshape(-1)).reshape(S, need, -1)
+            ahead = (ahead - loc[:, None, :]) / scale[:, None, :]
         steps = []
         done = 0
         median = nq // 2
         while done < horizon:
-            inputs, base = windows.split_anchor(window, steps_per_call, K, spec.scaling, spec.season, spec.blend)
+            inputs, base = windows.split_anchor(window, steps_per_call, K, spec.scaling, spec.season, spec.blend,
+                                                n_past=n_past)
+            if spec.has_known:
+                inputs = windows.with_future_rows(inputs, ahead[:, done : done + steps_per_call], spec.n_past)
             raw = self.network.predict(inputs).astype(np.float64)  # (S, O)
-            y = raw.reshape(len(series_ids), steps_per_call, K, nq) + base[..., None]
+            y = raw.reshape(S, steps_per_call, K, nq) + base[..., None]
             if nq > 1:
                 y = np.sort(y, axis=3)  # quantiles never cross in the output
             steps.append(y)
             done += steps_per_call
             if done < horizon:  # roll: append the point forecasts as new target rows
                 new_rows = y[:, :, :, median]
+                if spec.has_known:  # with the known inputs of those steps (horizon flag 0: now history)
+                    rows = ahead[:, done - steps_per_call : done].copy()
+                    rows[..., :K] = new_rows
+                    new_rows = rows
                 window = np.concatenate([window, new_rows], axis=1)[:, -spec.lookback :, :]
         y = np.concatenate(steps, axis=1)[:, :horizon]
         out = y * scale[:, None, :K, None] + loc[:, None, :K, None]

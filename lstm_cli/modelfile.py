@@ -790,6 +790,27 @@ def _names(value, where: str, lo: int, hi: int, nonempty: bool = True) -> list:
     return value
 
 
+_HOLIDAYS_RE = re.compile(r"[A-Z]{2,3}(-[A-Z0-9]{1,10})?")
+
+
+def _known_inputs(data: dict) -> int:
+    """Checks data.calendar and data.holidays; returns how many columns they derive."""
+    from lstm_cli import calendar
+
+    components = data.get("calendar", [])
+    _names(components, "data.calendar", 0, len(calendar.COMPONENTS))
+    for i, c in enumerate(components):
+        _choice(c, f"data.calendar[{i}]", set(calendar.COMPONENTS))
+    if list(components) != [c for c in calendar.COMPONENTS if c in components]:
+        raise _bad("data.calendar", f"must list components in the order {list(calendar.COMPONENTS)}")
+    holidays = data.get("holidays")
+    if holidays is not None and not (isinstance(holidays, str) and _HOLIDAYS_RE.fullmatch(holidays)):
+        raise _bad("data.holidays", f"must be null or a code like 'US' or 'DE-BY', got {_short(holidays)}")
+    if (components or holidays) and data["time_kind"] != "datetime":
+        raise _bad("data.calendar", "needs data.time_kind 'datetime'")
+    return 2 * len(components) + (1 if holidays else 0)
+
+
 def expected_arrays(arch: dict, n_series: int) -> dict[str, tuple[str, tuple[int, ...]]]:
     """name -> (dtype code, shape) of every array a model with `arch` (validated) must hold."""
     D, H, L, O = arch["input_size"], arch["hidden_size"], arch["num_layers"], arch["output_size"]  # noqa: E741
@@ -860,7 +881,8 @@ def validate_header(header: dict) -> None:
     _int(arch["output_size"], "arch.output_size", 1, limits.MAX_OUTPUTS)
     _choice(arch["dtype"], "arch.dtype", set(_ARCH_DTYPES))
 
-    data = _section(header, "data", _DATA_KEYS, "data", optional={"season", "blend"})  # absent in older files
+    data = _section(header, "data", _DATA_KEYS, "data",  # absent in older files:
+                    optional={"season", "blend", "future_features", "calendar", "holidays"})
     time_col = _str(data["time_col"], "data.time_col", nonempty=True)
     id_col = data["id_col"]
     if id_col is not None:
@@ -869,9 +891,14 @@ def validate_header(header: dict) -> None:
     features = _names(data["features"], "data.features", 0, limits.MAX_INPUTS - 1)
     if set(targets) & set(features):
         raise _bad("data.features", f"overlap data.targets: {sorted(set(targets) & set(features))[:5]}")
+    future = _names(data.get("future_features", []), "data.future_features", 0, limits.MAX_INPUTS - 1)
+    if set(future) & (set(targets) | set(features)):
+        raise _bad("data.future_features", f"overlap data.targets or data.features: "
+                                           f"{sorted(set(future) & (set(targets) | set(features)))[:5]}")
     for key, col in (("data.time_col", time_col), ("data.id_col", id_col)):
-        if col is not None and (col in targets or col in features):
+        if col is not None and (col in targets or col in features or col in future):
             raise _bad(key, f"{col!r} is also a target or feature column")
+    derived = _known_inputs(data)
     if id_col is not None and id_col == time_col:
         raise _bad("data.id_col", "is the same column as data.time_col")
     _choice(data["time_kind"], "data.time_kind", {"datetime", "integer"})
@@ -896,9 +923,13 @@ def validate_header(header: dict) -> None:
         raise _bad("data.season", f"is {season} but a seasonal model needs lookback >= season "
                                   f"(lookback {data['lookback']})")
 
-    if arch["input_size"] != len(targets) + len(features):
+    known = len(future) + derived
+    inputs = len(targets) + len(features) + known + (1 if known else 0)
+    if arch["input_size"] != inputs:
         raise _bad("arch.input_size", f"is {arch['input_size']} but there are {len(targets)} targets "
-                                      f"+ {len(features)} features")
+                                      f"+ {len(features)} features"
+                                      + (f" + {len(future)} future features + {derived} calendar and holiday "
+                                         "columns + the horizon flag" if known else ""))
     steps = 1 if data["strategy"] == "recursive" else horizon  # a recursive network forecasts one step
     outputs = steps * len(targets) * max(1, len(quantiles))
     if arch["output_size"] != outputs:

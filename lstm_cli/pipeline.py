@@ -12,7 +12,7 @@ import numpy as np
 
 from lstm_cli import atomic, frame, limits, modelfile, scaling, windows
 from lstm_cli.errors import DataError, FreqNotApplicable, ModelFileError, StaleInputError, UsageError, shown
-from lstm_cli.model import STRATEGIES, DataSpec, Forecaster, unknown_features
+from lstm_cli.model import STRATEGIES, DataSpec, Forecaster, FutureInputs, unknown_features
 from lstm_cli.network import MIN_SHARD, Architecture, Network, default_threads
 from lstm_cli.train import TrainConfig, TrainResult, fit
 
@@ -44,7 +44,10 @@ class TrainRequest:
     strategy: str = "direct"  # "recursive": a one-step network fed its own forecasts, horizon times
     sample_series: int | None = None  # train on a seeded sample of this many series (all keep scalers)
     calibrate: str = "val"  # shrink the head toward the anchor by a factor fitted on validation; "none"
-    blend: float = 0.5  # weight of seasonal naive in the forecast (scale_head); 0: the network alone
+    blend: float | None = None  # weight of seasonal naive in the forecast (scale_head); None: blend_default
+    future_features: tuple[str, ...] = ()  # columns known for the forecast steps too (DataSpec.future_features)
+    calendar: str | tuple[str, ...] = "none"  # calendar.parse_option's result, or the resolved components
+    holidays: str | None = None  # a holidays-package code (calendar.check_holidays)
     threads: int | None = None
     warm_start: str | None = None
     train: TrainConfig = TrainConfig()
@@ -181,6 +184,18 @@ def check_training_memory(req: TrainRequest, n_inputs: int, n_outputs: int, look
                        "or on less history", DataError)
 
 
+def check_column_roles(req: TrainRequest) -> None:
+    """A column has one role: a target, a past-only feature (--features) or a future feature."""
+    roles = (("--target", req.targets), ("--features", req.features), ("--future-features", req.future_features))
+    for a, (name_a, cols_a) in enumerate(roles):
+        for name_b, cols_b in roles[a + 1 :]:
+            both = sorted(set(cols_a) & set(cols_b))
+            if both:
+                raise UsageError(f"column {both[0]!r} is in both {name_a} and {name_b}; give it one role "
+                                 "(--future-features: known for the forecast steps too; --features: known "
+                                 "only up to the last row)")
+
+
 def _check_strategy(req: TrainRequest) -> None:
     if req.strategy not in STRATEGIES:
         raise UsageError(f"unknown --strategy {req.strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -194,13 +209,14 @@ def check_model_limits(req: TrainRequest) -> None:
     limits modelfile.validate_header enforces, lstm_cli.limits): exit 2 now, not exit 70 at save."""
     from lstm_cli import memory
 
-    n_targets, n_inputs = len(req.targets), len(req.targets) + len(req.features)
+    n_targets = len(req.targets)
+    n_inputs = n_targets + len(req.features) + len(req.future_features)  # + calendar columns, known after reading
     if n_targets > limits.MAX_TARGETS:
         raise UsageError(f"--target names {n_targets} columns, more than the {limits.MAX_TARGETS} a model can "
                          f"forecast; train one model per group of at most {limits.MAX_TARGETS} targets")
     if n_inputs > limits.MAX_INPUTS:
-        raise UsageError(f"--target and --features name {n_inputs} input columns, more than the {limits.MAX_INPUTS} "
-                         "a model can read; drop some --features")
+        raise UsageError(f"--target, --features and --future-features name {n_inputs} input columns, more than the "
+                         f"{limits.MAX_INPUTS} a model can read; drop some features")
     for option, value in (("--horizon", req.horizon), ("--lookback", req.lookback)):
         if value is not None and value > limits.MAX_STEPS:
             raise UsageError(f"{option} {value} is more than the {limits.MAX_STEPS:,} steps a model can hold; "
@@ -275,6 +291,7 @@ def check_warm_start(old: Forecaster, series: frame.SeriesSet, req: TrainRequest
     where = f"--warm-start {shown(req.warm_start)}"
     for what, ours, theirs in (("targets", tuple(req.targets), spec.targets),
                                ("features", tuple(req.features), spec.features),
+                               ("future features", tuple(req.future_features), spec.future_features),
                                ("time column", series.time_col, spec.time_col),
                                ("id column", series.id_col, spec.id_col),
                                ("time kind", series.time_kind, spec.time_kind),
@@ -324,9 +341,7 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
     from lstm_cli import checkpoint
 
     atomic.check_output_path(req.out, inputs=() if req.data == "-" else (req.data,))
-    overlap = set(req.targets) & set(req.features)
-    if overlap:
-        raise UsageError(f"column {sorted(overlap)[0]!r} is both a --target and a --feature; name it once")
+    check_column_roles(req)
     if not req.warm_start:  # a warm start keeps the old model's strategy (checked in train_on_series)
         _check_strategy(req)
         check_model_limits(req)  # before reading: what the model file cannot hold is refused now, not at save
@@ -342,9 +357,9 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
     # first checkpoint replaces it: a rerun that forgot --resume can be stopped and rerun with it
     ckpt_notes = [] if resume or found is None else [checkpoint.kept_note(ckpt_path, found)]
     on_event("phase", {"phase": "reading", "source": "<stdin>" if req.data == "-" else req.data})
-    series = frame.read_series(req.data, targets=req.targets, features=req.features, time_col=req.time_col,
-                               id_col=req.id_col, sep=req.sep, freq=req.freq, missing=req.missing,
-                               max_bytes=max_input_bytes)
+    series = frame.read_series(req.data, targets=req.targets, features=tuple(req.features) + tuple(req.future_features),
+                               time_col=req.time_col, id_col=req.id_col, sep=req.sep, freq=req.freq,
+                               missing=req.missing, max_bytes=max_input_bytes)
     frame.check_given_freq(series, req.freq)
     frame.check_forecast_fits(series, req.horizon)  # a model that could not forecast its own data: refused now
     old = None
@@ -354,7 +369,8 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
         warm_notes += check_warm_start(old, series, req)
         req = replace(req, hidden=old.network.arch.hidden_size, layers=old.network.arch.num_layers,
                       cell=old.network.arch.cell, dtype=old.network.arch.dtype, quantiles=old.spec.quantiles,
-                      scaling=old.spec.scaling, lookback=old.spec.lookback, strategy=old.spec.strategy)
+                      scaling=old.spec.scaling, lookback=old.spec.lookback, strategy=old.spec.strategy,
+                      calendar=old.spec.calendar, holidays=old.spec.holidays)
     model, result = train_on_series(series, req, old=old, notes=warm_notes, on_event=on_event,
                                     should_stop=should_stop, checkpoint_path=ckpt_path, resume=resume, saving=True)
     if model is not None:
@@ -371,14 +387,27 @@ def load_model(path: str, threads: int | None = None) -> tuple[Forecaster, dict]
 
 
 def read_like_model(data: str, spec: DataSpec, *, sep: str = ",", missing: str = "interpolate",
-                    max_bytes: int = 2_000_000_000, stdin=None, check_step: bool = True) -> frame.SeriesSet:
+                    max_bytes: int = 2_000_000_000, stdin=None, check_step: bool = True,
+                    future_path: str | None = None) -> frame.SeriesSet:
     """DATA read with the model's columns and frequency: the one reader of predict, evaluate,
     validate --model and the dask partitions. DATA must step like the model (check_step; validate
-    reports it as a check of its own)."""
+    reports it as a check of its own).
+
+    A model with future features takes the rows after each series' last target (the target empty)
+    as its future rows (series.future), or, with future_path (predict --future FILE), that file's
+    rows; a model without them refuses such rows, naming them."""
+    if future_path == "-" and data == "-":
+        raise UsageError("DATA and --future cannot both be read from stdin; give one of them as a file")
+    if future_path is not None and not spec.future_features:
+        raise UsageError(f"--future {shown(future_path)}: this model reads no future features"
+                         f"{' (its calendar inputs come from the timestamps)' if spec.has_known else ''}; "
+                         "leave --future out")
     try:
-        series = frame.read_series(data, targets=spec.targets, features=spec.features, time_col=spec.time_col,
+        series = frame.read_series(data, targets=spec.targets, features=spec.features,
+                                   future_features=spec.future_features, time_col=spec.time_col,
                                    id_col=spec.id_col, sep=sep, freq=spec.freq, missing=missing,
-                                   max_bytes=max_bytes, stdin=stdin)
+                                   max_bytes=max_bytes, stdin=stdin,
+                                   future_rows="split" if spec.future_features else "refuse")
     except FreqNotApplicable:  # the frequency is the model's, not an option the user can leave out
         raise DataError(f"{'<stdin>' if data == '-' else data}: the time column {spec.time_col!r} holds integers, "
                         f"but the model was trained on dates (freq {spec.freq}); give dates, or retrain on "
@@ -389,6 +418,14 @@ def read_like_model(data: str, spec: DataSpec, *, sep: str = ",", missing: str =
         raise DataError(e.for_model) from None
     if check_step:
         frame.check_model_step(series, spec.time_kind, spec.freq, spec.step)
+    if future_path is not None:
+        if series.future is not None and len(series.future.times):
+            raise DataError(f"{shown(series.source)}: holds future rows (the target empty after the last value) and "
+                            f"--future {shown(future_path)} gives them too; give them in one place")
+        future = frame.read_future_file(future_path, future_features=spec.future_features, time_col=spec.time_col,
+                                        id_col=spec.id_col, sep=sep, freq=spec.freq, max_bytes=max_bytes,
+                                        time_kind=spec.time_kind)
+        series = replace(series, future=future)
     return series
 
 
@@ -499,6 +536,41 @@ def horizon_notes(spec: DataSpec, h: int) -> list[str]:
     return []
 
 
+def origin_stamps(series: frame.SeriesSet, origins: np.ndarray, which: np.ndarray, freq: str | None,
+                  n: int) -> np.ndarray:
+    """The n stamps after each distinct forecast origin (U, n): computed once per origin (a nightly
+    run has one), never once per series. which: the origin of each series, to name one in errors."""
+    table = np.empty((len(origins), n), dtype=np.int64)
+    for u, t in enumerate(origins):
+        try:
+            table[u] = frame.future_times(int(t), series.step, freq, series.time_kind, n)
+        except DataError as e:  # past 2262 or int64: name the (first) series that ends there
+            who = f"series {series.ids[int(np.argmax(which == u))]!r}" if series.id_col else "the series"
+            raise DataError(f"{shown(series.source)}: {who}: {e}") from None
+    return table
+
+
+def future_inputs(series: frame.SeriesSet, spec: DataSpec, h: int, stamps: np.ndarray) -> FutureInputs:
+    """What a model with inputs known in advance reads of the steps it forecasts (spec.future_steps(h)
+    of them): the future features from the future rows of DATA or --future (frame.future_block, which
+    refuses missing, short or off-grid rows), or, for calendar and holiday inputs alone, nothing but
+    the steps' stamps."""
+    n = spec.future_steps(h)
+    if not spec.future_features:
+        return FutureInputs(times=stamps, values=np.zeros((len(series.ids), n, 0)))
+    future = series.future
+    if future is None:
+        future = frame.FutureRows(source=series.source, ids=series.ids, starts=np.zeros(len(series.ids) + 1, np.int64),
+                                  times=np.zeros(0, np.int64), values=np.zeros((0, len(spec.future_features))),
+                                  lines=np.zeros(0, np.int64))
+    why = ("the forecast's steps" if n == h else f"the {h} steps asked, rounded up to whole calls of the "
+           f"trained horizon {spec.horizon}: each call reads the known inputs of all its steps")
+    rows = (f" with the target empty and {', '.join(map(repr, spec.future_features))} filled"
+            if future.source == series.source else "")  # (not for a --future file's rows)
+    times, values = frame.future_block(series, future, n, spec.freq or series.freq, why=why, rows=rows)
+    return FutureInputs(times=times, values=values)
+
+
 def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int | None = None,
                    provenance: Provenance | None = None, max_age: float | None = None,
                    now_ns: int | None = None, precision: int | None = None
@@ -516,8 +588,14 @@ def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int |
     stale_notes = check_freshness(series, model, max_age, now_ns)
     h = horizon or spec.horizon
     check_forecast_memory(series, spec, h, given=horizon is not None, provenance=provenance is not None)
+    freq = spec.freq or series.freq
+    last = series.times[series.starts[1:] - 1]  # (S,)
+    origins, which = np.unique(last, return_inverse=True)  # forecast origins; series -> origin
+    table = origin_stamps(series, origins, which, freq, spec.future_steps(h) if spec.has_known else h)
+    future = future_inputs(series, spec, h, table[which]) if spec.has_known else None
     try:
-        values, forecast_notes = model.forecast(series.ids, series.values, series.starts, h)  # (S, h, K, nq)
+        values, forecast_notes = model.forecast(series.ids, series.values, series.starts, h, times=series.times,
+                                                future=future)  # (S, h, K, nq)
     except DataError as e:  # too few rows: the forecaster does not know the file's name
         raise DataError(f"{shown(series.source)}: {e}; supply more history") from None
     finite = np.isfinite(values).reshape(len(series.ids), -1).all(axis=1)
@@ -526,17 +604,12 @@ def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int |
         raise DataError(f"{shown(series.source)}: the forecast of {who} overflows 64-bit floats (its values are too "
                         "large); rescale the column, e.g. to thousands, and retrain")
     n = len(series.ids)
-    freq = spec.freq or series.freq
-    last = series.times[series.starts[1:] - 1]  # (S,)
-    origins, which = np.unique(last, return_inverse=True)  # forecast origins; series -> origin
-    stamps = np.empty((len(origins), h), dtype=object)  # (U, h) formatted future times
-    for u, t in enumerate(origins):  # once per distinct origin: the output equals per-series formatting
-        try:
-            future = frame.future_times(int(t), series.step, freq, series.time_kind, h)
-        except DataError as e:  # past 2262 or int64: name the (first) series that ends there
-            who = f"series {series.ids[int(np.argmax(which == u))]!r}" if spec.id_col else "the series"
-            raise DataError(f"{shown(series.source)}: {who}: {e}") from None
-        stamps[u] = frame.format_times(future, series.time_kind, freq)
+    if future is not None and spec.future_features:  # the stamps of the future rows the user gave
+        table, which = np.unique(future.times[:, :h], axis=0, return_inverse=True)
+        which = which.reshape(-1)
+    stamps = np.empty((len(table), h), dtype=object)  # (U, h) formatted future times
+    for u, future_row in enumerate(table):  # once per distinct origin: the output equals per-series formatting
+        stamps[u] = frame.format_times(future_row[:h], series.time_kind, freq)
     columns = forecast_columns(spec, provenance is not None)
     rows: dict[str, list] = {spec.time_col: stamps[which].ravel().tolist()}  # (S * h,), series-major
     if spec.id_col:
@@ -570,15 +643,15 @@ def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int |
 def predict_from_csv(model_path: str, data: str, *, horizon: int | None = None, sep: str = ",",
                      missing: str = "interpolate", threads: int | None = None, max_bytes: int = 2_000_000_000,
                      max_age: float | None = None, now_ns: int | None = None, provenance: bool = False,
-                     precision: int | None = None):
+                     precision: int | None = None, future_path: str | None = None):
     """Forecast the steps after the end of every series in data (--engine local: the whole input
     is one partition for predict_series). Returns (columns, rows dict, notes, meta) ready for CSV
     or JSON. With provenance every row also carries its forecast origin, step number, and the
-    model's SHA-256 and creation time."""
+    model's SHA-256 and creation time. future_path: predict --future FILE (read_like_model)."""
     t0 = time.perf_counter()
     model, header = load_model(model_path, threads)
     spec = model.spec
-    series = read_like_model(data, spec, sep=sep, missing=missing, max_bytes=max_bytes)
+    series = read_like_model(data, spec, sep=sep, missing=missing, max_bytes=max_bytes, future_path=future_path)
     model_sha = modelfile.file_sha256(model_path)
     prov = Provenance(model_sha, header.get("created")) if provenance else None
     columns, rows, notes = predict_series(series, model, horizon=horizon, provenance=prov, max_age=max_age,
@@ -667,22 +740,29 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
                    f"lookback {lookback} + {targets_what} + {val_rows} validation rows "
                    f"+ {MIN_TRAIN_WINDOWS - 1} more for {MIN_TRAIN_WINDOWS} training windows")
     n_targets = len(req.targets)
-    arch = Architecture(input_size=len(series.columns), hidden_size=req.hidden, num_layers=req.layers,
+    req = resolve_known_inputs(series, req)
+    spec = data_spec(series, req, lookback=lookback, season=season)
+    n_inputs = len(spec.input_columns)
+    arch = Architecture(input_size=n_inputs, hidden_size=req.hidden, num_layers=req.layers,
                         output_size=steps * n_targets * max(1, len(req.quantiles)), dtype=req.dtype, cell=req.cell)
     threads = req.threads or default_threads()
     if saving:  # before the windows and the epochs: the model file must be able to hold the result
-        no_scaler = np.empty((0, len(series.columns)))  # the scalers' shapes come from the series count
+        no_scaler = np.empty((0, n_inputs))  # the scalers' shapes come from the series count
         check_model_fits(series, req, arch, lookback=lookback, season=season, threads=threads, loc=no_scaler,
                          scale=no_scaler)
     on_event("phase", {"phase": "windows", "series": len(series.ids), "rows": int(lengths.sum())})
     train_rows = np.array([n - windows.val_rows_for(n, req.val_frac, horizon) for n in lengths])
-    loc, scale = scaling.fit(series.values, series.starts, train_rows)
+    inputs = spec.inputs_of(series.values, series.times)  # (N, n_inputs): derived columns and flag added
+    loc, scale = scaling.fit(inputs, series.starts, train_rows)
+    if spec.has_known:
+        spec.unscaled(loc, scale)
     if old is not None:  # known series keep the scaler the network was trained with
         known = {sid: n for n, sid in enumerate(old.ids)}
         for s_new, sid in enumerate(series.ids):
             if sid in known:
                 loc[s_new], scale[s_new] = old.loc[known[sid]], old.scale[known[sid]]
-    scaled = scaling.transform(series.values, series.starts, loc, scale)
+    scaled = scaling.transform(inputs, series.starts, loc, scale)
+    del inputs
     chosen_by = req.scaling
     if req.scaling == "auto":
         mode, _ = windows.choose_scaling(scaled, series.starts, train_rows, n_targets, steps, season, lookback)
@@ -693,11 +773,13 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
     else:
         window_starts = series.starts
     n_windows = int(np.maximum(0, np.diff(window_starts) - lookback - steps + 1).sum())
-    check_training_memory(req, len(series.columns), steps * n_targets * max(1, len(req.quantiles)), lookback,
+    sequence = lookback + (steps if spec.has_known else 0)  # the forecast steps' rows are read too
+    check_training_memory(req, n_inputs, steps * n_targets * max(1, len(req.quantiles)), sequence,
                           req.threads or default_threads(), n_windows)
     # recursive: one-step windows, validated on the same last rows of each series as a direct model
     w = windows.make_windows(scaled, window_starts, n_targets, lookback, steps, req.val_frac,
-                             scaling=req.scaling, season=season, val_horizon=horizon)
+                             scaling=req.scaling, season=season, val_horizon=horizon,
+                             n_past=spec.n_past if spec.has_known else None)
     del scaled
     if len(w["x_train"]) == 0:
         raise DataError(f"{shown(series.source)}: {shortest} rows leave no training window for lookback {lookback} "
@@ -753,8 +835,49 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
     return model, result
 
 
+BLEND_DEFAULT = 0.5
+
+
 def _blend_of(req: TrainRequest) -> float:
-    return float(req.blend) if not req.quantiles else 0.0  # quantile models keep their trained spread
+    """The seasonal-naive weight a model gets: none for quantile models (they keep their trained
+    spread); by default BLEND_DEFAULT, but none for models with future features: the partner
+    cannot see them, so a fixed share of it would halve their effect on the forecast."""
+    if req.quantiles:
+        return 0.0
+    if req.blend is None:
+        return 0.0 if req.future_features else BLEND_DEFAULT
+    return float(req.blend)
+
+
+def resolve_known_inputs(series: frame.SeriesSet, req: TrainRequest) -> TrainRequest:
+    """req with its calendar option resolved to components for this data (calendar.resolve) and its
+    holidays code checked: what the model file records and predict derives again."""
+    from lstm_cli import calendar
+
+    option = req.calendar if isinstance(req.calendar, (str, tuple)) else "none"
+    if isinstance(option, str) and option not in ("auto", "none"):
+        option = calendar.parse_option(option)
+    lengths = np.diff(series.starts)
+    spans = series.times[series.starts[1:] - 1] - series.times[series.starts[:-1]]
+    components = calendar.resolve(option, step=series.step, time_kind=series.time_kind,
+                                  span=int(spans[np.argmin(lengths)]) if len(spans) else 0)
+    holidays = req.holidays
+    if holidays is not None:
+        if series.time_kind != "datetime":
+            raise UsageError(f"--holidays needs dates, but {series.time_col!r} in {shown(series.source)} holds "
+                             "integers; leave --holidays out")
+        holidays = calendar.check_holidays(holidays)
+    return replace(req, calendar=tuple(components), holidays=holidays)
+
+
+def data_spec(series: frame.SeriesSet, req: TrainRequest, *, lookback: int, season: int) -> DataSpec:
+    """The data contract of the model train makes of series with req (its known inputs resolved)."""
+    return DataSpec(time_col=series.time_col, id_col=series.id_col, targets=tuple(req.targets),
+                    features=tuple(req.features), time_kind=series.time_kind, step=int(series.step),
+                    freq=series.freq, lookback=lookback, horizon=req.horizon, quantiles=tuple(req.quantiles),
+                    scaling=req.scaling, season=season, strategy=req.strategy, blend=_blend_of(req),
+                    future_features=tuple(req.future_features),
+                    calendar=req.calendar if isinstance(req.calendar, tuple) else (), holidays=req.holidays)
 
 
 def model_of(network, series: frame.SeriesSet, req: TrainRequest, *, lookback: int, season: int, threads: int,
@@ -762,11 +885,7 @@ def model_of(network, series: frame.SeriesSet, req: TrainRequest, *, lookback: i
              warm_sha: str | None) -> Forecaster:
     """The Forecaster train saves (check_model_fits builds the same from a network without weights
     and a placeholder result, to check its header before training)."""
-    horizon = req.horizon
-    spec = DataSpec(time_col=series.time_col, id_col=series.id_col, targets=tuple(req.targets),
-                    features=tuple(req.features), time_kind=series.time_kind, step=int(series.step),
-                    freq=series.freq, lookback=lookback, horizon=horizon, quantiles=tuple(req.quantiles),
-                    scaling=req.scaling, season=season, strategy=req.strategy, blend=_blend_of(req))
+    spec = data_spec(series, req, lookback=lookback, season=season)
     params = {k: getattr(req.train, k) for k in req.train.__dataclass_fields__}
     params.update(hidden=req.hidden, layers=req.layers, cell=req.cell, val_frac=req.val_frac,
                   forget_bias=req.forget_bias, head_init=req.head_init, dtype=req.dtype,

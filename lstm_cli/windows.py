@@ -24,13 +24,17 @@ def count_windows(length: int, lookback: int, horizon: int) -> int:
 
 def make_windows(values: np.ndarray, starts: np.ndarray, n_targets: int, lookback: int, horizon: int,
                  val_frac: float = 0.0, scaling: str = "series", season: int = 1,
-                 val_horizon: int | None = None) -> dict[str, np.ndarray]:
+                 val_horizon: int | None = None, n_past: int | None = None) -> dict[str, np.ndarray]:
     """x_train (N, lookback, C), y_train (N, horizon*n_targets), x_val, y_val, and for each
     window the index of its series (series_train, series_val). x and y are what the network
     sees and learns: for the "level" and "seasonal" modes, inputs relative to the window's last
     row and targets relative to its anchor (see split_anchor). val_horizon (default: horizon) is
     the horizon of the validation rows rule (val_rows_for): a recursive model trains on one-step
-    windows (horizon 1) but holds out the same rows as a direct model of the user's horizon."""
+    windows (horizon 1) but holds out the same rows as a direct model of the user's horizon.
+
+    n_past (a model with inputs known in advance, see with_future_rows): the columns are
+    [n_past past columns (targets first), known-future columns, the horizon flag], and x is
+    (N, lookback + horizon, C): the window, then its horizon rows with only the known inputs."""
     parts: dict[str, list] = {k: [] for k in ("x_train", "y_train", "s_train", "x_val", "y_val", "s_val")}
     width = lookback + horizon
     for s in range(len(starts) - 1):
@@ -43,8 +47,10 @@ def make_windows(values: np.ndarray, starts: np.ndarray, n_targets: int, lookbac
         x = win[:, :lookback, :]
         y = win[:, lookback:, :n_targets]
         if scaling != "series":
-            x, base = split_anchor(x, horizon, n_targets, scaling, season)
+            x, base = split_anchor(x, horizon, n_targets, scaling, season, n_past=n_past)
             y = y - base
+        if n_past is not None:
+            x = with_future_rows(x, win[:, lookback:, :], n_past)
         y = y.reshape(n_win, horizon * n_targets)
         ends = np.arange(n_win) + width  # one past the last target row
         is_val = ends > n - val_rows_for(n, val_frac, val_horizon or horizon)
@@ -60,7 +66,7 @@ def make_windows(values: np.ndarray, starts: np.ndarray, n_targets: int, lookbac
         if chunks:
             out[key] = np.concatenate(chunks, axis=0)
         elif key.startswith("x"):
-            out[key] = np.empty((0, lookback, C))
+            out[key] = np.empty((0, lookback + (horizon if n_past is not None else 0), C))
         elif key.startswith("y"):
             out[key] = np.empty((0, horizon * n_targets))
         else:
@@ -106,8 +112,24 @@ def seasonal_naive_rows(lookback: int, horizon: int, season: int) -> np.ndarray:
     return anchor_rows(lookback, horizon, "level", season)
 
 
+def with_future_rows(inputs: np.ndarray, ahead: np.ndarray, n_past: int) -> np.ndarray:
+    """The network's input for a model with inputs known in advance: the window's rows (N, lookback,
+    C), then one row per forecast step (N, steps, C) that holds only what is known of that step.
+
+    The LSTM reads the forecast steps' known values (future features, calendar, holidays) after
+    the history, so they reach every step's forecast through its final state: the same nn.LSTM
+    and head as every other model (no new kernel, and torch and ONNX run it as it is). In those
+    rows the n_past past columns (targets and past-only features) are 0, since they are unknown,
+    and the last column, the horizon flag, is 1; it is 0 in every window row (the caller's values
+    hold it as a column of zeros), so a zero the network reads is never mistaken for a value."""
+    rows = np.array(ahead, dtype=inputs.dtype)  # a copy: its past columns are cleared
+    rows[..., :n_past] = 0.0
+    rows[..., -1] = 1.0
+    return np.concatenate([inputs, rows], axis=1)
+
+
 def split_anchor(x: np.ndarray, horizon: int, n_targets: int, scaling: str, season: int = 1,
-                 blend: float = 0.0):
+                 blend: float = 0.0, n_past: int | None = None):
     """(network inputs, anchor) for scaled windows x (N, lookback, C). Inputs are x relative to
     its last row, so the network sees shapes, not absolute levels (a trend that leaves the
     training range or a level shift does not saturate it); anchor (N, horizon, n_targets) is what
@@ -115,12 +137,19 @@ def split_anchor(x: np.ndarray, horizon: int, n_targets: int, scaling: str, seas
 
     blend w > 0 (a trained model's DataSpec.blend) mixes seasonal naive into the anchor:
     (1 - w) * anchor + w * seasonal naive. The model's head is already scaled by 1 - w, so the
-    forecast is (1 - w) * network forecast + w * seasonal naive (see pipeline.scale_head)."""
+    forecast is (1 - w) * network forecast + w * seasonal naive (see pipeline.scale_head).
+
+    n_past: only the first n_past columns (targets and past features) are made relative to the last
+    row; known-future inputs keep their values (a promotion flag or the day of the week means
+    something by itself, not as a change from the origin's)."""
     rows = anchor_rows(x.shape[1], horizon, scaling, season)
     if rows is None:
         inputs, base = x, np.zeros((x.shape[0], horizon, n_targets), dtype=x.dtype)
-    else:
+    elif n_past is None:
         inputs, base = x - x[:, -1:, :], x[:, rows, :n_targets]
+    else:
+        inputs, base = x.copy(), x[:, rows, :n_targets]
+        inputs[..., :n_past] -= x[:, -1:, :n_past]
     if blend:
         base = base * (1.0 - blend) + x[:, seasonal_naive_rows(x.shape[1], horizon, season), :n_targets] * blend
     return inputs, base

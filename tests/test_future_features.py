@@ -1,0 +1,257 @@
+"""Inputs known in advance (issue 16): --future-features, --calendar, the future rows of predict.
+
+The proofs: a series driven by a flag known ahead is forecast to within its noise only when the
+flag is a future feature; a day-of-week pattern the window cannot show is forecast only with
+--calendar; nothing after the forecast origin leaks in but the known inputs, and those only into
+the steps that read them. Then every new bad input, with its message and exit code."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from lstm_cli.cli import cli
+from lstm_cli.evaluate import known_after_cuts, score_series
+from lstm_cli.model import FutureInputs
+from lstm_cli.pipeline import load_model, read_like_model
+
+H = 12
+NOISE = 0.3
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+def flag_series(n=400, seed=1):
+    """y = 10 + 3 * flag + noise, the flag on about a third of the days at random (known ahead)."""
+    rng = np.random.default_rng(seed)
+    flag = (rng.random(n + H) < 0.3).astype(float)
+    y = 10 + 3 * flag + rng.normal(0, NOISE, n + H)
+    dates = pd.date_range("2000-01-03", periods=n + H, freq="D").strftime("%Y-%m-%d")
+    return dates, y, flag
+
+
+def write_with_future_rows(path, dates, y, flag, n_obs, n_future):
+    frame = pd.DataFrame({"date": dates[: n_obs + n_future], "y": y[: n_obs + n_future],
+                          "flag": flag[: n_obs + n_future]})
+    frame.loc[n_obs:, "y"] = np.nan  # the future rows: target empty, the flag planned
+    frame.to_csv(path, index=False)
+    return path
+
+
+def train(data, out, *args):
+    result = run("train", data, "--target", "y", "--horizon", H, "--threads", "1", "--seed", "0", "-q",
+                 "--out", out, *args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def forecast_column(result, column="y"):
+    assert result.exit_code == 0, result.output
+    return pd.read_csv(io.StringIO(result.stdout))[column].to_numpy()
+
+
+@pytest.fixture(scope="module")
+def flag_models(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("flag")
+    dates, y, flag = flag_series()
+    n = 400
+    history = tmp / "history.csv"
+    pd.DataFrame({"date": dates[:n], "y": y[:n], "flag": flag[:n]}).to_csv(history, index=False)
+    future = train(history, tmp / "future.lstm", "--future-features", "flag")
+    past = train(history, tmp / "past.lstm", "--features", "flag")
+    return {"tmp": tmp, "dates": dates, "y": y, "flag": flag, "n": n, "history": history,
+            "future": future, "past": past}
+
+
+def test_a_future_feature_is_followed_over_the_whole_horizon(flag_models):
+    m = flag_models
+    data = write_with_future_rows(m["tmp"] / "with_future.csv", m["dates"], m["y"], m["flag"], m["n"], H)
+    forecast = forecast_column(run("predict", m["future"], data))
+    truth = 10 + 3 * m["flag"][m["n"] :]
+    assert len(forecast) == H
+    assert np.abs(forecast - truth).mean() < 1.5 * NOISE  # within the noise (its MAE is 0.8 x NOISE)
+    assert np.abs(forecast - truth).max() < 1.5  # every flagged step found (a flag is worth 3)
+
+
+def test_the_same_column_as_a_past_feature_cannot_follow_it(flag_models):
+    m = flag_models
+    forecast = forecast_column(run("predict", m["past"], m["history"]))
+    truth = 10 + 3 * m["flag"][m["n"] :]
+    assert np.abs(forecast - truth).mean() > 2.5 * NOISE
+
+
+def test_a_future_file_gives_the_same_forecast_as_future_rows(flag_models):
+    m = flag_models
+    data = write_with_future_rows(m["tmp"] / "rows.csv", m["dates"], m["y"], m["flag"], m["n"], H)
+    future = m["tmp"] / "future_file.csv"
+    pd.DataFrame({"date": m["dates"][m["n"] : m["n"] + H], "flag": m["flag"][m["n"] :]}).to_csv(future, index=False)
+    a = run("predict", m["future"], data, "--precision", "17")
+    b = run("predict", m["future"], m["history"], "--future", future, "--precision", "17")
+    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+    assert a.stdout == b.stdout
+    assert a.stdout.splitlines()[1].startswith(m["dates"][m["n"]])  # the first forecast row is the first future row
+
+
+def test_changing_a_future_feature_changes_only_the_calls_that_read_it(flag_models):
+    """Direct strategy: a call of the network reads the known inputs of all the steps it forecasts,
+    so a change at step 16 of a 24-step forecast (two calls of a 12-step model) leaves steps 1-12."""
+    m = flag_models
+    model, _ = load_model(str(m["future"]))
+    n = m["n"]
+    values = np.stack([m["y"][:n], m["flag"][:n]], axis=1)
+    times = pd.to_datetime(m["dates"][:n]).as_unit("ns").asi8
+    stamps = pd.date_range(m["dates"][n], periods=2 * H, freq="D").as_unit("ns").asi8[None, :]
+    flags = np.resize(m["flag"][n:], 2 * H)[None, :, None]
+    before, _ = model.forecast(("",), values, np.array([0, n]), 2 * H, times=times,
+                               future=FutureInputs(stamps, flags))
+    changed = flags.copy()
+    changed[0, 15, 0] = 1 - changed[0, 15, 0]
+    after, _ = model.forecast(("",), values, np.array([0, n]), 2 * H, times=times,
+                              future=FutureInputs(stamps, changed))
+    assert np.array_equal(before[0, :H], after[0, :H])
+    assert not np.allclose(before[0, H:], after[0, H:])
+    assert abs(after[0, 15, 0, 0] - before[0, 15, 0, 0]) > 1.0  # the flag's effect at its own step
+
+
+def test_recursive_model_reads_one_future_row_per_step(tmp_path, flag_models):
+    m = flag_models
+    model_path = train(m["history"], tmp_path / "rec.lstm", "--future-features", "flag", "--strategy", "recursive",
+                       "--epochs", "5", "--hidden", "8")
+    model, _ = load_model(str(model_path))
+    n = m["n"]
+    values = np.stack([m["y"][:n], m["flag"][:n]], axis=1)
+    times = pd.to_datetime(m["dates"][:n]).as_unit("ns").asi8
+    stamps = pd.date_range(m["dates"][n], periods=H, freq="D").as_unit("ns").asi8[None, :]
+    flags = m["flag"][n:][None, :, None].copy()
+    before, _ = model.forecast(("",), values, np.array([0, n]), H, times=times, future=FutureInputs(stamps, flags))
+    flags[0, 5, 0] = 1 - flags[0, 5, 0]
+    after, _ = model.forecast(("",), values, np.array([0, n]), H, times=times, future=FutureInputs(stamps, flags))
+    assert np.array_equal(before[0, :5], after[0, :5])  # steps before the change: untouched
+    assert not np.allclose(before[0, 5], after[0, 5])
+
+
+def test_targets_after_the_origin_change_nothing_in_a_backtest(flag_models):
+    """evaluate takes the known inputs of each origin's horizon from the actual rows: their targets
+    must not reach the forecast (only the future features may)."""
+    m = flag_models
+    model, _ = load_model(str(m["future"]))
+    series = read_like_model(str(m["history"]), model.spec)
+    forecasts = []
+    for bump in (0.0, 100.0):
+        values = series.values.copy()
+        values[-H:, 0] += bump  # the targets after the (single) origin's cut
+        changed = type(series)(**{**series.__dict__, "values": values})
+        seen = []
+        score_series(changed, model, backtests=1, step=H, season=7,
+                     on_origin=lambda origin, cuts, forecast, fitted, seconds, seen=seen: seen.append(forecast))
+        forecasts.append(seen[0])
+    assert np.array_equal(forecasts[0], forecasts[1])
+    cuts = np.array([m["n"] - H])
+    known = known_after_cuts(series, cuts, model.spec, H)
+    assert np.array_equal(known.values[0, :, 0], series.values[-H:, 1])  # the flag of the actual rows
+
+
+def test_evaluate_and_refit_run_on_a_future_feature_model(flag_models):
+    m = flag_models
+    result = run("evaluate", m["future"], m["history"], "--format", "json")
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert scores  # the scoring itself is tested in test_evaluate; here: it runs and says where the inputs came from
+
+
+def dow_series(n=350, seed=2):
+    """A day-of-week pattern on top of a random walk: a 2-row window cannot tell the weekday."""
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range("2001-01-01", periods=n + H, freq="D")
+    pattern = np.array([0.0, 2.0, 3.0, 2.0, 0.0, -4.0, -3.0])
+    y = 50 + np.cumsum(rng.normal(0, 0.2, n + H)) + pattern[dates.day_of_week] + rng.normal(0, NOISE, n + H)
+    return dates.strftime("%Y-%m-%d"), y, pattern[dates.day_of_week]
+
+
+def test_calendar_day_of_week_follows_a_weekly_pattern_the_window_cannot_show(tmp_path):
+    dates, y, effect = dow_series()
+    n = 350
+    history = tmp_path / "dow.csv"
+    pd.DataFrame({"date": dates[:n], "y": y[:n]}).to_csv(history, index=False)
+    errors = {}
+    for calendar in ("dayofweek", "none"):
+        model = train(history, tmp_path / f"{calendar}.lstm", "--calendar", calendar, "--lookback", "2",
+                      "--blend", "0", "--scaling", "level")
+        forecast = forecast_column(run("predict", model, history))
+        change = forecast - forecast[0]
+        errors[calendar] = np.abs(change - (effect[n:] - effect[n])).mean()  # the pattern, level aside
+    assert errors["dayofweek"] < 0.8
+    assert errors["none"] > 1.5
+    info = run("info", tmp_path / "dayofweek.lstm")
+    assert "dayofweek" in info.stdout
+
+
+# --- bad inputs ----------------------------------------------------------------------------------
+
+
+def test_future_rows_missing_short_or_with_nan_are_one_line_errors(flag_models):
+    m = flag_models
+    short = write_with_future_rows(m["tmp"] / "short.csv", m["dates"], m["y"], m["flag"], m["n"], 3)
+    result = run("predict", m["future"], short)
+    assert result.exit_code == 65, result.output
+    assert "need 12" in result.output and "3" in result.output and len(result.output.strip().splitlines()) == 1
+    none = run("predict", m["future"], m["history"])
+    assert none.exit_code == 65 and "need 12" in none.output, none.output
+    gap = pd.read_csv(write_with_future_rows(m["tmp"] / "nan.csv", m["dates"], m["y"], m["flag"], m["n"], H))
+    gap.loc[m["n"] + 4, "flag"] = np.nan
+    gap.to_csv(m["tmp"] / "nan.csv", index=False)
+    result = run("predict", m["future"], m["tmp"] / "nan.csv")
+    assert result.exit_code == 65 and "flag" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_future_rows_for_a_model_without_future_features_are_refused(flag_models, tmp_path):
+    m = flag_models
+    data = write_with_future_rows(tmp_path / "rows.csv", m["dates"], m["y"], m["flag"], m["n"], H)
+    result = run("predict", m["past"], data)
+    assert result.exit_code == 65, result.output
+    assert "future" in result.output and len(result.output.strip().splitlines()) == 1
+    result = run("predict", m["past"], m["history"], "--future", data)
+    assert result.exit_code == 2 and "no future features" in result.output, result.output
+
+
+def test_a_future_file_with_other_series_is_refused(flag_models, tmp_path):
+    m = flag_models
+    future = tmp_path / "other.csv"
+    pd.DataFrame({"date": m["dates"][m["n"] : m["n"] + H], "flag": m["flag"][m["n"] :]}).to_csv(future, index=False)
+    panel = tmp_path / "panel.csv"
+    pd.DataFrame({"date": list(m["dates"][m["n"] : m["n"] + H]) * 2, "id": ["a"] * H + ["zz"] * H,
+                  "flag": list(m["flag"][m["n"] :]) * 2}).to_csv(panel, index=False)
+    result = run("predict", m["future"], m["history"], "--future", panel)
+    assert result.exit_code != 0 and result.exit_code != 70, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, code, fragment", [
+    (("--future-features", "nosuch"), 65, "nosuch"),
+    (("--future-features", "flag", "--features", "flag"), 2, "one role"),
+    (("--future-features", "y"), 2, "one role"),
+    (("--calendar", "weekday"), 2, "weekday"),
+    (("--calendar", "month"), 2, "month"),  # daily steps: month-of-year is for monthly or longer steps
+])
+def test_bad_training_options_are_one_line_errors(flag_models, tmp_path, args, code, fragment):
+    result = run("train", flag_models["history"], "--target", "y", "--horizon", H, "--epochs", "1", "--hidden", "4",
+                 "-q", "--out", tmp_path / "m.lstm", *args)
+    assert result.exit_code == code, result.output
+    assert fragment in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "m.lstm").exists()
+
+
+def test_calendar_needs_dates(tmp_path):
+    data = tmp_path / "steps.csv"
+    pd.DataFrame({"t": np.arange(60), "y": np.sin(np.arange(60))}).to_csv(data, index=False)
+    result = run("train", data, "--target", "y", "--horizon", 4, "--epochs", "1", "--hidden", "4", "-q",
+                 "--calendar", "dayofweek", "--time-col", "t", "--out", tmp_path / "m.lstm")
+    assert result.exit_code == 2 and "dates" in result.output, result.output
