@@ -867,7 +867,15 @@ def resolve_known_inputs(series: frame.SeriesSet, req: TrainRequest) -> TrainReq
             raise UsageError(f"--holidays needs dates, but {series.time_col!r} in {shown(series.source)} holds "
                              "integers; leave --holidays out")
         holidays = calendar.check_holidays(holidays)
-    return replace(req, calendar=tuple(components), holidays=holidays)
+    resolved = replace(req, calendar=tuple(components), holidays=holidays)
+    if components or holidays or req.future_features:  # the input columns must be named once (info, export)
+        derived = set(calendar.column_names(components, holidays)) | {"horizon_flag"}
+        for col in tuple(req.targets) + tuple(req.features) + tuple(req.future_features):
+            if col in derived:
+                raise UsageError(f"column {col!r} of {shown(series.source)} has the name of an input lstm derives "
+                                 f"({'the horizon flag' if col == 'horizon_flag' else 'from --calendar/--holidays'}); "
+                                 "rename the column")
+    return resolved
 
 
 def data_spec(series: frame.SeriesSet, req: TrainRequest, *, lookback: int, season: int) -> DataSpec:

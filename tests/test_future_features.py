@@ -255,3 +255,13 @@ def test_calendar_needs_dates(tmp_path):
     result = run("train", data, "--target", "y", "--horizon", 4, "--epochs", "1", "--hidden", "4", "-q",
                  "--calendar", "dayofweek", "--time-col", "t", "--out", tmp_path / "m.lstm")
     assert result.exit_code == 2 and "dates" in result.output, result.output
+
+
+def test_a_data_column_named_like_a_derived_input_is_refused(flag_models, tmp_path):
+    data = tmp_path / "clash.csv"
+    frame = pd.read_csv(flag_models["history"])
+    frame["dayofweek_sin"] = frame["flag"]
+    frame.to_csv(data, index=False)
+    result = run("train", data, "--target", "y", "--horizon", H, "--epochs", "1", "--hidden", "4", "-q",
+                 "--future-features", "dayofweek_sin", "--calendar", "dayofweek", "--out", tmp_path / "m.lstm")
+    assert result.exit_code == 2 and "rename the column" in result.output, result.output
