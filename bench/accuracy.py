@@ -62,7 +62,7 @@ def cut_tail(path: str, id_col: str | None, horizon: int, out: str) -> None:
     if id_col:
         df = df[df.groupby(id_col, sort=False).cumcount(ascending=False) >= horizon]
     else:
-        df = df.iloc[:-horizon]
+        df = df.iloc[: len(df) - horizon]  # not [:-horizon]: a cut of 0 keeps every row
     df.to_csv(out, index=False)
 
 
