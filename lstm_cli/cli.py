@@ -833,7 +833,7 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
     from lstm_cli import frame
     from lstm_cli.console import Console
     from lstm_cli.errors import DataError, WorseThanBaseline
-    from lstm_cli.evaluate import METRIC_NAMES, evaluate_from_csv
+    from lstm_cli.evaluate import METRIC_NAMES, evaluate_from_csv, known_inputs_text
     from lstm_cli.plot import PANEL_LIMIT
 
     console = Console(quiet)
@@ -869,7 +869,8 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
     if fmt == "json":
         doc = {"header": {"model": model, "data": data, "horizon": ev.horizon, "origins": ev.origins,
                           "step": ev.step, "season": ev.season, "mode": ev.mode,
-                          "in_sample_series": ev.in_sample_series()},
+                          "in_sample_series": ev.in_sample_series(), "known_inputs": ev.known_inputs,
+                          "future_rows_not_scored": ev.future_rows},
                "overall": {m: {k: num(v) for k, v in d.items()} for m, d in overall.items()},
                "skill": {b: num(ev.skill(b)) for b in ("naive", "seasonal_naive")},
                "records": [{k: (num(v) if isinstance(v, float) else v) for k, v in r.items()} for r in ev.records]}
@@ -886,6 +887,8 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
     for b in ("naive", "seasonal_naive"):
         rows.append((f"skill vs {b}", f"{ev.skill(b):+.1%}  (1 - MASE ratio; > 0 beats it)"))
     rows.append(("mode", mode_text))
+    if ev.known_inputs:
+        rows.append(("known inputs", known_inputs_text(ev.known_inputs)))
     # --format table: the table is the answer (stdout); beside json/csv it is a summary for people (stderr)
     table_console = Console(quiet, stream=sys.stdout) if fmt == "table" else console
     table_console.table(f"lstm: evaluation of {shown(model)} on {shown(data)}: horizon {ev.horizon}, {ev.origins} origin(s), "
@@ -934,6 +937,9 @@ def warmup(quiet):
 @click.argument("data")
 @click.option("--target", "targets", multiple=True, help="Target column(s) (or take them from --model).")
 @click.option("--features", "features", multiple=True, help="Feature columns, comma-separated.")
+@click.option("--future-features", "future_features", multiple=True, metavar="A,B",
+              help="Columns known for the forecast steps too: the rows after each series' last value with the "
+                   "target empty are future rows, counted (and checked against --horizon).")
 @data_options
 @click.option("--freq", help="Expected frequency alias; default: inferred.")
 @click.option("--model", "model_path", help="Check DATA against this model's contract instead of options.")
@@ -941,9 +947,11 @@ def warmup(quiet):
 @click.option("--horizon", type=click.IntRange(1, 100_000))
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (json still goes to stdout).")
-def validate(data, targets, features, time_col, id_col, sep, missing, freq, model_path, lookback, horizon, fmt, quiet):
+def validate(data, targets, features, future_features, time_col, id_col, sep, missing, freq, model_path, lookback,
+             horizon, fmt, quiet):
     """Check DATA before training or forecasting: unreadable values, duplicates, unsorted or
-    irregular times, gaps, missing values, series too short, a mismatch with a model's columns.
+    irregular times, gaps, missing values, series too short, a mismatch with a model's columns,
+    future rows too few, off the grid or with a future feature empty (--model, --future-features).
 
     Exits 0 when the data is usable (notes may remain) and 65 when it is not.
 
@@ -962,7 +970,7 @@ def validate(data, targets, features, time_col, id_col, sep, missing, freq, mode
         raise UsageError("validate needs --target (the columns to check) or --model")
     report = validate_csv(data, targets=_split_names(targets), features=_split_names(features), time_col=time_col,
                           id_col=id_col, sep=sep, freq=freq, missing=missing, model_path=model_path,
-                          lookback=lookback, horizon=horizon)
+                          lookback=lookback, horizon=horizon, future_features=_split_names(future_features))
     if fmt == "json":
         click.echo(json.dumps({"data": data, "usable": report.usable, "summary": report.summary,
                                "checks": [c.__dict__ for c in report.checks]}))

@@ -105,6 +105,12 @@ def _read_partition(part, spec, missing: str, source: str) -> frame.SeriesSet:
         raise DataError(str(e).replace("<stdin>", source, 1)) from None
 
 
+def _named(series: frame.SeriesSet, source: str) -> frame.SeriesSet:
+    """series (and its future rows, whose file the future-row checks name) as read from `source`."""
+    future = None if series.future is None else dataclasses.replace(series.future, source=source)
+    return dataclasses.replace(series, source=source, future=future)
+
+
 def _reported(func):
     """A partition function whose refusals (bad data, a series too short, ...) come back as a row
     (`error`, `error_class`) instead of an exception: the worker logs no traceback on the user's
@@ -151,7 +157,7 @@ def _forecast_partition(part, model_bytes: bytes, opts: dict, partition_info=Non
     model = _model_from_bytes(model_bytes, opts["model_source"], opts["threads"])
     source = f"{opts['source']} (partition {number})"
     series = _read_partition(part, model.spec, opts["missing"], source)
-    series = dataclasses.replace(series, source=opts["source"])  # messages as the local engine words them
+    series = _named(series, opts["source"])  # messages as the local engine words them
     prov = pipeline.Provenance(*opts["provenance"]) if opts["provenance"] else None
     columns, rows, notes = pipeline.predict_series(series, model, horizon=opts["horizon"], provenance=prov,
                                                    precision=opts.get("precision"))
@@ -172,15 +178,19 @@ def _evaluate_partition(part, model_bytes: bytes, opts: dict, partition_info=Non
     from lstm_cli import evaluate
 
     number = partition_info["number"] if partition_info else -1
-    out = {"number": [number], "text": ["[]"], "notes": [""], "series": [0], "short_id": [""], "short": [""]}
+    out = {"number": [number], "text": ["[]"], "notes": [""], "series": [0], "short_id": [""], "short": [""],
+           "future_rows": [0], "future_series": [0]}
     if len(part) == 0:
         return pd.DataFrame(out)
     model = _model_from_bytes(model_bytes, opts["model_source"], opts["threads"])
     spec = model.spec
     series = _read_partition(part, spec, opts["missing"], f"{opts['source']} (partition {number})")
     frame.check_model_phase(series, spec.freq, model.ids, model.last_time)  # as the local engine
-    series = dataclasses.replace(series, source=opts["source"])  # messages as the local engine words them
+    series = _named(series, opts["source"])  # messages as the local engine words them
     out["series"] = [len(series.ids)]
+    if series.future is not None:  # split off by the reader: the client notes them as the local engine does
+        out["future_rows"] = [int(series.future.starts[-1])]
+        out["future_series"] = [int((np.diff(series.future.starts) > 0).sum())]
     notes = [n.replace("<stdin>", opts["source"]) for n in series.warnings]
     need, why = evaluate.fixed_need(spec, opts["backtests"], opts["step"])
     short = evaluate.too_short(series, need, why)
@@ -483,6 +493,7 @@ def evaluate_dask(model_path: str, data: str, *, backtests: int = 1, step: int |
         raise UsageError("the model has no targets")
     step = step or spec.horizon
     records, notes, shorts, n_series, done = [], [], [], 0, 0
+    future_rows, future_series = 0, 0
     with _connect(distributed, scheduler, n_workers) as client:
         ddf = _by_series(dd, data, spec, sep, blocksize, npartitions)
         if season is None:
@@ -490,12 +501,14 @@ def evaluate_dask(model_path: str, data: str, *, backtests: int = 1, step: int |
         opts = {"model_source": model_path, "source": data, "threads": threads or 1, "missing": missing,
                 "backtests": backtests, "step": step, "season": season}
         meta = {"number": "int64", "text": "object", "notes": "object", "series": "int64", "short_id": "object",
-                "short": "object"}
+                "short": "object", "future_rows": "int64", "future_series": "int64"}
         run = _run(client, dask, distributed, ddf, _evaluate_partition, model_bytes, opts, meta, retries, data)
         with contextlib.closing(run) as rows:
             for row, total in rows:
                 done += 1
                 n_series += int(row["series"])
+                future_rows += int(row["future_rows"])
+                future_series += int(row["future_series"])
                 if row["short"]:
                     shorts.append((str(row["short_id"]), str(row["short"])))
                 elif row["series"]:
@@ -507,4 +520,8 @@ def evaluate_dask(model_path: str, data: str, *, backtests: int = 1, step: int |
     if shorts:  # the first too-short series of the whole input, as the local engine names it
         raise DataError(min(shorts)[1])
     records.sort(key=lambda r: (r["origin"], r["series"]))  # stable: targets and methods keep their order
-    return evaluate.evaluation_of(records, notes, spec, backtests=backtests, step=step, season=season)
+    notes += evaluate.future_rows_note(future_rows, future_series)
+    ev = evaluate.evaluation_of(records, notes, spec, backtests=backtests, step=step, season=season,
+                                until=evaluate.training_end(model, spec.time_kind, spec.freq))
+    ev.future_rows = future_rows
+    return ev

@@ -78,6 +78,8 @@ class Evaluation:
     quantiles: tuple[float, ...] = ()
     panels: list[Panel] = field(default_factory=list)  # the first `plot_panels` (series, target) pairs
     panels_total: int = 0  # how many (series, target) pairs there are
+    known_inputs: dict | None = None  # known_inputs_of(spec): None for a model without inputs known in advance
+    future_rows: int = 0  # DATA's future rows (target empty after the last value): split off, not scored
 
     def overall(self) -> dict[str, dict[str, float]]:
         """Mean of each metric over series, targets and origins, per method (nan-aware)."""
@@ -118,6 +120,42 @@ def known_after_cuts(series: frame.SeriesSet, cuts: np.ndarray, spec, horizon: i
         return None
     index = series.starts[:-1, None] + np.asarray(cuts, dtype=np.int64)[:, None] + np.arange(horizon)[None, :]
     return FutureInputs(times=series.times[index], values=series.values[index][..., spec.n_past :])
+
+
+KNOWN_FROM = "the actual rows after each origin"
+
+
+def known_inputs_of(spec) -> dict | None:
+    """What the report says of a model's inputs known in advance: which, and where evaluate takes
+    them at every origin (known_after_cuts). None for a model without any."""
+    if not spec.has_known:
+        return None
+    return {"future_features": list(spec.future_features), "calendar": list(spec.calendar),
+            "holidays": spec.holidays, "from": KNOWN_FROM}
+
+
+def known_inputs_text(known: dict) -> str:
+    """known_inputs_of's dict as the table's line: a backtest that reads the actual future features
+    is honest only because they are known in advance by definition; say so."""
+    parts = []
+    if known["future_features"]:
+        parts.append(f"future features {', '.join(known['future_features'])} from {known['from']} "
+                     "(known in advance by definition)")
+    derived = ([f"calendar {', '.join(known['calendar'])}"] if known["calendar"] else []) + \
+        ([f"holidays {known['holidays']}"] if known["holidays"] else [])
+    if derived:
+        parts.append(f"{' and '.join(derived)} from "
+                     + ("their timestamps" if parts else f"the timestamps of {known['from']}"))
+    return "; ".join(parts)
+
+
+def future_rows_note(n_rows: int, n_series: int) -> list[str]:
+    """The note for DATA with future rows (the reader splits them off): they have no actual to score,
+    so the same file serves predict and evaluate, and the backtest ends at each series' last value."""
+    if not n_rows:
+        return []
+    return [f"{n_rows} future row{'s' if n_rows > 1 else ''} of {n_series} series (the target empty after the "
+            "last value) not scored: they have no actuals; the backtest ends at each series' last value"]
 
 
 def refit_request(model, source: str, threads: int | None) -> tuple[TrainRequest, list[str]]:
@@ -213,8 +251,9 @@ def score_series(series: frame.SeriesSet, model, *, backtests: int, step: int, s
                  on_origin: Callable | None = None) -> tuple[list[dict], list[str]]:
     """The backtest of a set of whole series (read_series output): at every origin, forecast the
     horizon after the cut from the rows before it (with req, a TrainRequest, from a model trained
-    on those rows only) and score it next to the naive baselines. Returns the records, one per
-    (origin, series, target, method) in that order (series in id order), and the forecast notes
+    on those rows only) and score it next to the baselines (naive, seasonal naive, Theta).
+    Returns the records, one per (origin, series, target, method) in that order (series in id
+    order), and the forecast notes
     of the first origin. Both engines call this: locally on all series, with --engine dask on
     each partition's. on_origin(origin, cuts, forecast, fitted, seconds) after each origin."""
     spec = model.spec
@@ -251,6 +290,7 @@ def score_series(series: frame.SeriesSet, model, *, backtests: int, step: int, s
                     "lstm": forecast[s, :, k, median],
                     "naive": baselines.naive(past, H),
                     "seasonal_naive": baselines.seasonal_naive(past, H, season),
+                    "theta": baselines.theta(past, H, season),
                 }
                 for method, f in methods.items():
                     rec = {"origin": origin + 1, "series": sid, "target": target, "method": method}
@@ -267,13 +307,21 @@ def score_series(series: frame.SeriesSet, model, *, backtests: int, step: int, s
     return records, notes
 
 
+def training_end(model, time_kind: str, freq: str | None) -> str | None:
+    """The end of the model's training data as text (for in_sample_note), None if it records none."""
+    if not len(model.last_time):
+        return None
+    return frame.format_times(np.asarray([int(model.last_time.max())], dtype=np.int64), time_kind, freq)[0]
+
+
 def evaluation_of(records: list[dict], notes: list[str], spec, *, backtests: int, step: int, season: int,
-                  mode: str = "fixed", time_kind: str | None = None, freq: str | None = None) -> Evaluation:
-    """The Evaluation of the records of every series (what both engines report)."""
+                  mode: str = "fixed", time_kind: str | None = None, freq: str | None = None,
+                  until: str | None = None) -> Evaluation:
+    """The Evaluation of the records of every series (what both engines report); until: training_end."""
     ev = Evaluation(season=season, horizon=spec.horizon, origins=backtests, step=step, mode=mode,
                     records=records, notes=notes, time_kind=time_kind or spec.time_kind, freq=freq or spec.freq,
-                    id_col=spec.id_col, quantiles=spec.quantiles)
-    ev.notes += in_sample_note(ev)
+                    id_col=spec.id_col, quantiles=spec.quantiles, known_inputs=known_inputs_of(spec))
+    ev.notes += in_sample_note(ev, until)
     return ev
 
 
@@ -369,9 +417,10 @@ def evaluate_from_csv(model_path: str, data: str, *, backtests: int = 1, step: i
     result.records, forecast_notes = score_series(series, model, backtests=backtests, step=step, season=season,
                                                   req=req, on_origin=on_origin)
     result.notes += forecast_notes
-    last = int(model.last_time.max()) if len(model.last_time) else None
-    result.notes += in_sample_note(result, None if last is None else frame.format_times(
-        np.asarray([last], dtype=np.int64), series.time_kind, result.freq)[0])
+    if series.future is not None:
+        result.future_rows = int(series.future.starts[-1])
+        result.notes += future_rows_note(result.future_rows, int((np.diff(series.future.starts) > 0).sum()))
+    result.notes += in_sample_note(result, training_end(model, series.time_kind, result.freq))
     for panel in result.panels:
         for method in ("lstm", "seasonal_naive"):
             vals = np.array([r["mase"] for r in result.records

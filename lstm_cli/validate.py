@@ -53,11 +53,76 @@ def _spreadsheet_checks(report: Report, series: frame.SeriesSet) -> None:
                    f"({_shown(spaced)}): ids are kept verbatim, so ' a' and 'a' are different series")
 
 
+def _count_future_rows(series: frame.SeriesSet) -> str:
+    """How many future rows each series has, in words: the same number, or the range and the fewest."""
+    counts = np.diff(series.future.starts)
+    if counts.min() == counts.max():
+        n = int(counts[0])
+        return f"{'every series has' if series.id_col else 'the series has'} {n} future row{'' if n == 1 else 's'}"
+    s = int(np.argmin(counts))
+    return (f"{int(counts.min())} to {int(counts.max())} future rows per series (series {series.ids[s]!r} has "
+            f"{int(counts[s])})")
+
+
+def _future_rows_check(report: Report, series: frame.SeriesSet, future_features, steps: int | None,
+                       spec=None) -> None:
+    """The future rows (split off after each series' last value) against a forecast of `steps`:
+    enough rows, on the grid (predict's own check: pipeline.future_inputs with the model's spec,
+    else frame.future_block; the reader refused empty future features already). steps None (no
+    model and no --horizon, or no future rows to check against it): their count only."""
+    counts = np.diff(series.future.starts)
+    report.summary["future_rows"] = {"total": int(counts.sum()), "fewest": int(counts.min()),
+                                     "most": int(counts.max())}
+    if steps is None:
+        detail = (f"{_count_future_rows(series)} after the last value ({', '.join(future_features)} filled, the "
+                  "target empty): predict's input; train needs the file without them" if counts.any() else
+                  "no future rows after the last value: a file to train on; predict of a model with "
+                  "--future-features needs them (or --future FILE)")
+        report.add("future rows", "ok", detail)
+        return
+    try:
+        if spec is not None:  # the stamps argument serves calendar-only models, which have no future rows
+            from lstm_cli.pipeline import future_inputs
+
+            future_inputs(series, spec, steps, None)
+            steps = spec.future_steps(steps)
+        else:
+            frame.future_block(series, series.future, steps, series.freq,
+                               rows=f" with the target empty and {', '.join(map(repr, future_features))} filled")
+    except DataError as e:
+        report.add("future rows", "fail", str(e))
+        return
+    report.add("future rows", "ok", f"{_count_future_rows(series)} after the last value, on the grid: enough for "
+               f"the {steps} forecast steps")
+
+
+def _known_inputs_check(report: Report, spec) -> None:
+    """A calendar or holiday model's known inputs come from the timestamps: nothing to supply, but
+    the holidays package must be there (predict needs it: exit 69)."""
+    derived = ([f"calendar {', '.join(spec.calendar)}"] if spec.calendar else []) + \
+        ([f"holidays {spec.holidays}"] if spec.holidays else [])
+    if not derived:
+        return
+    if spec.holidays:
+        from lstm_cli import calendar
+        from lstm_cli.errors import MissingDependencyError
+
+        try:
+            calendar.check_holidays(spec.holidays)
+        except MissingDependencyError as e:
+            report.add("known inputs", "warn", f"{' and '.join(derived)}: derived from the timestamps, but {e}")
+            return
+    report.add("known inputs", "ok", f"{' and '.join(derived)}: derived from the timestamps of the forecast "
+               "steps, nothing to supply")
+
+
 def validate_csv(data: str, *, targets=(), features=(), time_col=None, id_col=None, sep=",", freq=None,
                  missing="interpolate", model_path: str | None = None, lookback: int | None = None,
-                 horizon: int | None = None) -> Report:
+                 horizon: int | None = None, future_features=()) -> Report:
     """Read DATA as train/predict would, and report. With model_path the model's contract
-    (columns, time kind, frequency, lookback) is what DATA is checked against."""
+    (columns, time kind, frequency, lookback, future rows) is what DATA is checked against.
+    future_features (without a model): the rows after each series' last value with the targets
+    empty are future rows, split off and counted (checked against horizon when given)."""
     report = Report(source=data)
     spec = None
     if model_path is not None:  # the contract is in the header: the weights stream through their checks, never held
@@ -67,18 +132,20 @@ def validate_csv(data: str, *, targets=(), features=(), time_col=None, id_col=No
         header = modelfile.load_header(model_path)
         spec = DataSpec.from_header(header["data"])
         lookback = spec.lookback
+        future_features = spec.future_features
     try:
         if spec is None:
             series = frame.read_series(data, targets=targets, features=features, time_col=time_col, id_col=id_col,
-                                       sep=sep, freq=freq, missing=missing)
+                                       sep=sep, freq=freq, missing=missing, future_features=future_features,
+                                       future_rows="split" if future_features else "no")
         else:  # as predict reads it: the model's columns and frequency
             from lstm_cli.pipeline import read_like_model
 
             series = read_like_model(data, spec, sep=sep, missing=missing, check_step=False)
     except InputMissingError:
         raise
-    except DataError as e:
-        report.add("readable", "fail", str(e))
+    except DataError as e:  # an empty future feature in a future row is the future rows' check that fails
+        report.add("future rows" if future_features and "in a future row" in str(e) else "readable", "fail", str(e))
         return report
     lengths = np.diff(series.starts)
     if spec is None:
@@ -102,6 +169,13 @@ def validate_csv(data: str, *, targets=(), features=(), time_col=None, id_col=No
         except DataError as e:
             report.add("model contract", "fail", str(e))
     steps = horizon or (spec.horizon if spec is not None else None)
+    if future_features and report.usable:  # off the model's step or phase, the grid check would only repeat it
+        if spec is not None:  # predict's need: the future rows of every step it forecasts
+            _future_rows_check(report, series, future_features, steps, spec)
+        else:  # a file without future rows is one to train on: checked against --horizon only when it has some
+            _future_rows_check(report, series, future_features, steps if series.future.starts[-1] else None)
+    if spec is not None:
+        _known_inputs_check(report, spec)
     if spec is not None:
         horizon = None  # predict needs only the lookback
     if steps:
@@ -123,7 +197,7 @@ def validate_csv(data: str, *, targets=(), features=(), time_col=None, id_col=No
     start = series.times[series.starts[:-1]]
     end = series.times[series.starts[1:] - 1]
     fmt = lambda t: frame.format_times(np.asarray([t], dtype=np.int64), series.time_kind, series.freq)[0]  # noqa: E731
-    report.summary = {"series": len(series.ids), "rows": int(lengths.sum()), "freq": series.freq,
+    report.summary = {**report.summary, "series": len(series.ids), "rows": int(lengths.sum()), "freq": series.freq,
                       "time_kind": series.time_kind, "first": fmt(int(start.min())), "last": fmt(int(end.max())),
                       "shortest": int(lengths.min()), "longest": int(lengths.max())}
     return report
