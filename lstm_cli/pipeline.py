@@ -357,9 +357,16 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
     # first checkpoint replaces it: a rerun that forgot --resume can be stopped and rerun with it
     ckpt_notes = [] if resume or found is None else [checkpoint.kept_note(ckpt_path, found)]
     on_event("phase", {"phase": "reading", "source": "<stdin>" if req.data == "-" else req.data})
-    series = frame.read_series(req.data, targets=req.targets, features=tuple(req.features) + tuple(req.future_features),
-                               time_col=req.time_col, id_col=req.id_col, sep=req.sep, freq=req.freq,
-                               missing=req.missing, max_bytes=max_input_bytes)
+    # a model with future features trains on the observed rows of a file that also holds its future
+    # rows (predict's "future frame"): they are split off and said so, not mistaken for missing values
+    series = frame.read_series(req.data, targets=req.targets, features=req.features,
+                               future_features=req.future_features, time_col=req.time_col, id_col=req.id_col,
+                               sep=req.sep, freq=req.freq, missing=req.missing, max_bytes=max_input_bytes,
+                               future_rows="split" if req.future_features else "no")
+    if series.future is not None and len(series.future.times):
+        ckpt_notes = ckpt_notes + [f"{shown(series.source)}: {len(series.future.times)} future rows (the target "
+                                   "empty after the last value) are not trained on"]
+        series = replace(series, future=None)
     frame.check_given_freq(series, req.freq)
     frame.check_forecast_fits(series, req.horizon)  # a model that could not forecast its own data: refused now
     old = None

@@ -75,7 +75,7 @@ def _future_rows_check(report: Report, series: frame.SeriesSet, future_features,
                                      "most": int(counts.max())}
     if steps is None:
         detail = (f"{_count_future_rows(series)} after the last value ({', '.join(future_features)} filled, the "
-                  "target empty): predict's input; train needs the file without them" if counts.any() else
+                  "target empty): predict's input; train leaves them out" if counts.any() else
                   "no future rows after the last value: a file to train on; predict of a model with "
                   "--future-features needs them (or --future FILE)")
         report.add("future rows", "ok", detail)

@@ -265,3 +265,16 @@ def test_a_data_column_named_like_a_derived_input_is_refused(flag_models, tmp_pa
     result = run("train", data, "--target", "y", "--horizon", H, "--epochs", "1", "--hidden", "4", "-q",
                  "--future-features", "dayofweek_sin", "--calendar", "dayofweek", "--out", tmp_path / "m.lstm")
     assert result.exit_code == 2 and "rename the column" in result.output, result.output
+
+
+def test_train_on_a_file_with_future_rows_trains_on_its_observed_rows(flag_models, tmp_path):
+    m = flag_models
+    data = write_with_future_rows(tmp_path / "frame.csv", m["dates"], m["y"], m["flag"], m["n"], H)
+    args = ("--future-features", "flag", "--epochs", "2", "--hidden", "4")
+    result = run("train", data, "--target", "y", "--horizon", H, "--threads", "1", "--out", tmp_path / "a.lstm", *args)
+    assert result.exit_code == 0, result.output
+    assert "12 future rows" in result.output and "not trained on" in result.output
+    train(m["history"], tmp_path / "b.lstm", *args)
+    a = run("predict", tmp_path / "a.lstm", data, "--precision", "17")
+    b = run("predict", tmp_path / "b.lstm", data, "--precision", "17")
+    assert a.exit_code == 0 and a.stdout == b.stdout
