@@ -773,7 +773,7 @@ def info(model, fmt):
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
               help="table: the overall scores, on stdout; json/csv: per-series scores on stdout (and the "
                    "table on stderr).")
-@click.option("--fail-if-worse-than", "gate", type=click.Choice(["naive", "seasonal_naive"]),
+@click.option("--fail-if-worse-than", "gate", type=click.Choice(["naive", "seasonal_naive", "theta"]),
               help="Exit 3 when the model's MASE is worse than this baseline's (a retrain gate for cron).")
 @click.option("--refit", is_flag=True,
               help="At every origin, train a new model on the rows before it only (the options recorded in "
@@ -799,7 +799,8 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
 
     Holds out the last horizon of each series (or --backtest N rolling origins), forecasts it
     from the rows before, and reports MAE, RMSE, MAPE, sMAPE and MASE per method: lstm, naive
-    (last value) and seasonal naive (last season). MASE is scaled by the in-sample seasonal-naive
+    (last value), seasonal naive (last season) and theta (exponential smoothing with drift on
+    seasonally adjusted data). MASE is scaled by the in-sample seasonal-naive
     error, so below 1 beats it in-sample; skill = 1 - MASE(lstm) / MASE(baseline).
 
     \b
@@ -872,7 +873,7 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
                           "in_sample_series": ev.in_sample_series(), "known_inputs": ev.known_inputs,
                           "future_rows_not_scored": ev.future_rows},
                "overall": {m: {k: num(v) for k, v in d.items()} for m, d in overall.items()},
-               "skill": {b: num(ev.skill(b)) for b in ("naive", "seasonal_naive")},
+               "skill": {b: num(ev.skill(b)) for b in ("naive", "seasonal_naive", "theta")},
                "records": [{k: (num(v) if isinstance(v, float) else v) for k, v in r.items()} for r in ev.records]}
         click.echo(json.dumps(doc, allow_nan=False))
     elif fmt == "csv":
@@ -884,7 +885,7 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
         cells = "  ".join(f"{k} {scores[k]:.4g}" for k in METRIC_NAMES)
         extra = "  ".join(f"{k} {v:.4g}" for k, v in scores.items() if k not in METRIC_NAMES)
         rows.append((method, cells + ("  " + extra if extra else "")))
-    for b in ("naive", "seasonal_naive"):
+    for b in ("naive", "seasonal_naive", "theta"):
         rows.append((f"skill vs {b}", f"{ev.skill(b):+.1%}  (1 - MASE ratio; > 0 beats it)"))
     rows.append(("mode", mode_text))
     if ev.known_inputs:

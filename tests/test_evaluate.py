@@ -61,9 +61,10 @@ def test_evaluate_json_has_baselines_and_every_series(panel_model):
                                       "--backtest", "2", "--format", "json", "-q"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert set(doc["overall"]) == {"lstm", "naive", "seasonal_naive"}
+    assert set(doc["overall"]) == {"lstm", "naive", "seasonal_naive", "theta"}
+    assert set(doc["skill"]) == {"naive", "seasonal_naive", "theta"}
     assert doc["header"]["season"] == 12 and doc["header"]["origins"] == 2
-    assert len(doc["records"]) == 2 * 5 * 3
+    assert len(doc["records"]) == 2 * 5 * 4
     naive = [r for r in doc["records"] if r["method"] == "naive" and r["origin"] == 2]
     assert all(r["mase"] > 0 for r in naive)
 
@@ -196,7 +197,8 @@ def test_refit_changes_the_scores_and_says_so(a10_model):
     refit = evaluate_json(a10_model, A10, "--backtest", "3", "--refit")
     assert fixed["header"]["mode"] == "fixed" and refit["header"]["mode"] == "refit"
     assert refit["overall"]["seasonal_naive"] == fixed["overall"]["seasonal_naive"]  # same origins, same baselines
-    assert len(refit["records"]) == len(fixed["records"]) == 3 * 3
+    assert refit["overall"]["theta"] == fixed["overall"]["theta"]
+    assert len(refit["records"]) == len(fixed["records"]) == 3 * 4
     m_fixed, m_refit = fixed["overall"]["lstm"]["mase"], refit["overall"]["lstm"]["mase"]
     assert m_refit != m_fixed
     # trained on less data, but still a forecaster: not absurdly worse than the seasonal naive

@@ -489,7 +489,7 @@ def test_dask_evaluate_equals_local(cluster, trained, tmp_path, backtests):
                            "--scheduler", cluster.scheduler_address)
     assert r.exit_code == 0, r.output
     assert "partition 1/" in r.stderr
-    assert len(got["records"]) == 23 * 3 * backtests
+    assert len(got["records"]) == 23 * 4 * backtests  # lstm, naive, seasonal_naive, theta
     assert_same_evaluation(got, want)
     seen = []
     ev = engine_dask.evaluate_dask(str(model_path), str(data), backtests=backtests,
@@ -511,7 +511,7 @@ def test_dask_evaluate_csv_and_gate_match_local(cluster, trained, tmp_path):
     remote = run("evaluate", model_path, data, "--format", "csv", *dask_args)
     assert local.exit_code == remote.exit_code == 0, remote.output
     got, want = pd.read_csv(io.StringIO(remote.stdout)), pd.read_csv(io.StringIO(local.stdout))
-    assert list(got.columns) == list(want.columns) and len(got) == 12 * 3
+    assert list(got.columns) == list(want.columns) and len(got) == 12 * 4
     pd.testing.assert_frame_equal(got, want, rtol=1e-5)
     for gate in ("naive", "seasonal_naive"):
         codes = [run("evaluate", model_path, data, "--fail-if-worse-than", gate, *extra).exit_code
