@@ -383,6 +383,10 @@ def _calendar_option(text: str):
               help="Fine-tune this model on DATA instead of starting from scratch: its architecture, lookback, "
                    "scalers and weights are kept; DATA must continue its training range.")
 @click.option("--threads", type=_int_range("threads"), help="Worker threads [default: CPUs, at most 8].")
+@click.option("--ensemble", type=_int_range("ensemble"), default=1, show_default=True, metavar="N",
+              help="Train N networks that differ in what they see (lookback 1x, 1.5x, 2x; level, seasonal and "
+                   "per-series anchors; seeds) and forecast their median per step; members train in parallel "
+                   "threads. Not with --resume.")
 @click.option("--time-limit", type=DurationType(),
               help="Stop cleanly after this long (90s, 10m, 2h; counted from the start, waiting for --wait "
                    "included); keeps the best model.")
@@ -395,7 +399,7 @@ def _calendar_option(text: str):
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def train(data, targets, horizon, out, features, future_features, calendar_option, holidays, time_col, id_col, sep, missing, freq, lookback, cell, hidden, layers,
           dropout, epochs, batch_size, lr, optimizer, momentum, weight_decay, clip, val_frac, patience, quantiles,
-          seed, dtype, scaling, strategy, forget_bias, calibrate, blend, sample_series, warm_start, threads, time_limit, resume, wait,
+          seed, dtype, scaling, strategy, forget_bias, calibrate, blend, sample_series, warm_start, threads, ensemble, time_limit, resume, wait,
           max_input_bytes, quiet):
     """Train a model on DATA (a .csv or .csv.gz file, or - for stdin) and write it to --out.
 
@@ -443,7 +447,7 @@ def train(data, targets, horizon, out, features, future_features, calendar_optio
                            missing=missing, lookback=lookback, cell=cell, hidden=hidden, layers=layers, dtype=dtype,
                            quantiles=quantiles or (), val_frac=val_frac, threads=threads, train=config,
                            scaling=scaling, strategy=strategy, forget_bias=forget_bias, calibrate=calibrate, blend=blend,
-                           sample_series=sample_series,
+                           sample_series=sample_series, ensemble=ensemble,
                            warm_start=warm_start)
 
         with TrainProgress(console) as progress:
@@ -496,7 +500,10 @@ def train(data, targets, horizon, out, features, future_features, calendar_optio
         ("best epoch", f"{result.best_epoch}  train loss {best_train:.4g}" +
          (f"  val loss {best_val:.4g}" if best_val is not None else "")),
         ("window", f"lookback {model.spec.lookback}, horizon {model.spec.horizon}, {model.spec.strategy}, "
-                   f"scaling {model.spec.scaling}"),
+                   f"scaling {model.spec.scaling}") if not hasattr(model, "members") else
+        ("ensemble", f"median of {len(model.members)} members: "
+                     + ", ".join(f"lookback {m.spec.lookback} {m.spec.scaling}" for m in model.members)
+                     + f"; horizon {model.spec.horizon}, {model.spec.strategy}"),
         ("network", f"{model.network.arch.num_layers} x {model.network.arch.cell.upper()}({model.network.arch.hidden_size}), "
                     f"{model.network.layout.size} parameters, {dtype}"),
         *([("calibrated", f"output x {scale:.3g} (fitted on the validation windows)")]
@@ -755,6 +762,9 @@ def info(model, fmt):
         ("series", f"{len(header['series']['ids'])}" + (f" by {d['id_col']}" if d["id_col"] else "")),
         ("window", f"lookback {d['lookback']}, horizon {d['horizon']}, {d['strategy']}, scaling {d['scaling']}, "
                    f"season {season}"),
+        *([("ensemble", f"median of {len(header['members']) + 1} members: lookback {d['lookback']} {d['scaling']}, "
+                        + ", ".join(f"lookback {m['data']['lookback']} {m['data']['scaling']}"
+                                    for m in header["members"]))] if header.get("members") else []),
         ("blend", windows.blend_summary(d.get("blend", 0.0), d["lookback"], season) or "-"),
         ("quantiles", ", ".join(f"{q:g}" for q in d["quantiles"]) or "-"),
         ("training", f"{t['epochs_run']} epochs, best {t['best_epoch']}, seed {t['seed']}, {t['threads']} threads"),

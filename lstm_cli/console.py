@@ -161,6 +161,13 @@ class TrainProgress:
                       f"epoch {p['epoch']}/{p['epochs']} batch {p['batch']}/{p['batches']}")
         elif kind == "epoch":
             self._epoch(payload)
+        elif kind == "member":  # an ensemble member finished (pipeline.train_ensemble)
+            p, r = payload, payload["result"]
+            best = r.val_loss[r.best_epoch - 1] if r.best_epoch and r.val_loss else None
+            self._stop_status()
+            c.line(f"lstm: member {p['index']}/{p['members']} (lookback {p['lookback']}, {p['scaling']}): "
+                   f"{r.epochs_run} epochs, best {r.best_epoch}"
+                   + (f" (val {_fmt_loss(best)})" if best is not None else ""))
         elif kind == "fitted":  # the summary follows: the bar ends here
             self.__exit__()
 

@@ -85,10 +85,10 @@ def _model_from_bytes(model_bytes: bytes, source: str, threads: int):
     key = (hashlib.sha256(model_bytes).hexdigest(), threads)
     model = _MODELS.get(key)
     if model is None:
-        from lstm_cli.model import Forecaster
+        from lstm_cli.model import forecaster_of
 
         header, arrays = modelfile.loads(model_bytes, source)
-        model = Forecaster.from_file_parts(header, arrays, threads=threads)
+        model = forecaster_of(header, arrays, threads=threads)
         _MODELS.clear()  # one model per job: do not keep old ones alive
         _MODELS[key] = model
     return model
@@ -254,9 +254,9 @@ def _read_model(model_path: str):
     except OSError as e:
         raise InputMissingError(f"cannot read model file {errors.shown(model_path)}: {e.strerror or e}; check the path") from None
     header, arrays = modelfile.loads(model_bytes, model_path)
-    from lstm_cli.model import Forecaster
+    from lstm_cli.model import forecaster_of
 
-    return model_bytes, header, Forecaster.from_file_parts(header, arrays, threads=1)
+    return model_bytes, header, forecaster_of(header, arrays, threads=1)
 
 
 @contextlib.contextmanager

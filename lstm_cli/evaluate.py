@@ -186,7 +186,8 @@ def refit_request(model, source: str, threads: int | None) -> tuple[TrainRequest
     # of TrainRequest (val_frac, forget_bias, and any added later) from training.params
     fixed = {"data": source, "out": "", "targets": spec.targets, "horizon": spec.horizon,
              "features": spec.features, "time_col": spec.time_col, "id_col": spec.id_col, "freq": spec.freq,
-             "lookback": spec.lookback, "hidden": arch.hidden_size, "layers": arch.num_layers,
+             "lookback": model.members[0].spec.lookback if hasattr(model, "members") else spec.lookback,
+             "hidden": arch.hidden_size, "layers": arch.num_layers,
              "dtype": arch.dtype, "cell": arch.cell, "quantiles": spec.quantiles, "scaling": spec.scaling,
              "strategy": spec.strategy, "blend": spec.blend, "future_features": spec.future_features,
              "calendar": spec.calendar, "holidays": spec.holidays,

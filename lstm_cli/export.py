@@ -150,6 +150,37 @@ def metadata(header: dict) -> dict:
     }
 
 
+COMBINATION = "median"  # how an ensemble's members' forecasts combine (model.Ensemble.forecast)
+# what an ensemble member has of its own (header "members": arch, data.lookback, data.scaling)
+MEMBER_METADATA = ("lookback", "scaling", "cell", "num_layers", "hidden_size", "input_size", "output_size", "dtype")
+
+
+def members_of(header: dict, arrays=None) -> list[tuple[dict, dict | None]]:
+    """(header, arrays) of every model a file holds, each a whole model: the model itself, or an
+    ensemble's members, member 0 first (model.member_headers; its arrays under the plain names)."""
+    if not header.get("members"):
+        return [(header, arrays)]
+    from lstm_cli.model import member_headers  # (imports the kernels: only for ensembles)
+
+    return member_headers(header, arrays)
+
+
+def ensemble_metadata(parts: list[tuple[dict, dict | None]]) -> dict:
+    """An ensemble's metadata: what its members share (as metadata(); "lookback" the longest, the
+    rows a forecast reads), "combination" "median", and "members": each member's MEMBER_METADATA."""
+    metas = [metadata(h) for h, _ in parts]
+    longest = max(m["lookback"] for m in metas)
+    shared = {k: (longest if k == "lookback" else v) for k, v in metas[0].items()
+              if k == "lookback" or k not in MEMBER_METADATA}
+    return {**shared, "combination": COMBINATION, "members": [{k: m[k] for k in MEMBER_METADATA} for m in metas]}
+
+
+def member_metadata(header: dict) -> dict:
+    """An ensemble member's metadata in the JSON export: metadata() without the series lists (the
+    ensemble's, in its own metadata)."""
+    return {k: v for k, v in metadata(header).items() if k not in ("ids", "last_time")}
+
+
 # --------------------------------------------------------------------------------------------
 # JSON and NPZ
 
@@ -157,25 +188,42 @@ def metadata(header: dict) -> dict:
 def to_json_text(header: dict, arrays) -> str:
     """The JSON export: metadata, scaler and state_dict as nested lists. Floats are written by
     Python's repr (shortest round-trip form of the exact value), so every weight reads back
-    bit-identical (float32 weights as their exact float64 value)."""
+    bit-identical (float32 weights as their exact float64 value). An ensemble has no state_dict
+    of its own (a reader of single models fails instead of forecasting with one member): "members"
+    lists each member's {"metadata", "state_dict"}; the scaler is theirs, shared."""
+    parts = members_of(header, arrays)
+
+    def weights(h, a) -> dict:
+        return {name: v.tolist() for name, v in state_dict_arrays(h, a).items()}
+
     doc = {
         "format": JSON_FORMAT,
         "version": JSON_VERSION,
-        "metadata": metadata(header),
+        "metadata": metadata(header) if len(parts) == 1 else ensemble_metadata(parts),
         "scaler": {"loc": np.asarray(arrays["scaler.loc"]).tolist(),
                    "scale": np.asarray(arrays["scaler.scale"]).tolist()},
-        "state_dict": {name: a.tolist() for name, a in state_dict_arrays(header, arrays).items()},
     }
+    if len(parts) == 1:
+        doc["state_dict"] = weights(header, arrays)
+    else:
+        doc["members"] = [{"metadata": member_metadata(h), "state_dict": weights(h, a)} for h, a in parts]
     return json.dumps(doc, allow_nan=False) + "\n"
 
 
 def to_npz_bytes(header: dict, arrays) -> bytes:
     """The NPZ export: the state_dict arrays (model dtype), scaler.loc and scaler.scale
-    (float64), and `metadata_json`, a 0-d unicode array; loads with np.load(allow_pickle=False)."""
-    named = dict(state_dict_arrays(header, arrays))
+    (float64), and `metadata_json`, a 0-d unicode array; loads with np.load(allow_pickle=False).
+    An ensemble's member i has its state_dict under "member{i}." (member0.lstm.weight_ih_l0, ...)."""
+    parts = members_of(header, arrays)
+    if len(parts) == 1:
+        named, meta = dict(state_dict_arrays(header, arrays)), metadata(header)
+    else:
+        named = {f"member{i}.{name}": v for i, (h, a) in enumerate(parts)
+                 for name, v in state_dict_arrays(h, a).items()}
+        meta = ensemble_metadata(parts)
     named["scaler.loc"] = np.asarray(arrays["scaler.loc"])
     named["scaler.scale"] = np.asarray(arrays["scaler.scale"])
-    named["metadata_json"] = np.array(json.dumps(metadata(header), allow_nan=False))
+    named["metadata_json"] = np.array(json.dumps(meta, allow_nan=False))
     buf = io.BytesIO()
     np.savez(buf, **named)  # (np.ascontiguousarray would turn the 0-d metadata_json into 1-d)
     return buf.getvalue()
@@ -219,14 +267,44 @@ def known_inputs_doc(d: dict) -> list[str]:
 
 
 def onnx_doc(header: dict) -> str:
-    d, a = header["data"], header["arch"]
+    """The graph's doc_string: its inputs and output, and how the forecast is computed; for an
+    ensemble, what each member does differently and how their forecasts combine."""
+    parts = members_of(header)
+    if len(parts) == 1:
+        a = header["arch"]
+        cell = ONNX_OP[a["cell"]]
+        return "\n".join([f"{cell} forecaster exported by lstm-cli {__version__}: {a['num_layers']} x "
+                          f"{cell}({a['hidden_size']}) + dense head, scaling inside the graph.",
+                          *_onnx_io_doc(header), *_onnx_member_doc(header),
+                          "Scaling and un-scaling run in float64 with the model's exact loc/scale."])
+    longest = max(h["data"]["lookback"] for h, _ in parts)
+    lines = [f"Ensemble of {len(parts)} forecasters exported by lstm-cli {__version__}: every member's graph side "
+             f"by side, then their {ensemble_rule(len(parts))}; scaling inside the graph.",
+             *_onnx_io_doc({**header, "data": {**header["data"], "lookback": longest}})]
+    for i, (h, _) in enumerate(parts):
+        a, L = h["arch"], h["data"]["lookback"]
+        cell = ONNX_OP[a["cell"]]
+        lines.append(f"Member {i}: {a['num_layers']} x {cell}({a['hidden_size']}) + dense head, lookback {L} (the "
+                     f"last {L} rows of x), scaling {h['data']['scaling']}."
+                     + "".join(f" {line}" for line in _onnx_member_doc(h)))
+    lines.append("Scaling and un-scaling run in float64 with the model's exact loc/scale, and so does the median.")
+    return "\n".join(lines)
+
+
+def ensemble_rule(n: int) -> str:
+    """How the graph combines n members' forecasts (model.Ensemble.forecast), in words."""
+    middle = (f"the middle one of the {n} sorted values" if n % 2
+              else f"the mean of the two middle ones of the {n} sorted values")
+    return (f"median per step, target and quantile ({middle}; quantiles sorted again after it, so they never "
+            "cross)")
+
+
+def _onnx_io_doc(header: dict) -> list[str]:
+    """The doc_string's lines on the graph's inputs and output (lookback: the rows x holds)."""
+    d = header["data"]
     K, nq, L = len(d["targets"]), len(d["quantiles"]), d["lookback"]
     cols = known_inputs(d)
-    cell = ONNX_OP[a["cell"]]
-    lines = [
-        f"{cell} forecaster exported by lstm-cli {__version__}: {a['num_layers']} x {cell}({a['hidden_size']}) "
-        f"+ dense head, scaling inside the graph.",
-    ]
+    lines = []
     if not cols["known_columns"]:
         lines.append(f"Input x: float32 [batch, {L}, {len(cols['columns'])}], the last {L} raw rows (oldest first) "
                      f"of each series, columns {cols['columns']} (targets, then features), in original units.")
@@ -269,6 +347,14 @@ def onnx_doc(header: dict) -> str:
                                      if cols["known_columns"] else "")
                      + ", the oldest row is dropped, and the network runs again"
                      + (" on the window and step i + 1's row" if cols["known_columns"] else "") + ".")
+    return lines
+
+
+def _onnx_member_doc(header: dict) -> list[str]:
+    """The doc_string's lines on what one model (or ensemble member) computes: dtype, anchor, blend."""
+    d, a = header["data"], header["arch"]
+    cell = ONNX_OP[a["cell"]]
+    lines = []
     if a["dtype"] == "float64":
         lines.append("The model was trained in float64; its weights are cast to float32 here because "
                      f"onnxruntime's {cell} operator has no double kernel.")
@@ -285,41 +371,150 @@ def onnx_doc(header: dict) -> str:
                    if windows.has_seasonal_naive(d["lookback"], season) else "naive (the last row)")
         lines.append(f"The forecast is blended: {1 - w:.6g} x the network's forecast + {w:.6g} x {partner}; "
                      f"the head is stored already scaled by {1 - w:.6g} and the graph mixes the anchor.")
-    lines.append("Scaling and un-scaling run in float64 with the model's exact loc/scale.")
-    return "\n".join(lines)
+    return lines
 
 
-def to_onnx_bytes(header: dict, arrays) -> bytes:
-    """A self-contained ONNX model (opset 17) of the forecast: raw windows in, forecasts out."""
-    onnx = _import_onnx()
-    from onnx import TensorProto, helper, numpy_helper
+class _GraphBuilder:
+    """The nodes and initializers of an ONNX graph being built. Names get `prefix`: an ensemble's
+    members build the same subgraph side by side ("member1_x_f64", ...); a single model's have none.
+    Constants are shared by name (small axes; the one scaler of an ensemble's members)."""
 
-    meta = metadata(header)  # refuses a scaling mode this module does not know, before any work
-    a, d = header["arch"], header["data"]
+    def __init__(self):
+        from onnx import helper, numpy_helper
+
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.inits, self.nodes, self.names, self.prefix = [], [], set(), ""
+
+    def const(self, name: str, value: np.ndarray, shared: bool = False) -> str:
+        name = name if shared else self.prefix + name
+        if name not in self.names:
+            self.names.add(name)
+            self.inits.append(self.numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str, **attrs) -> str:
+        output = self.prefix + output
+        self.nodes.append(self.helper.make_node(op, inputs, [output], name=f"{op}_{output}", **attrs))
+        return output
+
+    def multi(self, op: str, inputs: list[str], outputs: list[str], name: str, **attrs) -> list[str]:
+        """A node of several outputs ("" for an unused one): LSTM, GRU, TopK."""
+        outputs = [self.prefix + o if o else "" for o in outputs]
+        self.nodes.append(self.helper.make_node(op, inputs, outputs, name=self.prefix + name, **attrs))
+        return outputs
+
+
+def _check_onnx_exportable(header: dict) -> None:
+    metadata(header)  # refuses a scaling mode this module does not know, before any work
+    d = header["data"]
     if d["strategy"] == "recursive" and d["features"]:  # lstm train refuses to make one
         raise UsageError("this model is recursive but reads features, whose future values are unknown: "
                          "its forecast cannot be unrolled")
+
+
+def _onnx_weight_bytes(header: dict, arrays, scaler: bool = True) -> int:
+    """The bytes a model's weights (and scaler) take in the graph: float32 weights, float64 scalers."""
+    n = sum(np.asarray(arrays[name]).size * 4 for name in lstm_names(header["arch"]["num_layers"])) \
+        + np.asarray(arrays["head.weight"]).size * 4
+    return n + (np.asarray(arrays["scaler.loc"]).size * 32 if scaler else 0)
+
+
+def to_onnx_bytes(header: dict, arrays) -> bytes:
+    """A self-contained ONNX model (opset 17) of the forecast: raw windows in, forecasts out. An
+    ensemble's graph holds every member's subgraph (each reads its own last rows of x) and their
+    median (_onnx_median), as model.Ensemble.forecast computes it."""
+    onnx = _import_onnx()
+    from onnx import TensorProto, helper
+
+    parts = members_of(header, arrays)
+    for part, _ in parts:
+        _check_onnx_exportable(part)
+    meta = metadata(header) if len(parts) == 1 else ensemble_metadata(parts)
+    n_bytes = sum(_onnx_weight_bytes(h, a, scaler=i == 0) for i, (h, a) in enumerate(parts))
+    if n_bytes > ONNX_MAX_BYTES:
+        raise UsageError(f"this model's weights ({n_bytes / 2**30:.1f} GiB) exceed what one ONNX file "
+                         "holds (2 GiB, a protobuf limit); export --format npz instead")
+    d = header["data"]
+    lookback, horizon = meta["lookback"], d["horizon"]
+    K, nq = len(d["targets"]), len(d["quantiles"])
+    g = _GraphBuilder()
+    if len(parts) == 1:
+        y = _onnx_forecast(g, header, arrays, "x")
+    else:
+        y = _onnx_median(g, parts, lookback)
+
+    # --- the output: float32, without the quantile axis for point models ----------------------
+    if nq:
+        g.node("Cast", [y], "forecast", to=TensorProto.FLOAT)
+    else:
+        g.node("Squeeze", [g.node("Cast", [y], "forecast_4d", to=TensorProto.FLOAT),
+                           g.const("axes_3", np.array([3], np.int64))], "forecast")
+
+    cols = known_inputs(d)
+    n_x = len(cols["columns"]) + len(cols["derived_columns"])  # the graph adds the horizon flag
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", lookback, n_x])]
+    if d["id_col"] is not None:
+        inputs.append(helper.make_tensor_value_info("series_index", TensorProto.INT64, ["batch"]))
+    if cols["known_columns"]:
+        inputs.append(helper.make_tensor_value_info("future", TensorProto.FLOAT,
+                                                    ["batch", horizon, len(cols["known_columns"])]))
+    out_shape = ["batch", horizon, K] + ([nq] if nq else [])
+    graph = helper.make_graph(g.nodes, "lstm_forecaster", inputs,
+                              [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, out_shape)],
+                              initializer=g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+                              ir_version=ONNX_IR_VERSION, producer_name="lstm-cli",
+                              producer_version=__version__, doc_string=onnx_doc(header))
+    helper.set_model_props(model, onnx_metadata_props(meta))
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _onnx_median(g: _GraphBuilder, parts: list[tuple[dict, dict]], lookback: int) -> str:
+    """Every member's forecast (its subgraph's names prefixed "member{i}_"; x cut to its own last
+    rows), stacked on a last axis, and their median: ONNX has no median operator, so TopK takes the
+    N // 2 + 1 smallest and the graph averages the middle one (N odd) or two (N even), as
+    np.median does. Quantiles are sorted again after it. Returns (B, horizon, K, max(nq, 1)) float64."""
+    stacked = []
+    for i, (h, a) in enumerate(parts):
+        g.prefix = f"member{i}_"
+        rows = h["data"]["lookback"]
+        x = "x"
+        if rows < lookback:  # the member reads the last `rows` rows of the longest window
+            x = g.node("Slice", ["x", g.const("x_rows_from", np.array([-rows], np.int64)),
+                                 g.const("int64_max", np.array([np.iinfo(np.int64).max], np.int64), shared=True),
+                                 g.const("axes_1", np.array([1], np.int64), shared=True)], "x")
+        y = _onnx_forecast(g, h, a, x)
+        stacked.append(g.node("Unsqueeze", [y, g.const("axes_4", np.array([4], np.int64), shared=True)],
+                              "forecast_stacked"))
+    g.prefix = ""
+    n = len(parts)
+    members = g.node("Concat", stacked, "member_forecasts", axis=4)  # (B, horizon, K, Q, N)
+    lowest, _ = g.multi("TopK", [members, g.const("median_k", np.array([n // 2 + 1], np.int64))],
+                        ["member_forecasts_lowest", "member_forecasts_lowest_index"], "TopK_member_forecasts_lowest",
+                        axis=4, largest=0, sorted=1)
+    middle = np.array([n // 2] if n % 2 else [n // 2 - 1, n // 2], np.int64)
+    y = g.node("ReduceMean", [g.node("Gather", [lowest, g.const("median_ranks", middle)], "median_middle", axis=4)],
+               "median", axes=[4], keepdims=0)
+    nq = len(parts[0][0]["data"]["quantiles"])
+    if nq > 1:  # the median of sorted quantiles can cross: sort again, as the ensemble does
+        y, _ = g.multi("TopK", [y, g.const("n_quantiles", np.array([nq], np.int64))],
+                       ["median_sorted", "median_sorted_index"], "TopK_median_sorted", axis=-1, largest=0, sorted=1)
+    return y
+
+
+def _onnx_forecast(g: _GraphBuilder, header: dict, arrays, x: str) -> str:
+    """The subgraph of one model's forecast from the raw window `x` (B, lookback, n_x): scaling,
+    the network (unrolled for recursive models), anchor, blend and un-scaling. Returns its name,
+    (B, horizon, K, max(nq, 1)) float64 in original units."""
+    from onnx import TensorProto
+
+    const, node = g.const, g.node
+    a, d = header["arch"], header["data"]
     H, n_layers, D = a["hidden_size"], a["num_layers"], a["input_size"]
     lookback, horizon = d["lookback"], d["horizon"]
     K, nq = len(d["targets"]), len(d["quantiles"])
     panel = d["id_col"] is not None
-    n_bytes = sum(np.asarray(arrays[n]).size * 4 for n in lstm_names(n_layers)) \
-        + np.asarray(arrays["head.weight"]).size * 4 + np.asarray(arrays["scaler.loc"]).size * 32
-    if n_bytes > ONNX_MAX_BYTES:
-        raise UsageError(f"this model's weights ({n_bytes / 2**30:.1f} GiB) exceed what one ONNX file "
-                         "holds (2 GiB, a protobuf limit); export --format npz instead")
-
-    inits, nodes, names = [], [], set()
-
-    def const(name: str, value: np.ndarray) -> str:
-        if name not in names:  # small constants (axes) are shared by name
-            names.add(name)
-            inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        return name
-
-    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
-        nodes.append(helper.make_node(op, inputs, [output], name=f"{op}_{output}", **attrs))
-        return output
 
     loc = np.asarray(arrays["scaler.loc"], dtype=np.float64)  # (S, C)
     scale = np.asarray(arrays["scaler.scale"], dtype=np.float64)
@@ -333,10 +528,11 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
 
     def per_series(name: str, values: np.ndarray, output: bool = False) -> str:
         """values (S, C) of the window's series: gathered by series_index (B, 1, C), or (B, 1, C, 1)
-        for the output side; a model of one series broadcasts its single row, (C,) or (C, 1)."""
+        for the output side; a model of one series broadcasts its single row, (C,) or (C, 1).
+        (An ensemble's members share one scaler: these constants too.)"""
         if not panel:
-            return const(name, values[0, :, None] if output else values[0])
-        rows = node("Gather", [const(name, values), "series_index"], f"{name}_rows", axis=0)
+            return const(name, values[0, :, None] if output else values[0], shared=True)
+        rows = node("Gather", [const(name, values, shared=True), "series_index"], f"{name}_rows", axis=0)
         return node("Unsqueeze", [rows, axes(1, 3) if output else axes(1)], f"{name}_of_window")
 
     def scaled(raw: str, first: int, stop: int, tag: str) -> str:
@@ -351,7 +547,7 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
         return node("Pad", [value, pads], name, mode="constant")
 
     # --- input scaling, float64: xs = (x - loc[s]) / scale[s] ---------------------------------
-    xs = scaled("x", 0, n_x, "x")  # (B, lookback, n_x)
+    xs = scaled(x, 0, n_x, "x")  # (B, lookback, n_x)
     out_loc = per_series("target_loc", loc[:, :K], output=True)
     out_scale = per_series("target_scale", scale[:, :K], output=True)
     if n_known:  # the window's rows get the horizon flag 0; the known inputs of every step, scaled
@@ -427,20 +623,18 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
         seq = node("Transpose", [xs], f"x_time_major{tag}", perm=[1, 0, 2])  # (T, B, D): layout 0
         for k, (W, R, B) in enumerate(layer_weights):  # one ONNX LSTM (or GRU) node per layer
             top = k == n_layers - 1
-            outputs = ["", f"lstm{k}_Y_h{tag}"] if top else [f"lstm{k}_Y{tag}"]
-            nodes.append(helper.make_node(op, [seq, W, R, B], outputs, name=f"{op}_l{k}{tag}", hidden_size=H,
-                                          direction="forward", layout=0, **extra))
+            outputs = g.multi(op, [seq, W, R, B], ["", f"lstm{k}_Y_h{tag}"] if top else [f"lstm{k}_Y{tag}"],
+                              f"{op}_l{k}{tag}", hidden_size=H, direction="forward", layout=0, **extra)
             if not top:  # Y (T, 1, B, H) -> the next layer's input (T, B, H)
-                seq = node("Squeeze", [f"lstm{k}_Y{tag}", axes(1)], f"lstm{k}_out{tag}")
-        h = node("Squeeze", [f"lstm{n_layers - 1}_Y_h{tag}", axes(0)], f"h_last{tag}")
+                seq = node("Squeeze", [outputs[0], axes(1)], f"lstm{k}_out{tag}")
+        h = node("Squeeze", [outputs[1], axes(0)], f"h_last{tag}")
         y = node("Gemm", [h, head_weight, head_bias], f"head_out{tag}", transB=1)
         y = node("Reshape", [y, const(f"out_shape_{steps}", np.array([0, steps, K, max(nq, 1)], np.int64))],
                  f"y_scaled{tag}")
         if nq > 1:  # the forecaster sorts the quantiles of each (step, target): they never cross
-            nodes.append(helper.make_node("TopK", [y, const("n_quantiles", np.array([nq], np.int64))],
-                                          [f"y_sorted{tag}", f"y_sorted_index{tag}"], name=f"TopK_y_sorted{tag}",
-                                          axis=-1, largest=0, sorted=1))
-            y = f"y_sorted{tag}"
+            y, _ = g.multi("TopK", [y, const("n_quantiles", np.array([nq], np.int64))],
+                           [f"y_sorted{tag}", f"y_sorted_index{tag}"], f"TopK_y_sorted{tag}", axis=-1, largest=0,
+                           sorted=1)
         y = node("Cast", [y], f"y_scaled_f64{tag}", to=TensorProto.DOUBLE)
         if anchor is not None:  # add back the anchor (the same for every quantile: the sort holds)
             y = node("Add", [y, node("Unsqueeze", [anchor, axes(3)], f"anchor_4d{tag}")], f"y_plus_anchor{tag}")
@@ -466,36 +660,16 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
         y = node("Concat", ys, "y_steps", axis=1)  # (B, horizon, K, max(nq, 1))
 
     # --- un-scaling ---------------------------------------------------------------------------
-    y = node("Add", [node("Mul", [y, out_scale], "y_times_scale"), out_loc], "forecast_f64")
-    if nq:
-        node("Cast", [y], "forecast", to=TensorProto.FLOAT)
-    else:
-        node("Squeeze", [node("Cast", [y], "forecast_4d", to=TensorProto.FLOAT),
-                         axes(3)], "forecast")
-
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", lookback, n_x])]
-    if panel:
-        inputs.append(helper.make_tensor_value_info("series_index", TensorProto.INT64, ["batch"]))
-    if n_known:
-        inputs.append(helper.make_tensor_value_info("future", TensorProto.FLOAT, ["batch", horizon, n_known]))
-    out_shape = ["batch", horizon, K] + ([nq] if nq else [])
-    graph = helper.make_graph(nodes, "lstm_forecaster", inputs,
-                              [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, out_shape)],
-                              initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
-                              ir_version=ONNX_IR_VERSION, producer_name="lstm-cli",
-                              producer_version=__version__, doc_string=onnx_doc(header))
-    helper.set_model_props(model, onnx_metadata_props(meta))
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
-
+    return node("Add", [node("Mul", [y, out_scale], "y_times_scale"), out_loc], "forecast_f64")
 
 def onnx_metadata_props(meta: dict) -> dict[str, str]:
-    """metadata_props from metadata(header): strings; numbers, lists and null as JSON; ids and
+    """metadata_props from metadata(header) (or ensemble_metadata: no cell or scaling of its own,
+    "combination" and "members" instead): strings; numbers, lists and null as JSON; ids and
     last_time only for at most 10000 series."""
     props = {key: meta[key] for key in ("cell", "targets", "features", "time_col", "id_col", "freq", "step",
                                          "time_kind", "lookback", "horizon", "quantiles", "strategy", "scaling",
-                                         "season", "blend", "dtype", "output_layout", "created", "lstm_version")}
+                                         "season", "blend", "dtype", "output_layout", "created", "lstm_version")
+             if key in meta}
     props["n_series"] = len(meta["ids"])
     if len(meta["ids"]) <= MAX_IDS_IN_ONNX_METADATA:
         props["ids"], props["last_time"] = meta["ids"], meta["last_time"]
@@ -506,7 +680,9 @@ def onnx_metadata_props(meta: dict) -> dict[str, str]:
     if meta["known_columns"]:
         props["inputs"].append("future")
         props["future_columns"] = meta["known_columns"]  # what input future holds, per forecast step
-    if meta["dtype"] == "float64":
+    if "members" in meta:
+        props["combination"], props["members"] = meta["combination"], meta["members"]
+    if any(m["dtype"] == "float64" for m in meta.get("members", [meta])):
         props["note"] = "weights cast from float64 to float32 (onnxruntime's recurrent operators have no double kernel)"
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in props.items()}
 

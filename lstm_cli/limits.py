@@ -18,6 +18,7 @@ INTEGERS = {
     "layers": (1, 16),
     "sample_series": (1, 2**63 - 1),
     "threads": (1, 256),
+    "ensemble": (1, 64),  # members of one model file (model.Ensemble)
 }
 
 # name -> (lowest, highest or None for no bound, lowest excluded, highest excluded)

@@ -285,3 +285,81 @@ class Forecaster:
         y = np.concatenate(steps, axis=1)[:, :horizon]
         out = y * scale[:, None, :K, None] + loc[:, None, :K, None]
         return out, notes
+
+
+MEMBER_KEYS = ("lookback", "scaling")  # what a member's data contract may change (header "members")
+
+
+def member_prefix(i: int) -> str:
+    """The array names of ensemble member i >= 1 in the model file: 'member1.weight_ih_l0', ...
+    (member 0 keeps the plain names: its header part is a whole model by itself)."""
+    return f"member{i}."
+
+
+@dataclass
+class Ensemble:
+    """Forecasters of one data contract that differ in what they see (lookback, anchor, seed):
+    the forecast is their median per step, target and quantile. The median of members that err
+    differently is more accurate than most of them and never far off when one is (N-BEATS won M4
+    with one; docs/accuracy.md has ours). Duck-types a Forecaster for predict, evaluate and info:
+    `spec` is member 0's with the longest lookback (the rows a forecast needs)."""
+
+    members: list[Forecaster]
+
+    @property
+    def spec(self) -> DataSpec:
+        from dataclasses import replace
+
+        return replace(self.members[0].spec, lookback=max(m.spec.lookback for m in self.members))
+
+    def __getattr__(self, name):  # network, ids, last_time, loc, scale, training, created: member 0's
+        if name == "members":
+            raise AttributeError(name)
+        return getattr(self.members[0], name)
+
+    def forecast(self, series_ids, values, starts, horizon=None, *, times=None, future=None):
+        """The median over members of Forecaster.forecast; quantiles sorted again after it."""
+        outs, notes = [], []
+        for m in self.members:
+            out, member_notes = m.forecast(series_ids, values, starts, horizon, times=times, future=future)
+            outs.append(out)
+            notes = notes or member_notes
+        y = np.median(np.stack(outs), axis=0)
+        if y.shape[-1] > 1:
+            y = np.sort(y, axis=-1)
+        return y, notes
+
+    def to_file_parts(self) -> tuple[dict, dict[str, np.ndarray]]:
+        header, arrays = self.members[0].to_file_parts()
+        header["members"] = []
+        for i, m in enumerate(self.members[1:], 1):
+            part, member_arrays = m.to_file_parts()
+            header["members"].append({"arch": part["arch"], "data": {k: part["data"][k] for k in MEMBER_KEYS},
+                                      "training": part["training"]})
+            arrays.update({member_prefix(i) + name: a for name, a in member_arrays.items()
+                           if not name.startswith("scaler.")})  # one scaler: the members' data is the same
+        return header, arrays
+
+
+def member_headers(header: dict, arrays: dict | None = None):
+    """(header, arrays) of every member of a model file's header: member 0's are the file's own
+    (without "members"), member i's put its arch, data changes and training record in their place and
+    take its prefixed arrays under the plain names, with the shared scaler."""
+    base = {k: v for k, v in header.items() if k != "members"}
+    out = [(base, None if arrays is None else {k: v for k, v in arrays.items() if not k.startswith("member")})]
+    for i, m in enumerate(header.get("members") or (), 1):
+        prefix = member_prefix(i)
+        part = {**base, "arch": m["arch"], "data": {**base["data"], **m["data"]}, "training": m["training"]}
+        if arrays is None:
+            out.append((part, None))
+            continue
+        mine = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        mine.update({k: v for k, v in arrays.items() if k.startswith("scaler.")})
+        out.append((part, mine))
+    return out
+
+
+def forecaster_of(header: dict, arrays: dict, threads: int | None = None):
+    """The Forecaster, or Ensemble, a model file holds."""
+    members = [Forecaster.from_file_parts(h, a, threads=threads) for h, a in member_headers(header, arrays)]
+    return members[0] if len(members) == 1 else Ensemble(members)

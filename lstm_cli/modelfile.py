@@ -844,12 +844,56 @@ def _check_freq_field(freq: str, data: dict) -> None:
         raise _bad("data.step", f"is {data['step']} ns but one {freq} step is {fixed} ns")
 
 
+MAX_MEMBERS = limits.INTEGERS["ensemble"][1]
+_MEMBER_KEYS = {"arch", "data", "training"}
+_MEMBER_DATA_KEYS = {"lookback", "scaling"}  # model.MEMBER_KEYS
+
+
 def validate_header(header: dict) -> None:
     """Enforce the model header schema field by field; ModelFileError("invalid model header: ...").
 
     Unknown keys are refused everywhere except in training.params (the place for free-form
     settings); "payload_sha256" and "header_sha256" may be present (the container checks them).
+    An ensemble (model.Ensemble) lists members 1.. under "members": each must make, with the
+    file's other fields and its own arrays (member1.*, and the shared scaler), a valid model.
     """
+    if not isinstance(header, dict) or "members" not in header:
+        _validate_one(header)
+        return
+    members = header["members"]
+    if not isinstance(members, list) or not 1 <= len(members) <= MAX_MEMBERS - 1:
+        raise _bad("members", f"must be a list of 1..{MAX_MEMBERS - 1} ensemble members")
+    entries = header.get("arrays")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str)
+                                                  for e in entries):
+        raise _bad("arrays", "must be a list of objects with a string name")
+    base = {k: v for k, v in header.items() if k != "members"}
+    own = [e for e in entries if not e["name"].startswith("member")]
+    _validate_one({**base, "arrays": own})
+    shared = [e for e in own if e["name"].startswith("scaler.")]
+    claimed = len(own)
+    for i, m in enumerate(members, 1):
+        where = f"members[{i - 1}]"
+        if not isinstance(m, dict) or m.keys() != _MEMBER_KEYS:
+            raise _bad(where, f"must be an object with exactly the keys {sorted(_MEMBER_KEYS)}")
+        if not isinstance(m["data"], dict) or m["data"].keys() != _MEMBER_DATA_KEYS:
+            raise _bad(f"{where}.data", f"must be an object with exactly the keys {sorted(_MEMBER_DATA_KEYS)}")
+        prefix = f"member{i}."
+        mine = [dict(e, name=e["name"][len(prefix):]) for e in entries if e["name"].startswith(prefix)]
+        claimed += len(mine)
+        try:
+            _validate_one({**base, "arch": m["arch"], "data": {**base["data"], **m["data"]},
+                           "training": m["training"], "arrays": mine + shared})
+        except ModelFileError as e:
+            raise ModelFileError(str(e).replace("invalid model header: ", f"invalid model header: {where}: ", 1)) \
+                from None
+    if claimed != len(entries):
+        stray = [e["name"] for e in entries if e["name"].startswith("member")
+                 and not any(e["name"].startswith(f"member{i}.") for i in range(1, len(members) + 1))]
+        raise _bad("arrays", f"include unknown arrays {stray[:5]}")
+
+
+def _validate_one(header: dict) -> None:
     if not isinstance(header, dict):
         raise _bad("header", "is not an object")
     missing = _TOP_KEYS - header.keys()

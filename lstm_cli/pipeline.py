@@ -12,7 +12,15 @@ import numpy as np
 
 from lstm_cli import atomic, frame, limits, modelfile, scaling, windows
 from lstm_cli.errors import DataError, FreqNotApplicable, ModelFileError, StaleInputError, UsageError, shown
-from lstm_cli.model import STRATEGIES, DataSpec, Forecaster, FutureInputs, unknown_features
+from lstm_cli.model import (
+    STRATEGIES,
+    DataSpec,
+    Ensemble,
+    Forecaster,
+    FutureInputs,
+    forecaster_of,
+    unknown_features,
+)
 from lstm_cli.network import MIN_SHARD, Architecture, Network, default_threads
 from lstm_cli.train import TrainConfig, TrainResult, fit
 
@@ -48,6 +56,7 @@ class TrainRequest:
     future_features: tuple[str, ...] = ()  # columns known for the forecast steps too (DataSpec.future_features)
     calendar: str | tuple[str, ...] = "none"  # calendar.parse_option's result, or the resolved components
     holidays: str | None = None  # a holidays-package code (calendar.check_holidays)
+    ensemble: int = 1  # members of the model (member_plan): they differ in lookback, anchor and seed
     threads: int | None = None
     warm_start: str | None = None
     train: TrainConfig = TrainConfig()
@@ -342,6 +351,9 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
 
     atomic.check_output_path(req.out, inputs=() if req.data == "-" else (req.data,))
     check_column_roles(req)
+    if resume and req.ensemble > 1:
+        raise UsageError(f"--resume continues a checkpoint, and --ensemble {req.ensemble} writes none (its members "
+                         "train at once); rerun without --resume")
     if not req.warm_start:  # a warm start keeps the old model's strategy (checked in train_on_series)
         _check_strategy(req)
         check_model_limits(req)  # before reading: what the model file cannot hold is refused now, not at save
@@ -390,7 +402,7 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
 
 def load_model(path: str, threads: int | None = None) -> tuple[Forecaster, dict]:
     header, arrays = modelfile.load(path)
-    return Forecaster.from_file_parts(header, arrays, threads=threads), header
+    return forecaster_of(header, arrays, threads=threads), header
 
 
 def read_like_model(data: str, spec: DataSpec, *, sep: str = ",", missing: str = "interpolate",
@@ -727,6 +739,9 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
 
     if req.warm_start and old is None:
         raise UsageError("train_on_series: a warm start needs the old model (old=)")
+    if req.ensemble > 1 or isinstance(old, Ensemble):
+        return train_ensemble(series, req, old=old, notes=notes, on_event=on_event, should_stop=should_stop,
+                              saving=saving)
     _check_strategy(req)
     check_model_limits(req)  # again: a warm start's and a refit's settings come from a model
     clash = output_column_clash(series.time_col, series.id_col, req.targets, req.quantiles)
@@ -843,6 +858,83 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
 
 
 BLEND_DEFAULT = 0.5
+
+
+LOOKBACK_FACTORS = (1.0, 1.5, 2.0)
+MEMBER_SCALINGS = ("level", "seasonal", "series")
+
+
+def member_plan(req: TrainRequest, series: frame.SeriesSet) -> list[TrainRequest]:
+    """The requests of an ensemble's members: member i sees lookback LOOKBACK_FACTORS[i % 3] x the
+    model's (cut to what the shortest series allows), anchor MEMBER_SCALINGS[(i + i // 3) % 3]
+    (starting from --scaling; "seasonal" falls back to "level" where the season does not fit the
+    window) and seed + i: every 3 members cover the three lookbacks and the three anchors, every 9
+    each pair. What differs is what they see: seeds alone barely help (docs/accuracy.md)."""
+    lengths = np.diff(series.starts)
+    steps = 1 if req.strategy == "recursive" else req.horizon
+    shortest = int(lengths.min())
+    val_rows = windows.val_rows_for(shortest, req.val_frac, req.horizon)
+    season = season_length(series.freq, series.step, series.time_kind, series.times[: series.starts[1]])
+    base = req.lookback or default_lookback(req.horizon, season, shortest, val_rows)
+    room = min(limits.MAX_STEPS, shortest - val_rows - steps - MIN_TRAIN_WINDOWS + 1)
+    first = MEMBER_SCALINGS.index(req.scaling) if req.scaling in MEMBER_SCALINGS else 0
+    plan = []
+    for i in range(req.ensemble):
+        lookback = base if i == 0 else max(base, min(int(round(LOOKBACK_FACTORS[i % 3] * base)), room))
+        scaling = req.scaling if i == 0 else MEMBER_SCALINGS[(first + i + i // 3) % 3]
+        if i and scaling == "seasonal" and not 1 < season <= lookback:
+            scaling = "level"
+        plan.append(replace(req, ensemble=1, lookback=lookback, scaling=scaling,
+                            train=replace(req.train, seed=req.train.seed + i)))
+    return plan
+
+
+def train_ensemble(series: frame.SeriesSet, req: TrainRequest, *, old=None, notes=(), on_event=lambda kind, x: None,
+                   should_stop=None, saving: bool = False) -> tuple[Ensemble | None, TrainResult]:
+    """Train the members of member_plan (or, for a warm start, the old ensemble's members on their
+    own settings), in parallel threads when there are cores for it (the kernels release the GIL;
+    each member's threads are fixed by --threads, so the file is the same however they interleave).
+    Member 0 reports its phases and epochs as a single model would; each finished member sends
+    ('member', {'index', 'members', 'lookback', 'scaling', 'result'}). No per-epoch checkpoint."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if old is not None:
+        olds = old.members if isinstance(old, Ensemble) else [old]
+        plan = [replace(req, ensemble=1, lookback=m.spec.lookback, scaling=m.spec.scaling,
+                        train=replace(req.train, seed=req.train.seed + i)) for i, m in enumerate(olds)]
+    else:
+        olds = [None] * req.ensemble
+        plan = member_plan(req, series)
+    threads = req.threads or default_threads()
+    workers = max(1, min(len(plan), threads))
+    member_threads = max(1, threads // workers)
+
+    def train_member(i: int):
+        def forward(kind, payload):  # member 0 speaks for the run; "fitted" once all members are
+            if i == 0 and kind != "fitted":
+                on_event(kind, payload)
+
+        member_req = replace(plan[i], threads=member_threads)
+        model, result = train_on_series(series, member_req, old=olds[i], notes=notes if i == 0 else (),
+                                        on_event=forward, should_stop=should_stop, saving=saving)
+        on_event("member", {"index": i + 1, "members": len(plan), "lookback": plan[i].lookback,
+                            "scaling": model.spec.scaling if model is not None else plan[i].scaling,
+                            "result": result})
+        return model, result
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        done = list(pool.map(train_member, range(len(plan))))
+    models = [m for m, _ in done]
+    result = done[0][1]
+    if any(m is None for m in models):
+        result = next(r for m, r in done if m is None)
+        on_event("fitted", result)
+        return None, result
+    on_event("fitted", result)
+    for m in models:  # the file records the ensemble's request; each member its own lookback and anchor
+        m.training["params"]["ensemble"] = len(models)
+        m.training["params"]["threads_per_member"] = member_threads
+    return Ensemble(models), result
 
 
 def _blend_of(req: TrainRequest) -> float:
