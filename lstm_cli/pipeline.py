@@ -298,6 +298,11 @@ def check_warm_start(old: Forecaster, series: frame.SeriesSet, req: TrainRequest
     model's architecture, lookback, quantiles and scaling are kept; returns notes for the user."""
     spec = old.spec
     where = f"--warm-start {shown(req.warm_start)}"
+    members = len(old.members) if isinstance(old, Ensemble) else 1
+    if req.ensemble > 1 and req.ensemble != members:  # (1, the default, keeps the old model's members)
+        raise UsageError(f"{where}: a warm start fine-tunes the old model's {members} network"
+                         f"{'s' if members > 1 else ''} as they are; --ensemble {req.ensemble} cannot change their "
+                         f"number: drop --ensemble, or train from scratch without --warm-start")
     for what, ours, theirs in (("targets", tuple(req.targets), spec.targets),
                                ("features", tuple(req.features), spec.features),
                                ("future features", tuple(req.future_features), spec.future_features),

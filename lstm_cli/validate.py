@@ -131,7 +131,8 @@ def validate_csv(data: str, *, targets=(), features=(), time_col=None, id_col=No
 
         header = modelfile.load_header(model_path)
         spec = DataSpec.from_header(header["data"])
-        lookback = spec.lookback
+        # an ensemble's forecast reads its longest member's lookback (model.Ensemble.spec)
+        lookback = max([spec.lookback] + [m["data"]["lookback"] for m in header.get("members") or ()])
         future_features = spec.future_features
     try:
         if spec is None:
