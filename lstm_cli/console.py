@@ -167,7 +167,9 @@ class TrainProgress:
             self._stop_status()
             c.line(f"lstm: member {p['index']}/{p['members']} (lookback {p['lookback']}, {p['scaling']}): "
                    f"{r.epochs_run} epochs, best {r.best_epoch}"
-                   + (f" (val {_fmt_loss(best)})" if best is not None else ""))
+                   + (f" (val {_fmt_loss(best)})" if best is not None else "")
+                   + ("; left out of the model: no epoch finished before --time-limit"
+                      if r.epochs_run == 0 and r.stopped_by == "time_limit" else ""))
         elif kind == "fitted":  # the summary follows: the bar ends here
             self.__exit__()
 

@@ -930,16 +930,22 @@ def train_ensemble(series: frame.SeriesSet, req: TrainRequest, *, old=None, note
     with ThreadPoolExecutor(max_workers=workers) as pool:
         done = list(pool.map(train_member, range(len(plan))))
     models = [m for m, _ in done]
-    result = done[0][1]
-    if any(m is None for m in models):
-        result = next(r for m, r in done if m is None)
+    # --time-limit can run out before the last members (they start later) finish an epoch: the
+    # members before the first of those are kept (the plan's first `kept`: a refit trains as many),
+    # not thrown away with them; a signal, or no epoch of member 0, saves nothing, as for one model
+    kept = next((i for i, m in enumerate(models) if m is None), len(models))
+    signalled = [r for _, r in done if r.stopped_by == "signal"]
+    if kept == 0 or signalled:
+        result = signalled[0] if signalled else done[0][1]
         on_event("fitted", result)
         return None, result
+    result = done[0][1]
     on_event("fitted", result)
+    models = models[:kept]
     for m in models:  # the file records the ensemble's request; each member its own lookback and anchor
         m.training["params"]["ensemble"] = len(models)
         m.training["params"]["threads_per_member"] = member_threads
-    return Ensemble(models), result
+    return (Ensemble(models) if len(models) > 1 else models[0]), result
 
 
 def _blend_of(req: TrainRequest) -> float:

@@ -255,6 +255,44 @@ def test_the_same_data_and_options_give_a_byte_identical_file_whatever_the_inter
     assert data[0] == data[1] == data[2]
 
 
+def no_epoch_for_members_from(first: int, monkeypatch):
+    """Members `first`.. get no epoch before the time limit (they start last when members
+    outnumber the threads): train_on_series returns what it does then."""
+    from lstm_cli.train import TrainResult
+
+    original = pipeline.train_on_series
+
+    def late(series, req, **kwargs):
+        if req.ensemble == 1 and req.train.seed >= first:
+            return None, TrainResult(epochs_run=0, best_epoch=0, stopped_by="time_limit")
+        return original(series, req, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train_on_series", late)
+
+
+@pytest.mark.parametrize("n,first,kept", [(3, 2, 2), (4, 1, 1)])
+def test_time_limit_keeps_the_members_that_trained(tmp_path, monkeypatch, n, first, kept):
+    """They were all thrown away (exit 2, no model written) when the last member got no epoch."""
+    no_epoch_for_members_from(first, monkeypatch)
+    out = tmp_path / "m.lstm"
+    result = run("train", A10, *A10_TARGET, "--horizon", "6", "--ensemble", str(n), "--hidden", "4",
+                 "--epochs", "2", "--threads", "1", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"member {n}/{n}" in result.output and "left out of the model" in result.output
+    header, _ = modelfile.load(out)
+    assert len(header.get("members", [])) + 1 == kept  # one left: a single model file
+    members = members_of(out)
+    assert [m.training["params"]["ensemble"] for m in members] == [kept] * kept
+    assert len(predicted(out)) == 6
+
+
+def test_time_limit_before_member_zeros_first_epoch_writes_nothing(tmp_path, monkeypatch):
+    no_epoch_for_members_from(0, monkeypatch)
+    result = run("train", A10, *A10_TARGET, "--horizon", "6", "--ensemble", "3", *TINY, "--out", tmp_path / "m.lstm")
+    assert result.exit_code == EXIT_USAGE and "before the first epoch finished" in result.output
+    assert not (tmp_path / "m.lstm").exists()
+
+
 def test_resume_with_an_ensemble_is_a_usage_error(tmp_path):
     result = run("train", A10, *A10_TARGET, "--horizon", "6", "--ensemble", "3", "--resume", *TINY,
                  "--out", tmp_path / "m.lstm")
