@@ -37,6 +37,11 @@ relative to the last row; a horizon flag column (0) is appended, and then one ro
 call forecasts: past columns 0, the step's scaled known inputs, flag 1 (windows.with_future_rows).
 The LSTM reads lookback + steps rows. The ONNX graph takes the steps' known inputs as its input
 `future`; a recursive graph reads future[:, i] at step i and appends [forecast, future[:, i], 0].
+With regressors (future features, the holiday column; data.known_coef not empty), effect(row) =
+row[regressors] @ known_coef + known_intercept of a scaled row is subtracted from the targets of
+xs before anything else (the network, anchor and blend see the residual), and the effect of each
+step's scaled known inputs is added to the scaled forecast (after the recursive feedback, which
+is the residual).
 
 Gate order: the model (like torch) stacks the LSTM's four gates as i, f, g, o; ONNX's LSTM
 operator wants i, o, f, c, so the ONNX export reorders the 4H rows. A GRU stacks r, z, n; ONNX's
@@ -95,16 +100,20 @@ def known_inputs(d: dict) -> dict:
     calendar and holiday columns computed from the timestamps; "known_columns": what is known of
     the forecast steps (future features, then derived columns); "input_columns": every input of
     the network (columns, derived, and the horizon flag when there are known inputs); "n_past": the
-    leading columns known only up to the forecast origin (targets, then past features)."""
+    leading columns known only up to the forecast origin (targets, then past features); "regressors":
+    the positions in input_columns of the inputs whose linear effect on the targets is fitted."""
     from lstm_cli import calendar
 
     future, components, holidays = list(d.get("future_features", [])), list(d.get("calendar", [])), d.get("holidays")
     derived = list(calendar.column_names(components, holidays)) if components or holidays else []
     columns = list(d["targets"]) + list(d["features"]) + future
     known = future + derived
+    n_past = len(d["targets"]) + len(d["features"])
+    # the inputs with a fitted linear effect (model.DataSpec.regressors): future features, then the holiday column
+    regressors = list(range(n_past, n_past + len(future))) + ([len(columns) + len(derived) - 1] if holidays else [])
     return {"columns": columns, "derived_columns": derived, "known_columns": known,
             "input_columns": columns + derived + ([HORIZON_FLAG] if known else []),
-            "n_past": len(d["targets"]) + len(d["features"])}
+            "n_past": n_past, "regressors": regressors}
 
 
 def metadata(header: dict) -> dict:
@@ -124,6 +133,10 @@ def metadata(header: dict) -> dict:
         "known_columns": cols["known_columns"],
         "input_columns": cols["input_columns"],
         "n_past": cols["n_past"],
+        "regressors": cols["regressors"],
+        "regressor_columns": [cols["input_columns"][i] for i in cols["regressors"]],
+        "known_coef": [list(row) for row in d.get("known_coef", [])],
+        "known_intercept": list(d.get("known_intercept", [])),
         "time_col": d["time_col"],
         "id_col": d["id_col"],
         "freq": d["freq"],
@@ -328,6 +341,14 @@ def _onnx_io_doc(header: dict) -> list[str]:
             f"'seasonal' models, appends the column {HORIZON_FLAG!r} (0 on the window's rows), and then one row "
             f"per forecast step: past columns 0, the step's scaled known columns, {HORIZON_FLAG} 1. The "
             f"recurrent stack reads lookback + steps rows; the head reads its final state.")
+    if d.get("known_coef"):
+        names = [cols["input_columns"][i] for i in cols["regressors"]]
+        lines.append(
+            f"Known effect: the targets' fitted linear effect of the regressors {names} (scaled; metadata "
+            f"known_coef, one row per regressor, and known_intercept), effect = scaled regressors @ known_coef + "
+            f"known_intercept, is subtracted from the window's scaled targets, so the network, anchor and blend "
+            f"forecast the residual; the effect of each forecast step's scaled regressors (from future) is added "
+            f"to the scaled forecast before un-scaling (the recursive feedback is the residual).")
     if d["id_col"] is not None:
         lines.append(
             f"Input series_index: int64 [batch], the row of each window's series in metadata 'ids' "
@@ -546,8 +567,23 @@ def _onnx_forecast(g: _GraphBuilder, header: dict, arrays, x: str) -> str:
         pads = const(f"pads_{before}_{after}", np.array([0, 0, before, 0, 0, after], np.int64))
         return node("Pad", [value, pads], name, mode="constant")
 
+    coef = np.asarray(d.get("known_coef", []), dtype=np.float64).reshape(-1, K)  # (R, K); R = 0: no effect
+
+    def known_effect(rows: str, first: int, tag: str) -> str:
+        """rows[..., regressors - first] @ known_coef + known_intercept (B, T, K), float64: the fitted
+        effect of the regressors on the scaled targets (model.DataSpec.known_effect), from scaled rows
+        whose columns start at input column `first`."""
+        index = np.asarray(cols["regressors"], dtype=np.int64) - first
+        taken = node("Gather", [rows, const(f"{tag}_regressor_columns", index)], f"{tag}_regressors", axis=2)
+        linear = node("MatMul", [taken, const("known_coef", coef)], f"{tag}_known_effect_linear")
+        return node("Add", [linear, const("known_intercept", np.asarray(d["known_intercept"], np.float64))],
+                    f"{tag}_known_effect")
+
     # --- input scaling, float64: xs = (x - loc[s]) / scale[s] ---------------------------------
     xs = scaled(x, 0, n_x, "x")  # (B, lookback, n_x)
+    if len(coef):  # the network, anchor and blend see the targets less the regressors' effect (the residual)
+        xs = node("Sub", [xs, pad_last_axis(known_effect(xs, 0, "x"), 0, n_x - K, "x_known_effect_padded")],
+                  "x_residual_f64")
     out_loc = per_series("target_loc", loc[:, :K], output=True)
     out_scale = per_series("target_scale", scale[:, :K], output=True)
     if n_known:  # the window's rows get the horizon flag 0; the known inputs of every step, scaled
@@ -658,6 +694,9 @@ def _onnx_forecast(g: _GraphBuilder, header: dict, arrays, x: str) -> str:
                 xs = node("Slice", [grown, const("one", np.array([1], np.int64)), const(
                     "int64_max", np.array([np.iinfo(np.int64).max], np.int64)), axes(1)], f"window_step{i + 2}")
         y = node("Concat", ys, "y_steps", axis=1)  # (B, horizon, K, max(nq, 1))
+    if len(coef):  # the effect of the steps' known regressors, the same for every quantile (after the feedback)
+        y = node("Add", [y, node("Unsqueeze", [known_effect(future_scaled, n_past, "future"), axes(3)],
+                                 "future_known_effect_4d")], "y_plus_known_effect")
 
     # --- un-scaling ---------------------------------------------------------------------------
     return node("Add", [node("Mul", [y, out_scale], "y_times_scale"), out_loc], "forecast_f64")
@@ -675,7 +714,8 @@ def onnx_metadata_props(meta: dict) -> dict[str, str]:
         props["ids"], props["last_time"] = meta["ids"], meta["last_time"]
     props["inputs"] = ["x", "series_index"] if meta["id_col"] is not None else ["x"]
     props["x_columns"] = meta["input_columns"][:-1] if meta["known_columns"] else meta["input_columns"]  # input x
-    for key in ("future_features", "calendar", "holidays", "derived_columns", "input_columns", "n_past"):
+    for key in ("future_features", "calendar", "holidays", "derived_columns", "input_columns", "n_past", "regressors",
+                "regressor_columns", "known_coef", "known_intercept"):
         props[key] = meta[key]
     if meta["known_columns"]:
         props["inputs"].append("future")

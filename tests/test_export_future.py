@@ -182,14 +182,16 @@ def onnx_session(case: Case):
 
 
 def predicted(model: Path, data: Path, case: Case) -> np.ndarray:
-    """`lstm predict` on DATA with future rows, as (S, horizon, K, 1) in the model's ids order."""
+    """`lstm predict` on DATA with future rows, as (S, horizon, K, max(1, nq)) in the model's ids order."""
     result = run("predict", model, data)
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(io.StringIO(result.stdout))
     spec = case.spec
     parts = ([frame[frame[spec.id_col].astype(str) == sid] for sid in case.forecaster.ids] if spec.id_col
              else [frame])
-    return np.stack([p[list(spec.targets)].to_numpy(np.float64) for p in parts])[..., None]
+    columns = [f"{t}_q{q:g}" for t in spec.targets for q in spec.quantiles] or list(spec.targets)
+    got = np.stack([p[columns].to_numpy(np.float64) for p in parts])
+    return got.reshape(len(parts), spec.horizon, len(spec.targets), max(1, len(spec.quantiles)))
 
 
 # --- ONNX ---------------------------------------------------------------------------------------
@@ -371,3 +373,135 @@ def test_a_holidays_model_exports_without_the_holidays_package(models, tmp_path,
         assert result.exit_code == 0, (fmt, result.output)
     meta = json.loads((tmp_path / "m.json").read_text())["metadata"]
     assert meta["holidays"] == "US" and meta["known_columns"][-1] == "holiday"
+
+
+# --- the fitted effect of the regressors (future features, holidays) ------------------------------
+
+PROMO_EFFECT = 60.0  # sales units a promotion adds, on a level of 100: most of what a forecast must get right
+STRONG_MODELS = {  # name: train options on the strong-effect data
+    "strong_direct_level": ["--target", "sales", "--future-features", "promo", "--horizon", "4", "--scaling", "level"],
+    "strong_recursive_seasonal_quantiles": ["--target", "sales", "--future-features", "promo", "--horizon", "4",
+                                            "--strategy", "recursive", "--scaling", "seasonal",
+                                            "--quantiles", "0.1,0.5,0.9"],
+}
+HOLIDAY_LIFT = 80.0
+HOLIDAY_LAST_DAY = "2023-07-02"  # the forecast's second step is the 4th of July
+
+
+def write_strong_effect_data(root: Path) -> Path:
+    rng = np.random.default_rng(11)
+    days = pd.date_range(FIRST_DAY, periods=N_ROWS, freq="D").strftime("%Y-%m-%d")
+    promo = (rng.random(N_ROWS) < 0.3).astype(int)
+    sales = 100 + 5 * np.sin(np.arange(N_ROWS) * 2 * np.pi / 7) + PROMO_EFFECT * promo + rng.normal(0, 1, N_ROWS)
+    path = root / "strong.csv"
+    pd.DataFrame({"date": days, "sales": sales.round(3), "promo": promo}).to_csv(path, index=False)
+    return path
+
+
+def write_holiday_data(root: Path) -> Path:
+    """Daily sales that jump on US public holidays, ending the day before the 4th of July."""
+    days = pd.date_range(FIRST_DAY, HOLIDAY_LAST_DAY, freq="D")
+    times = days.to_numpy().astype("datetime64[ns]").astype(np.int64)
+    holiday = calendar.derive((), "US", times, 86_400 * 10**9)[:, 0]
+    rng = np.random.default_rng(12)
+    sales = 100 + HOLIDAY_LIFT * holiday + rng.normal(0, 1, len(days))
+    path = root / "holidays.csv"
+    pd.DataFrame({"date": days.strftime("%Y-%m-%d"), "sales": sales.round(3)}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def strong_models(tmp_path_factory):
+    """name -> (model path, csv path) of models whose regressors have a large fitted effect."""
+    root = tmp_path_factory.mktemp("export_known_effect")
+    data = write_strong_effect_data(root)
+    out = {}
+    for name, options in STRONG_MODELS.items():
+        path = root / f"{name}.lstm"
+        result = run("train", data, *options, "--out", path, *FAST)
+        assert result.exit_code == 0, result.output
+        out[name] = (path, data)
+    return out
+
+
+def effect_in_units(case: Case, regressor: int = 0) -> float:
+    """What one unit of a regressor adds to the (first) target in original units, by the fitted effect."""
+    position = case.spec.regressors[regressor]
+    return case.spec.known_coef[regressor][0] * case.forecaster.scale[0, 0] / case.forecaster.scale[0, position]
+
+
+@pytest.mark.parametrize("name", sorted(STRONG_MODELS))
+def test_onnx_of_a_model_with_a_strong_future_feature_effect_equals_lstm_predict(strong_models, name, tmp_path):
+    """The graph subtracts the fitted effect from the window and adds the steps' effect back: a
+    graph without it would be off by tens of sales units."""
+    path, data = strong_models[name]
+    case = Case(path, data)
+    assert effect_in_units(case) > PROMO_EFFECT / 2  # the fit found the promotion's effect
+    case.future_values[:] = [[1.0], [0.0], [1.0], [0.0]]  # steps with and without a promotion
+    want = predicted(path, case.csv_with_future_rows(data, tmp_path / "with_future.csv"), case)
+    (got,) = onnx_session(case).run(["forecast"], case.feed())
+    assert rel_diff(got.reshape(want.shape), want) <= RTOL_FLOAT32
+
+
+def test_onnx_of_a_holidays_model_applies_the_holiday_effect(tmp_path):
+    pytest.importorskip("holidays")
+    data = write_holiday_data(tmp_path)
+    path = tmp_path / "holidays.lstm"
+    result = run("train", data, "--target", "sales", "--holidays", "US", "--horizon", "3", "--out", path, *FAST)
+    assert result.exit_code == 0, result.output
+    case = Case(path, data)
+    assert list(case.spec.regressors) == [len(case.spec.input_columns) - 2]  # the holiday column
+    assert effect_in_units(case) > HOLIDAY_LIFT / 2
+    (got,) = onnx_session(case).run(["forecast"], case.feed())
+    want = predicted(path, case.csv_with_future_rows(data, tmp_path / "with_future.csv"), case)
+    assert rel_diff(got.reshape(want.shape), want) <= RTOL_FLOAT32
+    steps = got.reshape(-1)  # July 3, 4, 5: the 4th is the holiday
+    assert steps[1] - max(steps[0], steps[2]) > HOLIDAY_LIFT / 2
+
+
+def test_json_npz_and_onnx_metadata_carry_the_fitted_effect(strong_models):
+    pytest.importorskip("onnx")
+    import onnx
+
+    case = Case(*strong_models["strong_direct_level"])
+    d = case.header["data"]
+    meta = json.loads(export.to_json_text(case.header, case.arrays))["metadata"]
+    assert meta["known_coef"] == d["known_coef"] and len(meta["known_coef"]) == 1
+    assert meta["known_intercept"] == d["known_intercept"]
+    assert meta["regressors"] == list(case.spec.regressors) == [1]
+    assert meta["regressor_columns"] == ["promo"]
+    with np.load(io.BytesIO(export.to_npz_bytes(case.header, case.arrays)), allow_pickle=False) as npz:
+        assert json.loads(npz["metadata_json"].item()) == meta
+    model = onnx.load_from_string(export.to_onnx_bytes(case.header, case.arrays))
+    props = {p.key: p.value for p in model.metadata_props}
+    for key in ("known_coef", "known_intercept", "regressors", "regressor_columns"):
+        assert json.loads(props[key]) == meta[key], key
+    assert "Known effect" in model.doc_string and "['promo']" in model.doc_string
+
+
+def test_a_model_without_regressors_has_no_effect_in_its_graph(models):
+    """Calendar inputs alone have no fitted effect (the anchor and the network model the season):
+    the graph has no effect nodes and the metadata's effect is empty."""
+    pytest.importorskip("onnx")
+    import onnx
+
+    case = Case(*models["calendar_only"])
+    model = onnx.load_from_string(export.to_onnx_bytes(case.header, case.arrays))
+    assert not [n for n in model.graph.node if "known_effect" in n.output[0] or n.op_type == "MatMul"]
+    assert "Known effect" not in model.doc_string
+    meta = json.loads(export.to_json_text(case.header, case.arrays))["metadata"]
+    assert meta["known_coef"] == meta["known_intercept"] == meta["regressors"] == meta["regressor_columns"] == []
+
+
+def test_a_future_features_model_without_a_fitted_effect_exports_as_before(models):
+    """A model file without known_coef (written before lstm fitted the effect) forecasts without one,
+    and so does its graph."""
+    case = Case(*models["direct_level_future"])
+    data = {k: v for k, v in case.header["data"].items() if k not in ("known_coef", "known_intercept")}
+    case.header = {**case.header, "data": data}
+    case.forecaster = Forecaster.from_file_parts(case.header, case.arrays)
+    assert not case.forecaster.spec.known_coef
+    (got,) = onnx_session(case).run(["forecast"], case.feed())
+    want = case.expected()
+    assert rel_diff(got.reshape(want.shape), want) <= RTOL_FLOAT32
+    assert json.loads(export.to_json_text(case.header, case.arrays))["metadata"]["regressors"] == [1]
