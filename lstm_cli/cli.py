@@ -311,7 +311,7 @@ def _calendar_option(text: str):
     """--calendar's text checked before any work (calendar.parse_option: exit 2 on a bad name)."""
     from lstm_cli import calendar
 
-    return calendar.parse_option(text)
+    return None if text is None else calendar.parse_option(text)
 
 
 @cli.command()
@@ -324,10 +324,10 @@ def _calendar_option(text: str):
 @click.option("--future-features", "future_features", multiple=True, metavar="A,B",
               help="Input columns whose values are known for the forecast steps too (planned prices, "
                    "promotions, weather forecasts), comma-separated; predict needs their future rows.")
-@click.option("--calendar", "calendar_option", default="none", show_default=True, metavar="auto|none|LIST",
+@click.option("--calendar", "calendar_option", metavar="auto|none|LIST",
               help="Inputs derived from the timestamps for history and forecast steps alike, sin/cos pairs of "
                    "hour (time of day), dayofweek, dayofyear, month: a comma list, auto (those the step and the "
-                   "history allow), or none.")
+                   "history allow), or none [default: none; a warm start keeps the old model's].")
 @click.option("--holidays", metavar="CODE",
               help="A 0/1 input (a count per step for weekly or longer steps): the public holidays of CODE "
                    "(US, DE-BY, ...), from the optional `holidays` package (pip install 'lstm-cli[holidays]').")
@@ -375,7 +375,7 @@ def _calendar_option(text: str):
               help="Forecast (1 - W) x the network's forecast + W x seasonal naive (naive without a season, "
                    "or when the season is longer than --lookback): the combination beat the network alone "
                    "on real data (docs/accuracy.md). 0: the network alone; quantile models are not blended. "
-                   "[default: 0.5; 0 with --future-features, which the partner cannot see]")
+                   "[default: 0.5]")
 @click.option("--sample-series", type=_int_range("sample_series"), metavar="N",
               help="Train on a seeded random sample of N series (with --id-col; every series keeps its own "
                    "scaler, so predict serves all of them): one global model learns from a few thousand.")
@@ -495,7 +495,7 @@ def train(data, targets, horizon, out, features, future_features, calendar_optio
     best_val = result.val_loss[result.best_epoch - 1] if result.best_epoch else None
     best_train = result.train_loss[result.best_epoch - 1] if result.best_epoch else None
     console.table(f"lstm: trained {shown(out)}", [
-        ("epochs", reason +
+        ("epochs", ("member 1: " if hasattr(model, "members") else "") + reason +
          (f", resumed after epoch {result.resumed_from}" if result.resumed_from else "")),
         ("best epoch", f"{result.best_epoch}  train loss {best_train:.4g}" +
          (f"  val loss {best_val:.4g}" if best_val is not None else "")),
@@ -602,9 +602,10 @@ def _write_output(text: str, out: str | None) -> None:
               help="Steps to forecast [default: the trained horizon]; beyond it the model rolls forward "
                    "on its own forecasts (recursive).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
-@click.option("--future", "future_path", type=click.Path(dir_okay=False), metavar="FILE",
+@click.option("--future", "future_path", metavar="FILE",
               help="Models with --future-features: a CSV of the time column (and id column) and the future "
-                   "features for the forecast steps, instead of future rows at the end of DATA.")
+                   "features for the forecast steps, instead of future rows at the end of DATA (read with "
+                   "--sep too; not with --engine dask).")
 @click.option("--sep", default=",", show_default=True, help="Field separator of DATA.")
 @click.option("--missing", type=click.Choice(["interpolate", "refuse"]), default="interpolate", show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256))

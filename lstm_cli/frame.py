@@ -1076,6 +1076,11 @@ def _plan(header_raw: list[str], header_line: int, where: _Where, sep: str, targ
             time_col = next((h for h in header if h not in taken
                              and _looks_like_dates([r[index[h]] for r in rows])), None)
             by_content = True
+            named = next((by_lower[n] for n in TIME_NAMES if n in by_lower and by_lower[n] in taken), None)
+            if time_col is None and named is not None:  # the time column itself given as a target or feature
+                raise UsageError(f"{where.file}: {named!r} looks like the time column but is named as a target or "
+                                 "feature; a column has one role: drop it from those, or give the time column with "
+                                 "--time-col")
             if time_col is None:
                 rest = [h for h in header if h not in taken]
                 raise DataError(f"{where.file}: no time column found (none is named "
@@ -2268,9 +2273,11 @@ def future_block(series: SeriesSet, future: FutureRows, n_steps: int, freq: str 
     if freq is not None:
         expected = _forecast_grid(series, last, n_steps, freq)
         wrong = times != expected
-    else:
+    else:  # whole steps of the series' grid (business hours jump overnight), and no jump longer
+        # than the longest of the series' own history (a hole in the future rows is not a step)
         diffs = np.diff(times, prepend=last[:, None], axis=1)
         wrong = (diffs <= 0) | (diffs % step != 0) if step > 0 else diffs <= 0
+        wrong |= diffs > _longest_steps(series)[:, None]
     if wrong.any():
         s, k = (int(x) for x in np.argwhere(wrong)[0])
         found = (f"{_Where(future.source, None).at(int(future.lines[rows[s, k]]))}: time "
@@ -2280,9 +2287,22 @@ def future_block(series: SeriesSet, future: FutureRows, n_steps: int, freq: str 
             raise DataError(f"{found}step {k + 1} after its last value ({_fmt_time(last[s], kind)}) is "
                             f"{_fmt_time(expected[s, k], kind)} ({freq}); give one row per step")
         before = last[s] if k == 0 else times[s, k - 1]
+        if diffs[s, k] > 0 and diffs[s, k] % step == 0:  # whole steps, but more than one at a time
+            longest = int(_longest_steps(series)[s])
+            why = (f"one step of {_fmt_duration(step, kind)} is {_fmt_time(before + step, kind)}" if longest == step
+                   else f"longer than any step of the series' history ({_fmt_duration(longest, kind)})")
+            raise DataError(f"{found}it is {_fmt_duration(int(diffs[s, k]), kind)} after {_fmt_time(before, kind)}, "
+                            f"{why}; give one row per step")
         raise DataError(f"{found}it is {_fmt_duration(int(diffs[s, k]), kind)} after {_fmt_time(before, kind)}, not "
                         f"a whole number of steps of {_fmt_duration(step, kind)}; give one row per step")
     return times, future.values[rows]
+
+
+def _longest_steps(series: SeriesSet) -> np.ndarray:
+    """(S,) the longest time difference within each series' history (its step for a single row)."""
+    d = np.append(np.diff(series.times), 0)  # d[i]: row i to row i + 1
+    d[series.starts[1:] - 1] = 0  # the last row of a series has no next row in it
+    return np.maximum(np.maximum.reduceat(d, series.starts[:-1]), int(series.step)).astype(np.int64)
 
 
 def _forecast_grid(series: SeriesSet, last: np.ndarray, n: int, freq: str) -> np.ndarray:

@@ -53,6 +53,10 @@ class DataSpec:
     future_features: tuple[str, ...] = ()  # columns whose values are known for the forecast steps too
     calendar: tuple[str, ...] = ()  # calendar components (lstm_cli.calendar) derived from the timestamps
     holidays: str | None = None  # a holidays-package code ('US', 'DE-BY'): a count of holidays per step
+    # the linear effect of the regressors (future features, holidays) on the scaled targets, fitted on
+    # the training rows: one row per regressor, one column per target, and the intercept per target
+    known_coef: tuple[tuple[float, ...], ...] = ()
+    known_intercept: tuple[float, ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -82,6 +86,27 @@ class DataSpec:
         """Every input of the network in order: the data columns, the derived calendar and holiday
         columns, and (with inputs known in advance) the horizon flag."""
         return self.columns + self.derived_columns + (("horizon_flag",) if self.has_known else ())
+
+    @property
+    def regressors(self) -> np.ndarray:
+        """Positions in input_columns of the inputs whose linear effect on the targets is fitted
+        (known_effect): the future features and the holiday column (events with an effect of their
+        own), not the calendar's sin/cos (the anchor and the network model the season)."""
+        first = self.n_past
+        index = list(range(first, first + len(self.future_features)))
+        if self.holidays:
+            index.append(len(self.columns) + len(self.derived_columns) - 1)
+        return np.asarray(index, dtype=np.int64)
+
+    def known_effect(self, scaled: np.ndarray) -> np.ndarray:
+        """The fitted effect (..., n_targets) of the regressors on the scaled targets of rows
+        (..., n_inputs): the network forecasts what is left (the residual), and the forecast adds
+        the effect of the forecast steps' known values back. Zeros for a model without regressors."""
+        K = len(self.targets)
+        if not self.known_coef:
+            return np.zeros(scaled.shape[:-1] + (K,))
+        coef = np.asarray(self.known_coef, dtype=np.float64)  # (R, K)
+        return scaled[..., self.regressors] @ coef + np.asarray(self.known_intercept, dtype=np.float64)
 
     def future_steps(self, horizon: int) -> int:
         """Forecast steps whose known inputs a forecast of `horizon` steps reads: each call of the
@@ -122,10 +147,11 @@ class DataSpec:
 
     def to_header(self) -> dict:
         d = asdict(self)
-        for key in ("targets", "features", "quantiles", "future_features", "calendar"):
+        for key in ("targets", "features", "quantiles", "future_features", "calendar", "known_intercept"):
             d[key] = list(d[key])
+        d["known_coef"] = [list(row) for row in self.known_coef]
         if not self.has_known:  # a file readable by lstm versions before inputs known in advance
-            for key in ("future_features", "calendar", "holidays"):
+            for key in ("future_features", "calendar", "holidays", "known_coef", "known_intercept"):
                 del d[key]
         return d
 
@@ -134,7 +160,9 @@ class DataSpec:
         return cls(**{**d, "targets": tuple(d["targets"]), "features": tuple(d["features"]),
                       "quantiles": tuple(float(q) for q in d["quantiles"]),
                       "future_features": tuple(d.get("future_features", ())),
-                      "calendar": tuple(d.get("calendar", ()))})
+                      "calendar": tuple(d.get("calendar", ())),
+                      "known_coef": tuple(tuple(float(c) for c in row) for row in d.get("known_coef", ())),
+                      "known_intercept": tuple(float(c) for c in d.get("known_intercept", ()))})
 
 
 @dataclass(frozen=True)
@@ -255,12 +283,16 @@ class Forecaster:
             values = spec.inputs_of(values, times)
         loc, scale, notes = self.series_scaler(series_ids, values, starts)
         scaled = scaling.transform(values, starts, loc, scale)
+        if spec.known_coef:  # the network reads and forecasts the targets less the regressors' effect
+            scaled[:, :K] -= spec.known_effect(scaled)
         window = windows.last_windows(scaled, starts, spec.lookback)  # (S, lookback, C)
+        effect = np.zeros((S, horizon, K))
         if spec.has_known:  # the forecast steps' rows, scaled: past columns 0 (unknown), flag 0 here
             known = np.concatenate([np.zeros((S, need, spec.n_past)),
                                     np.asarray(future.values, dtype=np.float64).reshape(S, need, -1)], axis=2)
             ahead = spec.inputs_of(known.reshape(S * need, -1), future.times.reshape(-1)).reshape(S, need, -1)
             ahead = (ahead - loc[:, None, :]) / scale[:, None, :]
+            effect = spec.known_effect(ahead)[:, :horizon]  # (S, horizon, K): added back to the forecast
         steps = []
         done = 0
         median = nq // 2
@@ -282,7 +314,7 @@ class Forecaster:
                     rows[..., :K] = new_rows
                     new_rows = rows
                 window = np.concatenate([window, new_rows], axis=1)[:, -spec.lookback :, :]
-        y = np.concatenate(steps, axis=1)[:, :horizon]
+        y = np.concatenate(steps, axis=1)[:, :horizon] + effect[..., None]
         out = y * scale[:, None, :K, None] + loc[:, None, :K, None]
         return out, notes
 

@@ -811,6 +811,25 @@ def _known_inputs(data: dict) -> int:
     return 2 * len(components) + (1 if holidays else 0)
 
 
+def _known_effect(data: dict, regressors: int, targets: int) -> None:
+    """data.known_coef: one list of `targets` finite numbers per regressor (future features, then the
+    holiday column); data.known_intercept: `targets` numbers when there are regressors (or both absent)."""
+    coef, intercept = data.get("known_coef", []), data.get("known_intercept", [])
+    if not isinstance(coef, list) or len(coef) != (regressors if coef or intercept else len(coef)):
+        raise _bad("data.known_coef", f"must be a list of {regressors} lists (one per future feature or holiday "
+                                      "column) or absent")
+    if not isinstance(intercept, list) or len(intercept) != (targets if coef else 0) or (regressors and not coef
+                                                                                           and intercept):
+        raise _bad("data.known_intercept", f"must be a list of {targets} numbers with data.known_coef, else absent")
+    for i, row in enumerate(coef):
+        if not isinstance(row, list) or len(row) != targets:
+            raise _bad(f"data.known_coef[{i}]", f"must be a list of {targets} numbers (one per target)")
+        for j, c in enumerate(row):
+            _num(c, f"data.known_coef[{i}][{j}]")
+    for j, c in enumerate(intercept):
+        _num(c, f"data.known_intercept[{j}]")
+
+
 def expected_arrays(arch: dict, n_series: int) -> dict[str, tuple[str, tuple[int, ...]]]:
     """name -> (dtype code, shape) of every array a model with `arch` (validated) must hold."""
     D, H, L, O = arch["input_size"], arch["hidden_size"], arch["num_layers"], arch["output_size"]  # noqa: E741
@@ -926,7 +945,8 @@ def _validate_one(header: dict) -> None:
     _choice(arch["dtype"], "arch.dtype", set(_ARCH_DTYPES))
 
     data = _section(header, "data", _DATA_KEYS, "data",  # absent in older files:
-                    optional={"season", "blend", "future_features", "calendar", "holidays"})
+                    optional={"season", "blend", "future_features", "calendar", "holidays", "known_coef",
+                              "known_intercept"})
     time_col = _str(data["time_col"], "data.time_col", nonempty=True)
     id_col = data["id_col"]
     if id_col is not None:
@@ -943,6 +963,7 @@ def _validate_one(header: dict) -> None:
         if col is not None and (col in targets or col in features or col in future):
             raise _bad(key, f"{col!r} is also a target or feature column")
     derived = _known_inputs(data)
+    _known_effect(data, len(future) + (1 if data.get("holidays") else 0), len(targets))
     if id_col is not None and id_col == time_col:
         raise _bad("data.id_col", "is the same column as data.time_col")
     _choice(data["time_kind"], "data.time_kind", {"datetime", "integer"})

@@ -54,7 +54,8 @@ class TrainRequest:
     calibrate: str = "val"  # shrink the head toward the anchor by a factor fitted on validation; "none"
     blend: float | None = None  # weight of seasonal naive in the forecast (scale_head); None: blend_default
     future_features: tuple[str, ...] = ()  # columns known for the forecast steps too (DataSpec.future_features)
-    calendar: str | tuple[str, ...] = "none"  # calendar.parse_option's result, or the resolved components
+    calendar: str | tuple[str, ...] | None = None  # parse_option's result, resolved components; None: "none"
+    # (a warm start: the old model's)
     holidays: str | None = None  # a holidays-package code (calendar.check_holidays)
     ensemble: int = 1  # members of the model (member_plan): they differ in lookback, anchor and seed
     threads: int | None = None
@@ -274,10 +275,12 @@ def check_model_fits(series: frame.SeriesSet, req: TrainRequest, arch: Architect
                         f"hold; {split}")
     epochs = req.train.epochs
     longest = -1.2345678901234567e-300  # the longest text a loss takes in the header
+    regressors = len(data_spec(series, req, lookback=1, season=1).regressors)
+    placeholder = ((longest,) * len(req.targets),) * regressors, (longest,) * len(req.targets) * bool(regressors)
     model = model_of(_Unbuilt(arch), series, req, result=TrainResult(epochs, epochs, [longest] * epochs,
                                                                      [longest] * epochs),
                      output_scale=0.12345678901234568 if req.calibrate == "val" else None, data_sha256="0" * 64,
-                     warm_sha="0" * 64 if req.warm_start else None, **record)
+                     warm_sha="0" * 64 if req.warm_start else None, known_effect=placeholder, **record)
     header, _ = model.to_file_parts()
     shapes = modelfile.expected_arrays(header["arch"], n)
     payload = modelfile.payload_bytes(shapes)
@@ -303,16 +306,22 @@ def check_warm_start(old: Forecaster, series: frame.SeriesSet, req: TrainRequest
         raise UsageError(f"{where}: a warm start fine-tunes the old model's {members} network"
                          f"{'s' if members > 1 else ''} as they are; --ensemble {req.ensemble} cannot change their "
                          f"number: drop --ensemble, or train from scratch without --warm-start")
+    given = resolve_known_inputs(series, req)  # --calendar and --holidays as given (None: the old model's)
+    plain = lambda v: (", ".join(v) or "none") if isinstance(v, tuple) else repr(v)  # noqa: E731
     for what, ours, theirs in (("targets", tuple(req.targets), spec.targets),
                                ("features", tuple(req.features), spec.features),
                                ("future features", tuple(req.future_features), spec.future_features),
+                               ("calendar", given.calendar if req.calendar is not None else spec.calendar,
+                                spec.calendar),
+                               ("holidays", given.holidays if req.holidays is not None else spec.holidays,
+                                spec.holidays),
                                ("time column", series.time_col, spec.time_col),
                                ("id column", series.id_col, spec.id_col),
                                ("time kind", series.time_kind, spec.time_kind),
                                ("horizon", req.horizon, spec.horizon)):
         if ours != theirs:
-            raise DataError(f"{where}: {what} {theirs!r} in the old model, {ours!r} here; warm start needs the "
-                            f"same contract (train from scratch without --warm-start to change it)")
+            raise DataError(f"{where}: {what} {plain(theirs)} in the old model, {plain(ours)} here; warm start needs "
+                            f"the same contract (train from scratch without --warm-start to change it)")
     if spec.freq and series.freq and spec.freq != series.freq and not frame._same_grid(spec.freq, series.freq):
         raise DataError(f"{where}: frequency {spec.freq} in the old model, {series.freq} in {shown(series.source)}")
     try:  # also without a frequency on either side (integer times, irregular or gappy data)
@@ -595,6 +604,22 @@ def future_inputs(series: frame.SeriesSet, spec: DataSpec, h: int, stamps: np.nd
     return FutureInputs(times=times, values=values)
 
 
+def ignored_future_rows(series: frame.SeriesSet) -> list[str]:
+    """A note for --future rows at or before DATA's last time of their series: not used (DATA has
+    those times), so a conflict between the two files is at least said."""
+    future = series.future
+    if future is None or future.source == series.source or not len(future.times):
+        return []
+    known = {sid: s for s, sid in enumerate(series.ids)}
+    owner = np.repeat(np.array([known.get(i, -1) for i in future.ids], dtype=np.int64), np.diff(future.starts))
+    last = series.times[series.starts[1:] - 1]
+    old = int(np.sum((owner >= 0) & (future.times <= last[np.maximum(owner, 0)])))
+    if not old:
+        return []
+    return [f"--future {shown(future.source)}: {old} row{'s' if old > 1 else ''} at or before DATA's last time of "
+            "their series not used (DATA's own rows are)"]
+
+
 def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int | None = None,
                    provenance: Provenance | None = None, max_age: float | None = None,
                    now_ns: int | None = None, precision: int | None = None
@@ -638,7 +663,7 @@ def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int |
     rows: dict[str, list] = {spec.time_col: stamps[which].ravel().tolist()}  # (S * h,), series-major
     if spec.id_col:
         rows[spec.id_col] = np.repeat(np.asarray(series.ids, dtype=object), h).tolist()
-    notes = list(series.warnings) + stale_notes + forecast_notes
+    notes = list(series.warnings) + stale_notes + ignored_future_rows(series) + forecast_notes
     if provenance is not None:
         origin_col, step_col, sha_col, created_col = columns[len(rows) : len(rows) + 4]
         origin_text = np.array([frame.format_times(origins[u : u + 1], series.time_kind, freq)[0]
@@ -790,6 +815,12 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
                 loc[s_new], scale[s_new] = old.loc[known[sid]], old.scale[known[sid]]
     scaled = scaling.transform(inputs, series.starts, loc, scale)
     del inputs
+    known_effect = ((), ())
+    if len(spec.regressors):  # the network learns what the regressors' linear effect leaves (fit_known_effect)
+        known_effect = ((old.spec.known_coef, old.spec.known_intercept) if old is not None
+                        else fit_known_effect(scaled, series.starts, train_rows, spec))
+        fitted = replace(spec, known_coef=known_effect[0], known_intercept=known_effect[1])
+        scaled[:, :n_targets] -= fitted.known_effect(scaled)
     chosen_by = req.scaling
     if req.scaling == "auto":
         mode, _ = windows.choose_scaling(scaled, series.starts, train_rows, n_targets, steps, season, lookback)
@@ -858,7 +889,8 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
     if _blend_of(req):
         scale_head(network, 1.0 - _blend_of(req))
     model = model_of(network, series, req, lookback=lookback, season=season, threads=threads, loc=loc, scale=scale,
-                     result=result, output_scale=output_scale, data_sha256=data_sha256, warm_sha=warm_sha)
+                     result=result, output_scale=output_scale, data_sha256=data_sha256, warm_sha=warm_sha,
+                     known_effect=known_effect)
     return model, result
 
 
@@ -894,6 +926,25 @@ def member_plan(req: TrainRequest, series: frame.SeriesSet) -> list[TrainRequest
     return plan
 
 
+def concurrent_members(series: frame.SeriesSet, plan: list[TrainRequest], most: int) -> int:
+    """How many members train at once: up to `most` (the threads they share), fewer when that many
+    members' windows (each member cuts its own) would not fit in half the memory available. Only
+    the parallelism changes, never a member's threads, so the model file does not depend on it."""
+    from lstm_cli import memory
+
+    most = max(1, min(most, len(plan)))
+    free = memory.available_bytes()
+    if free is None or most == 1:
+        return most
+    lengths = np.diff(series.starts)
+    longest = max(p.lookback for p in plan)
+    steps = 1 if plan[0].strategy == "recursive" else plan[0].horizon
+    n_windows = int(np.maximum(0, lengths - longest - steps + 1).sum())
+    one = memory.windows_bytes(n_windows, longest + steps, len(series.columns) + 8, steps * len(plan[0].targets),
+                               4 if plan[0].dtype == "float32" else 8)
+    return max(1, min(most, int(free // 2 // max(one, 1))))
+
+
 def train_ensemble(series: frame.SeriesSet, req: TrainRequest, *, old=None, notes=(), on_event=lambda kind, x: None,
                    should_stop=None, saving: bool = False) -> tuple[Ensemble | None, TrainResult]:
     """Train the members of member_plan (or, for a warm start, the old ensemble's members on their
@@ -911,8 +962,8 @@ def train_ensemble(series: frame.SeriesSet, req: TrainRequest, *, old=None, note
         olds = [None] * req.ensemble
         plan = member_plan(req, series)
     threads = req.threads or default_threads()
-    workers = max(1, min(len(plan), threads))
-    member_threads = max(1, threads // workers)
+    member_threads = max(1, threads // max(1, min(len(plan), threads)))  # fixed by --threads: reproducible
+    workers = concurrent_members(series, plan, threads // member_threads)
 
     def train_member(i: int):
         def forward(kind, payload):  # member 0 speaks for the run; "fitted" once all members are
@@ -945,18 +996,17 @@ def train_ensemble(series: frame.SeriesSet, req: TrainRequest, *, old=None, note
     for m in models:  # the file records the ensemble's request; each member its own lookback and anchor
         m.training["params"]["ensemble"] = len(models)
         m.training["params"]["threads_per_member"] = member_threads
+        m.training["threads"] = threads  # what a refit splits again the same way
     return (Ensemble(models) if len(models) > 1 else models[0]), result
 
 
 def _blend_of(req: TrainRequest) -> float:
     """The seasonal-naive weight a model gets: none for quantile models (they keep their trained
-    spread); by default BLEND_DEFAULT, but none for models with future features: the partner
-    cannot see them, so a fixed share of it would halve their effect on the forecast."""
+    spread), else --blend (BLEND_DEFAULT). With future features the partner is seasonal naive of what
+    their fitted effect leaves, plus that effect (fit_known_effect), so it sees them too."""
     if req.quantiles:
         return 0.0
-    if req.blend is None:
-        return 0.0 if req.future_features else BLEND_DEFAULT
-    return float(req.blend)
+    return BLEND_DEFAULT if req.blend is None else float(req.blend)
 
 
 def resolve_known_inputs(series: frame.SeriesSet, req: TrainRequest) -> TrainRequest:
@@ -988,6 +1038,28 @@ def resolve_known_inputs(series: frame.SeriesSet, req: TrainRequest) -> TrainReq
     return resolved
 
 
+KNOWN_RIDGE = 1e-3  # the ridge penalty of fit_known_effect, per training row
+
+
+def fit_known_effect(scaled: np.ndarray, starts: np.ndarray, train_rows: np.ndarray, spec: DataSpec):
+    """(coef, intercept) of the least-squares fit of the scaled targets on the scaled regressors
+    (spec.regressors) over the training rows of every series, pooled, with a small ridge penalty so
+    that collinear or constant regressors stay finite. Dynamic regression, as forecasters fit it
+    (regression with ARIMA errors): a known input's effect is learned from every row, not only
+    from the few windows a short series gives the network, which then forecasts the residual."""
+    lengths = np.diff(starts)
+    rows = np.concatenate([np.arange(a, a + min(int(n_train), int(n)))
+                           for a, n_train, n in zip(starts[:-1], train_rows, lengths, strict=True)])
+    x = scaled[rows][:, spec.regressors]
+    y = scaled[rows][:, : len(spec.targets)]
+    design = np.concatenate([x, np.ones((len(rows), 1))], axis=1)
+    penalty = KNOWN_RIDGE * len(rows) * np.eye(design.shape[1])
+    penalty[-1, -1] = 0.0  # the intercept is not shrunk
+    solution = np.linalg.solve(design.T @ design + penalty, design.T @ y)  # (R + 1, K)
+    coef = tuple(tuple(float(c) for c in row) for row in solution[:-1])
+    return coef, tuple(float(c) for c in solution[-1])
+
+
 def data_spec(series: frame.SeriesSet, req: TrainRequest, *, lookback: int, season: int) -> DataSpec:
     """The data contract of the model train makes of series with req (its known inputs resolved)."""
     return DataSpec(time_col=series.time_col, id_col=series.id_col, targets=tuple(req.targets),
@@ -1000,10 +1072,12 @@ def data_spec(series: frame.SeriesSet, req: TrainRequest, *, lookback: int, seas
 
 def model_of(network, series: frame.SeriesSet, req: TrainRequest, *, lookback: int, season: int, threads: int,
              loc: np.ndarray, scale: np.ndarray, result: TrainResult, output_scale: float | None, data_sha256: str,
-             warm_sha: str | None) -> Forecaster:
+             warm_sha: str | None, known_effect: tuple = ((), ())) -> Forecaster:
     """The Forecaster train saves (check_model_fits builds the same from a network without weights
-    and a placeholder result, to check its header before training)."""
-    spec = data_spec(series, req, lookback=lookback, season=season)
+    and a placeholder result, to check its header before training). known_effect: (coef, intercept)
+    of fit_known_effect."""
+    spec = replace(data_spec(series, req, lookback=lookback, season=season), known_coef=known_effect[0],
+                   known_intercept=known_effect[1])
     params = {k: getattr(req.train, k) for k in req.train.__dataclass_fields__}
     params.update(hidden=req.hidden, layers=req.layers, cell=req.cell, val_frac=req.val_frac,
                   forget_bias=req.forget_bias, head_init=req.head_init, dtype=req.dtype,

@@ -278,3 +278,103 @@ def test_train_on_a_file_with_future_rows_trains_on_its_observed_rows(flag_model
     a = run("predict", tmp_path / "a.lstm", data, "--precision", "17")
     b = run("predict", tmp_path / "b.lstm", data, "--precision", "17")
     assert a.exit_code == 0 and a.stdout == b.stdout
+
+
+def test_the_fitted_effect_of_a_future_feature_is_its_slope(flag_models):
+    """fit_known_effect: least squares of the scaled target on the scaled regressors over the
+    training rows: y = 10 + 3 flag + noise gives a slope of 3 in original units."""
+    model, _ = load_model(str(flag_models["future"]))
+    spec = model.spec
+    assert len(spec.known_coef) == 1 and len(spec.known_coef[0]) == 1 and len(spec.known_intercept) == 1
+    slope = spec.known_coef[0][0] * model.scale[0, 0] / model.scale[0, spec.n_past]  # back in units of y per flag
+    assert abs(slope - 3.0) < 0.1
+
+
+def test_a_model_file_with_a_bad_known_effect_is_refused(flag_models, tmp_path):
+    from lstm_cli import modelfile
+
+    header, arrays = modelfile.load(str(flag_models["future"]))
+    for bad in ([[1.0, 2.0]], [], [["x"]], [[float("inf")]]):
+        broken = {**header, "data": {**header["data"], "known_coef": bad}}
+        with pytest.raises(Exception) as info:
+            modelfile.save(str(tmp_path / "bad.lstm"), broken, arrays)
+        assert "known_coef" in str(info.value) or "known_intercept" in str(info.value)
+
+
+# --- found by the red team ----------------------------------------------------------------------
+
+
+def integer_model(tmp_path):
+    data = tmp_path / "int.csv"
+    t = np.arange(1, 61)
+    pd.DataFrame({"t": t, "v": np.sin(t / 3.0) + (t % 5 == 0), "f": (t % 5 == 0).astype(int)}).to_csv(data, index=False)
+    model = tmp_path / "int.lstm"
+    result = run("train", data, "--time-col", "t", "--target", "v", "--horizon", 3, "--future-features", "f",
+                 "--hidden", "4", "--epochs", "2", "--threads", "1", "-q", "--out", model)
+    assert result.exit_code == 0, result.output
+    return data, model
+
+
+@pytest.mark.parametrize("future_times", [(61, 63, 65), (61, 62, 1_000_000), (62, 63, 64)])
+def test_future_rows_that_skip_steps_of_integer_time_are_refused(tmp_path, future_times):
+    data, model = integer_model(tmp_path)
+    rows = pd.read_csv(data)
+    ahead = pd.DataFrame({"t": future_times, "v": [np.nan] * 3, "f": [1, 0, 1]})
+    pd.concat([rows, ahead]).to_csv(tmp_path / "ahead.csv", index=False)
+    result = run("predict", model, tmp_path / "ahead.csv")
+    assert result.exit_code == 65 and "does not continue the series" in result.output, result.output
+    assert "give one row per step" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_future_rows_with_a_hole_longer_than_the_history_ever_had_are_refused(tmp_path):
+    """Without a frequency (business hours, offsets across DST) whole steps may jump, but not
+    further than the series' own history ever did."""
+    stamps = pd.date_range("2021-03-01 07:00", periods=40, freq="h")
+    stamps = stamps[(stamps.hour >= 7) & (stamps.hour < 15)]  # 8 hours a day (not pandas' bh): 16h jumps
+    n = len(stamps)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"time": stamps.strftime("%Y-%m-%d %H:%M:%S"), "y": rng.normal(10, 1, n),
+                          "f": rng.integers(0, 2, n)})
+    frame.to_csv(tmp_path / "bh.csv", index=False)
+    result = run("train", tmp_path / "bh.csv", "--target", "y", "--horizon", 2, "--future-features", "f",
+                 "--hidden", "4", "--epochs", "2", "--threads", "1", "-q", "--out", tmp_path / "bh.lstm")
+    assert result.exit_code == 0, result.output
+    last = stamps[-1]
+    for hours, ok in ((1, True), (30 * 24, False)):
+        ahead = pd.DataFrame({"time": [(last + pd.Timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S"),
+                                       (last + pd.Timedelta(hours=1 + hours)).strftime("%Y-%m-%d %H:%M:%S")],
+                              "f": [1, 0]})
+        ahead.to_csv(tmp_path / "f.csv", index=False)
+        result = run("predict", tmp_path / "bh.lstm", tmp_path / "bh.csv", "--future", tmp_path / "f.csv")
+        assert (result.exit_code == 0) == ok, result.output
+        if not ok:
+            assert "longer than any step of the series' history" in result.output
+
+
+def test_warm_start_refuses_another_calendar_or_holidays_and_keeps_them_when_not_given(flag_models, tmp_path):
+    m = flag_models
+    base = train(m["history"], tmp_path / "base.lstm", "--future-features", "flag", "--epochs", "2", "--hidden", "4")
+    args = ("train", m["history"], "--target", "y", "--horizon", H, "--future-features", "flag", "--epochs", "1",
+            "--threads", "1", "-q", "--warm-start", base)
+    other = run(*args, "--calendar", "dayofweek", "--out", tmp_path / "w1.lstm")
+    assert other.exit_code == 65 and "calendar none in the old model, dayofweek here" in other.output, other.output
+    kept = run(*args, "--out", tmp_path / "w2.lstm")
+    assert kept.exit_code == 0, kept.output
+
+
+def test_future_file_history_rows_are_noted_and_a_directory_is_exit_66(flag_models, tmp_path):
+    m = flag_models
+    n = m["n"]
+    future = tmp_path / "with_history.csv"
+    pd.DataFrame({"date": m["dates"][n - 5 : n + H], "flag": np.r_[[9] * 5, m["flag"][n:]]}).to_csv(future, index=False)
+    result = run("predict", m["future"], m["history"], "--future", future)
+    assert result.exit_code == 0, result.output
+    assert "5 rows at or before DATA's last time of their series not used" in result.stderr
+    result = run("predict", m["future"], m["history"], "--future", tmp_path)
+    assert result.exit_code == 66, result.output
+
+
+def test_the_time_column_named_as_a_future_feature_is_a_usage_error(flag_models, tmp_path):
+    result = run("train", flag_models["history"], "--target", "y", "--horizon", H, "--future-features", "date",
+                 "-q", "--out", tmp_path / "m.lstm")
+    assert result.exit_code == 2 and "looks like the time column" in result.output, result.output

@@ -409,8 +409,9 @@ def test_future_block_integer_times(tmp_path):
                     targets=["y"], future_features=["promo"], time_col="t", future_rows="split")
     times, values = future_block(s, s.future, 2, None)
     assert times.tolist() == [[4, 5]] and values[0, :, 0].tolist() == [1, 0]
-    times, _ = future_block(s, s.future, 3, None)  # no freq: a gap of whole steps is allowed
-    assert times.tolist() == [[4, 5, 7]]
+    with pytest.raises(DataError, match=r"d.csv, line 7: time 7 does not continue the series: it is 2 after 5, "
+                                        r"one step of 1 is 6; give one row per step"):
+        future_block(s, s.future, 3, None)  # a hole the history never had is not a step
     with pytest.raises(DataError, match=r"the data has 3 future rows after its last value \(3\), need 4 "
                                         r"\(the forecast's steps\): add rows up to 7"):
         future_block(s, s.future, 4, None)
