@@ -226,7 +226,7 @@ def check_model_limits(req: TrainRequest) -> None:
                          f"forecast; train one model per group of at most {limits.MAX_TARGETS} targets")
     if n_inputs > limits.MAX_INPUTS:
         raise UsageError(f"--target, --features and --future-features name {n_inputs} input columns, more than the "
-                         f"{limits.MAX_INPUTS} a model can read; drop some features")
+                         f"{limits.MAX_INPUTS} a model can read; drop some --features or --future-features")
     for option, value in (("--horizon", req.horizon), ("--lookback", req.lookback)):
         if value is not None and value > limits.MAX_STEPS:
             raise UsageError(f"{option} {value} is more than the {limits.MAX_STEPS:,} steps a model can hold; "
