@@ -8,7 +8,10 @@ Options: --only NAME (repeatable); --set key=value passes training options (e.g.
 --set hidden=64) to compare defaults; --seeds N trains N seeds (0..N-1) and reports the mean and median
 MASE over them; --skip-slow leaves out bank_calls (5-minute data, minutes per seed); --no-stats leaves out
 the statsforecast columns (they do not depend on --set or --seeds, so tuning runs skip them);
---log FILE appends one JSON line per (data set, seed).
+--log FILE appends one JSON line per (data set, seed), with its train seconds; --known-as future|past|none
+uses the data sets' known-future columns (insurance's tv_adverts) as --future-features (default),
+--features or not at all. --set takes tuple fields as comma lists (--set future_features=a,b) and
+--set calendar=auto|none|month,... as lstm train's --calendar.
 
 MASE is scaled by the in-sample seasonal-naive error with the season the evaluation uses
 (lstm_cli.pipeline.season_length: 12 monthly, 4 quarterly, 52 weekly, 7 daily, 169 for bank_calls,
