@@ -859,7 +859,8 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
                       "horizon": horizon, "season": season, "freq": series.freq, "scaling": req.scaling,
                       "scaling_option": chosen_by, "sampled": None if sample is None else len(sample),
                       "train_windows": len(w["x_train"]), "val_windows": len(w["x_val"]),
-                      "parameters": network.layout.size, "warnings": tuple(series.warnings) + tuple(notes)})
+                      "parameters": network.layout.size,
+                      "warnings": tuple(series.warnings) + tuple(notes) + constant_future_features(series, spec)})
     data_sha256 = data_fingerprint(series)
     warm_sha = modelfile.file_sha256(req.warm_start) if req.warm_start else None
     state, writer = None, None
@@ -1039,6 +1040,23 @@ def resolve_known_inputs(series: frame.SeriesSet, req: TrainRequest) -> TrainReq
 
 
 KNOWN_RIDGE = 1e-3  # the ridge penalty of fit_known_effect, per training row
+
+
+def constant_future_features(series: frame.SeriesSet, spec: DataSpec) -> tuple[str, ...]:
+    """Notes for future features that never change in any series' history: their
+    effect cannot be learned, so values other than that one at predict time change nothing
+    reliable."""
+    notes = []
+    first = series.starts[:-1]
+    for j, name in enumerate(spec.future_features):
+        col = series.values[:, spec.n_past + j]
+        if not len(col):
+            continue
+        spread = np.maximum.reduceat(col, first) - np.minimum.reduceat(col, first)  # per series, all its rows
+        if not (spread > 0).any():
+            notes.append(f"{shown(series.source)}: future feature {name!r} is constant in the history of every series; its "
+                         "effect cannot be learned (give history where it varies)")
+    return tuple(notes)
 
 
 def fit_known_effect(scaled: np.ndarray, starts: np.ndarray, train_rows: np.ndarray, spec: DataSpec):

@@ -378,3 +378,14 @@ def test_the_time_column_named_as_a_future_feature_is_a_usage_error(flag_models,
     result = run("train", flag_models["history"], "--target", "y", "--horizon", H, "--future-features", "date",
                  "-q", "--out", tmp_path / "m.lstm")
     assert result.exit_code == 2 and "looks like the time column" in result.output, result.output
+
+
+def test_a_future_feature_constant_in_training_is_noted(flag_models, tmp_path):
+    data = tmp_path / "constant.csv"
+    frame = pd.read_csv(flag_models["history"])
+    frame["flag"] = 0
+    frame.to_csv(data, index=False)
+    result = run("train", data, "--target", "y", "--horizon", H, "--future-features", "flag", "--epochs", "1",
+                 "--hidden", "4", "--threads", "1", "--out", tmp_path / "m.lstm")
+    assert result.exit_code == 0, result.output
+    assert "future feature 'flag' is constant in the history of every series" in result.output
