@@ -87,8 +87,9 @@ def theta(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
     first strong baseline: it follows a trend, which seasonal naive cannot. Naive below 3 points."""
     x = np.asarray(history, dtype=np.float64)
     n = len(x)
-    if n < 3 or not np.isfinite(x).all():
+    if n < 3 or not np.isfinite(x).all() or np.ptp(x) == 0:  # a constant stays exactly that constant
         return naive(history, horizon)
+    magnitude = float(np.max(np.abs(x)))
     seasonal = seasonality_test(x, season)
     if seasonal:
         multiplicative = bool(np.all(x > 0))
@@ -102,7 +103,9 @@ def theta(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
     if seasonal:
         ahead = figure[(n + np.arange(horizon)) % season]
         forecast = forecast * ahead if multiplicative else forecast + ahead
-    return forecast
+    # rounding noise around zero (1e-16 where the pattern is exactly 0) is 0: sMAPE counts a 1e-16
+    # forecast of an actual 0 as a 200% error
+    return np.where(np.abs(forecast) < 1e-12 * magnitude, 0.0, forecast)
 
 
 BASELINES = ("naive", "seasonal_naive", "theta")

@@ -893,11 +893,14 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
         sys.stdout.write(frame.write_csv_text(rows, columns, excel_safe=excel_safe))
     rows = []
     for method, scores in overall.items():
-        cells = "  ".join(f"{k} {scores[k]:.4g}" for k in METRIC_NAMES)
-        extra = "  ".join(f"{k} {v:.4g}" for k, v in scores.items() if k not in METRIC_NAMES)
+        shown_value = lambda v: "-" if v != v else f"{v:.4g}"  # noqa: E731 - nan (undefined): '-', as JSON's null
+        cells = "  ".join(f"{k} {shown_value(scores[k])}" for k in METRIC_NAMES)
+        extra = "  ".join(f"{k} {shown_value(v)}" for k, v in scores.items() if k not in METRIC_NAMES)
         rows.append((method, cells + ("  " + extra if extra else "")))
     for b in ("naive", "seasonal_naive", "theta"):
-        rows.append((f"skill vs {b}", f"{ev.skill(b):+.1%}  (1 - MASE ratio; > 0 beats it)"))
+        skill = ev.skill(b)
+        rows.append((f"skill vs {b}", "-  (undefined: a MASE is undefined or 0)" if skill != skill
+                     else f"{skill:+.1%}  (1 - MASE ratio; > 0 beats it)"))
     rows.append(("mode", mode_text))
     if ev.known_inputs:
         rows.append(("known inputs", known_inputs_text(ev.known_inputs)))

@@ -166,3 +166,15 @@ def test_gate_against_theta(a10_model):
     doc = evaluate_doc(a10_model)
     worse = doc["overall"]["lstm"]["mase"] > doc["overall"]["theta"]["mase"]
     assert result.exit_code == (3 if worse else 0), result.output
+
+
+def test_theta_is_exact_on_exact_data():
+    """A constant history gives exactly that constant, and an exact seasonal pattern with zeros gives
+    exact zeros (not 1e-16, which sMAPE would count as a 200% error against an actual 0)."""
+    from lstm_cli import baselines, metrics
+
+    assert np.array_equal(baselines.theta(np.full(30, 7.0), 5, 12), np.full(5, 7.0))
+    t = np.arange(120)
+    y = np.maximum(0.0, np.round(10 * np.sin(2 * np.pi * t / 12), 12))
+    f = baselines.theta(y[:-6], 6, 12)
+    assert metrics.smape(y[-6:][y[-6:] == 0], f[y[-6:] == 0]) == 0.0
