@@ -178,3 +178,20 @@ def test_theta_is_exact_on_exact_data():
     y = np.maximum(0.0, np.round(10 * np.sin(2 * np.pi * t / 12), 12))
     f = baselines.theta(y[:-6], 6, 12)
     assert metrics.smape(y[-6:][y[-6:] == 0], f[y[-6:] == 0]) == 0.0
+
+
+def test_evaluate_table_shows_undefined_scores_as_a_dash(tmp_path):
+    from click.testing import CliRunner
+
+    from lstm_cli.cli import cli
+
+    data = tmp_path / "flat.csv"
+    data.write_text("date,y\n" + "".join(f"2020-{m:02d}-01,7\n" for m in range(1, 13))
+                    + "".join(f"2021-{m:02d}-01,7\n" for m in range(1, 13)))
+    runner = CliRunner()
+    trained = runner.invoke(cli, ["train", str(data), "--target", "y", "--horizon", "3", "--epochs", "1",
+                                  "--hidden", "4", "--threads", "1", "-q", "--out", str(tmp_path / "m.lstm")])
+    assert trained.exit_code == 0, trained.output
+    result = runner.invoke(cli, ["evaluate", str(tmp_path / "m.lstm"), str(data)])
+    assert result.exit_code == 0, result.output
+    assert "mase -" in result.stdout and "nan" not in result.stdout
