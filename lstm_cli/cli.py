@@ -768,7 +768,11 @@ def info(model, fmt):
                                     for m in header["members"]))] if header.get("members") else []),
         ("blend", windows.blend_summary(d.get("blend", 0.0), d["lookback"], season) or "-"),
         ("quantiles", ", ".join(f"{q:g}" for q in d["quantiles"]) or "-"),
-        ("training", f"{t['epochs_run']} epochs, best {t['best_epoch']}, seed {t['seed']}, {t['threads']} threads"),
+        ("training", f"{t['epochs_run']} epochs, best {t['best_epoch']}, seed {t['seed']}, {t['threads']} threads"
+                     if not header.get("members") else
+                     "epochs (best) per member: " + ", ".join(f"{m['epochs_run']} ({m['best_epoch']})" for m in
+                                                             [t] + [m["training"] for m in header["members"]])
+                     + f"; seeds from {t['seed']}, {t['threads']} threads"),
         ("best val loss", f"{min(val):.4g}" if val else "-"),
         ("sha256", header["sha256"]),
     ])

@@ -174,6 +174,10 @@ def test_info_lists_the_members(a10_n3):
     doc = json.loads(run("info", a10_n3, "--format", "json").output)
     assert [m["data"] for m in doc["members"]] == [{"lookback": m.spec.lookback, "scaling": m.spec.scaling}
                                                    for m in members[1:]]
+    training = next(line for line in result.output.splitlines() if line.strip().startswith("training"))
+    assert training.count("(") == 3  # every member's epochs (best epoch), not member 1's alone
+    for m in members:
+        assert f"{m.training['epochs_run']} ({m.training['best_epoch']})" in training
 
 
 def test_evaluate_scores_the_ensemble(a10_n3):
