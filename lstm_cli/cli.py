@@ -849,7 +849,8 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
     from lstm_cli import frame
     from lstm_cli.console import Console
     from lstm_cli.errors import DataError, WorseThanBaseline
-    from lstm_cli.evaluate import METRIC_NAMES, evaluate_from_csv, known_inputs_text
+    from lstm_cli.evaluate import INTERVAL_SCORES, METRIC_NAMES, evaluate_from_csv, known_inputs_text
+    from lstm_cli.metrics import interval_levels
     from lstm_cli.plot import PANEL_LIMIT
 
     console = Console(quiet)
@@ -896,11 +897,18 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
         rows = {c: [r.get(c, "") for r in ev.records] for c in columns}
         sys.stdout.write(frame.write_csv_text(rows, columns, excel_safe=excel_safe))
     rows = []
+    levels = [label for _, _, label in interval_levels(ev.quantiles)]
+    level_keys = {f"{name}_{label}" for label in levels for name in INTERVAL_SCORES}
     for method, scores in overall.items():
         shown_value = lambda v: "-" if v != v else f"{v:.4g}"  # noqa: E731 - nan (undefined): '-', as JSON's null
         cells = "  ".join(f"{k} {shown_value(scores[k])}" for k in METRIC_NAMES)
-        extra = "  ".join(f"{k} {shown_value(v)}" for k, v in scores.items() if k not in METRIC_NAMES)
+        extra = "  ".join(f"{k} {shown_value(v)}" for k, v in scores.items()
+                          if k not in METRIC_NAMES and k not in level_keys)
         rows.append((method, cells + ("  " + extra if extra else "")))
+    for label in levels:  # one line per interval level: the model's band next to the baseline's own
+        rows.append((f"{label}% interval", "   ".join(
+            f"{method} " + "  ".join(f"{name} {shown_value(scores[f'{name}_{label}'])}" for name in INTERVAL_SCORES)
+            for method, scores in overall.items() if f"coverage_{label}" in scores)))
     for b in ("naive", "seasonal_naive", "theta"):
         skill = ev.skill(b)
         rows.append((f"skill vs {b}", "-  (undefined: a MASE is undefined or 0)" if skill != skill

@@ -248,6 +248,15 @@ def in_sample_note(ev: Evaluation, trained_until: str | None = None) -> list[str
             f"evaluate on rows {after}, or use --refit"]
 
 
+INTERVAL_SCORES = ("coverage", "width", "winkler")
+
+
+def interval_record(actual, lower, upper, label: str) -> dict[str, float]:
+    """metrics.interval_scores under the record's keys for the level `label` (percent): coverage_80..."""
+    scores = metrics.interval_scores(actual, lower, upper, float(label) / 100.0)
+    return {f"{name}_{label}": scores[name] for name in INTERVAL_SCORES}
+
+
 def score_series(series: frame.SeriesSet, model, *, backtests: int, step: int, season: int, req=None,
                  on_origin: Callable | None = None) -> tuple[list[dict], list[str]]:
     """The backtest of a set of whole series (read_series output): at every origin, forecast the
@@ -262,6 +271,7 @@ def score_series(series: frame.SeriesSet, model, *, backtests: int, step: int, s
     lengths = np.diff(series.starts)
     quantiles = spec.quantiles
     median = len(quantiles) // 2
+    levels = metrics.interval_levels(quantiles)  # [] for a point model: no interval scores
     records: list[dict] = []
     notes: list[str] = []
     for origin in range(backtests):
@@ -301,6 +311,14 @@ def score_series(series: frame.SeriesSet, model, *, backtests: int, step: int, s
                         rec[f"coverage_{quantiles[0]:g}_{quantiles[-1]:g}"] = metrics.coverage(actual, lo_q, hi_q)
                         rec["pinball"] = float(np.mean([metrics.pinball(actual, forecast[s, :, k, j], q)
                                                         for j, q in enumerate(quantiles)]))
+                        for i, j, label in levels:
+                            rec.update(interval_record(actual, forecast[s, :, k, i], forecast[s, :, k, j], label))
+                        rec["wql"] = metrics.weighted_quantile_loss(actual, forecast[s, :, k, :], quantiles)
+                        rec["crps"] = metrics.crps_from_quantiles(actual, forecast[s, :, k, :], quantiles)
+                    if method == "seasonal_naive":  # its own band: the quantiles of its past h-step errors
+                        for _, _, label in levels:
+                            half = metrics.empirical_half_widths(past, H, season, float(label) / 100.0)
+                            rec.update(interval_record(actual, f - half, f + half, label))
                     rec["in_sample"] = bool(seen[s])  # last: the CSV's columns keep their order
                     records.append(rec)
         if on_origin is not None:
