@@ -307,6 +307,24 @@ def data_options(f):
     return f
 
 
+def _train_interval_levels(text, quantiles, calibration_windows) -> tuple:
+    """train --intervals: the levels to calibrate. Default 80,95 for point models (a few forecasts
+    after training), none for quantile models, which refuse an explicit one (not conformalized yet)."""
+    from lstm_cli import intervals
+    from lstm_cli.errors import UsageError
+
+    levels = intervals.DEFAULT_LEVELS if text is None else intervals.parse_levels(text, "--intervals")
+    if quantiles and levels:
+        if text is not None:
+            raise UsageError("--intervals: conformal intervals are for point models so far, and --quantiles trains a "
+                             "quantile model (its quantiles are its band); leave out one of the two")
+        levels = ()
+    if calibration_windows is not None and not levels:
+        raise UsageError("--calibration-windows calibrates intervals, and this run calibrates none; leave it out "
+                         "or give --intervals")
+    return levels
+
+
 def _calendar_option(text: str):
     """--calendar's text checked before any work (calendar.parse_option: exit 2 on a bad name)."""
     from lstm_cli import calendar
@@ -390,6 +408,13 @@ def _calendar_option(text: str):
 @click.option("--time-limit", type=DurationType(),
               help="Stop cleanly after this long (90s, 10m, 2h; counted from the start, waiting for --wait "
                    "included); keeps the best model.")
+@click.option("--intervals", "interval_levels", metavar="LEVELS",
+              help="Calibrate conformal intervals at these levels in percent (80,95) on the last origins of "
+                   "the training data, for predict --intervals; none: off. Point models only. "
+                   "[default: 80,95 for point models]")
+@click.option("--calibration-windows", type=click.IntRange(1, 100_000), metavar="N",
+              help="Calibrate the intervals on N origins [default: those whose horizon lies in the validation "
+                   "rows, at least 1].")
 @click.option("--resume", is_flag=True,
               help="Continue from the checkpoint a stopped or killed run left beside --out (same data and "
                    "options); without one, train from the start.")
@@ -399,8 +424,8 @@ def _calendar_option(text: str):
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def train(data, targets, horizon, out, features, future_features, calendar_option, holidays, time_col, id_col, sep, missing, freq, lookback, cell, hidden, layers,
           dropout, epochs, batch_size, lr, optimizer, momentum, weight_decay, clip, val_frac, patience, quantiles,
-          seed, dtype, scaling, strategy, forget_bias, calibrate, blend, sample_series, warm_start, threads, ensemble, time_limit, resume, wait,
-          max_input_bytes, quiet):
+          seed, dtype, scaling, strategy, forget_bias, calibrate, blend, sample_series, warm_start, threads, ensemble, time_limit,
+          interval_levels, calibration_windows, resume, wait, max_input_bytes, quiet):
     """Train a model on DATA (a .csv or .csv.gz file, or - for stdin) and write it to --out.
 
     The model is one file with everything predict needs. Progress goes to stderr; nothing is
@@ -425,6 +450,7 @@ def train(data, targets, horizon, out, features, future_features, calendar_optio
 
         raise UsageError("--warm-start -: the old model is read from a file, not stdin; give its path "
                          "(./- for a file named -)")
+    levels = _train_interval_levels(interval_levels, quantiles, calibration_windows)
     stop = StopFlag(time_limit, epochs, out)
     with stop, contextlib.ExitStack() as held:  # from here on a signal gives one line and 130/143
         from lstm_cli import atomic
@@ -477,7 +503,8 @@ def train(data, targets, horizon, out, features, future_features, calendar_optio
                     console.quiet = True
 
             model, result = train_from_csv(req, on_event=on_event, should_stop=stop, resume=resume,
-                                           max_input_bytes=max_input_bytes)
+                                           max_input_bytes=max_input_bytes, intervals=levels,
+                                           calibration_windows=calibration_windows)
     if result.stopped_by == "signal":
         stop.epoch = result.epochs_run
         raise stop.interrupted()
@@ -611,6 +638,10 @@ def _write_output(text: str, out: str | None) -> None:
 @click.option("--threads", type=click.IntRange(1, 256))
 @click.option("--max-input-bytes", type=click.IntRange(1), default=2_000_000_000, show_default=True,
               help="Refuse a CSV larger than this (gzip: counted decompressed).")
+@click.option("--intervals", "interval_levels", metavar="LEVELS|all",
+              help="Add the conformal intervals the model was calibrated for (train --intervals) at these levels: "
+                   "columns TARGET_lo80, TARGET_hi80, ... after each target's. Point models, trained horizon "
+                   "only. [default: none]")
 @click.option("--max-age", type=DurationType(),
               help="Exit 4 when DATA's newest row is older than this (2h, 1d) before now: a stalled feed.")
 @click.option("--now", "now", help="The 'now' of --max-age, ISO 8601 (default: the clock; UTC if no offset).")
@@ -629,8 +660,8 @@ def _write_output(text: str, out: str | None) -> None:
 @click.option("--scheduler", help="--engine dask: address of a running scheduler (tcp://host:8786) "
                                   "[default: a local cluster, one worker per core].")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def predict(model, data, out, horizon, fmt, future_path, sep, missing, threads, max_input_bytes, max_age, now, provenance,
-            precision, excel_safe, engine, scheduler, quiet):
+def predict(model, data, out, horizon, fmt, future_path, sep, missing, threads, max_input_bytes, interval_levels, max_age,
+            now, provenance, precision, excel_safe, engine, scheduler, quiet):
     """Forecast the steps after the end of every series in DATA with MODEL.
 
     DATA needs the model's columns and at least its lookback rows per series. Output: the time
@@ -665,7 +696,12 @@ def predict(model, data, out, horizon, fmt, future_path, sep, missing, threads, 
     if excel_safe and fmt != "csv":
         raise click.UsageError("--excel-safe changes CSV cells for spreadsheets; JSON is not opened in one, "
                                "so leave out --excel-safe or use --format csv")
+    from lstm_cli import intervals
+
+    levels = () if interval_levels is None else intervals.parse_levels(interval_levels, "--intervals", allow_all=True)
     if engine == "dask":
+        if levels:
+            raise click.UsageError("--intervals: --engine dask does not write intervals yet; use --engine local")
         if future_path is not None:
             raise click.UsageError("--engine dask reads future rows from DATA itself (after each series' last "
                                    "value); leave out --future")
@@ -684,7 +720,7 @@ def predict(model, data, out, horizon, fmt, future_path, sep, missing, threads, 
     columns, rows, notes, meta = predict_from_csv(model, data, horizon=horizon, sep=sep, missing=missing,
                                                   threads=threads, max_bytes=max_input_bytes, max_age=max_age,
                                                   now_ns=_parse_now(now), provenance=provenance,
-                                                  precision=precision, future_path=future_path)
+                                                  precision=precision, future_path=future_path, intervals=levels)
     for n in notes:
         console.note(n)
     if fmt == "json":

@@ -184,6 +184,7 @@ class Forecaster:
     scale: np.ndarray  # (n_series, C) float64
     training: dict = field(default_factory=dict)
     created: str = ""
+    intervals: dict | None = None  # header "intervals": the conformal table (lstm_cli.intervals), or none
 
     # --- file mapping ----------------------------------------------------------------
 
@@ -204,6 +205,8 @@ class Forecaster:
             "series": {"ids": list(self.ids), "last_time": [int(t) for t in self.last_time]},
             "training": self.training,
         }
+        if self.intervals:
+            header["intervals"] = self.intervals
         arrays = {name: np.ascontiguousarray(v) for name, v in self.network.tensors().items()}
         arrays["scaler.loc"] = np.ascontiguousarray(self.loc, dtype=np.float64)
         arrays["scaler.scale"] = np.ascontiguousarray(self.scale, dtype=np.float64)
@@ -218,7 +221,8 @@ class Forecaster:
         return cls(network=net, spec=DataSpec.from_header(header["data"]), ids=tuple(header["series"]["ids"]),
                    last_time=np.asarray(header["series"]["last_time"], dtype=np.int64),
                    loc=np.array(arrays["scaler.loc"]), scale=np.array(arrays["scaler.scale"]),
-                   training=header.get("training", {}), created=header.get("created", ""))
+                   training=header.get("training", {}), created=header.get("created", ""),
+                   intervals=header.get("intervals"))
 
     # --- forecasting -----------------------------------------------------------------
 

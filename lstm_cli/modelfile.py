@@ -916,7 +916,7 @@ def _validate_one(header: dict) -> None:
     if not isinstance(header, dict):
         raise _bad("header", "is not an object")
     missing = _TOP_KEYS - header.keys()
-    unknown = header.keys() - _TOP_KEYS - {"payload_sha256", "header_sha256"}
+    unknown = header.keys() - _TOP_KEYS - {"payload_sha256", "header_sha256", "intervals"}  # intervals: optional
     if missing:
         raise _bad("header", f"lacks {sorted(missing)}")
     if unknown:
@@ -1000,6 +1000,8 @@ def _validate_one(header: dict) -> None:
     if arch["output_size"] != outputs:
         what = "a recursive model's targets x quantiles" if steps != horizon else "horizon x targets x quantiles"
         raise _bad("arch.output_size", f"is {arch['output_size']} but {what} = {outputs}")
+    if "intervals" in header:
+        _intervals(header["intervals"], horizon, len(targets), bool(quantiles))
 
     series = _section(header, "series", _SERIES_KEYS, "series")
     ids = _names(series["ids"], "series.ids", 1, MAX_SERIES, nonempty=False)
@@ -1056,6 +1058,40 @@ def _validate_one(header: dict) -> None:
             raise _bad(f"array {name}", f"has dtype {_short(entry.get('dtype'))}, expected {dtype}")
         if entry.get("shape") != list(shape):
             raise _bad(f"array {name}", f"has shape {_short(entry.get('shape'))}, expected {list(shape)}")
+
+
+_INTERVAL_KEYS = {"levels", "scale", "origins", "scores", "quantiles"}
+
+
+def _intervals(table, horizon: int, n_targets: int, quantile_model: bool) -> None:
+    """header.intervals (lstm_cli.intervals): strictly increasing levels in (0, 100), and for each
+    level a horizon x targets table of finite quantiles >= 0 (a bound never crosses the forecast)."""
+    from lstm_cli import intervals
+
+    table = _section({"intervals": table}, "intervals", _INTERVAL_KEYS, "intervals")
+    if quantile_model:
+        raise _bad("intervals", "are for point models (data.quantiles is not empty)")
+    levels = table["levels"]
+    if not isinstance(levels, list) or not 1 <= len(levels) <= 100:
+        raise _bad("intervals.levels", "must be a list of 1..100 levels")
+    for i, v in enumerate(levels):
+        _num(v, f"intervals.levels[{i}]", 0.0, 100.0)
+        if v in (0, 100) or (i and v <= levels[i - 1]):
+            raise _bad("intervals.levels", "must be strictly increasing levels in (0, 100)")
+    _choice(table["scale"], "intervals.scale", {intervals.SCALE})
+    _int(table["origins"], "intervals.origins", 1, limits.MAX_STEPS)
+    _int(table["scores"], "intervals.scores", 1, _INT64 - 1)
+    q = table["quantiles"]
+    if not isinstance(q, list) or len(q) != len(levels):
+        raise _bad("intervals.quantiles", f"must be a list of {len(levels)} tables (one per level)")
+    for i, per_level in enumerate(q):
+        if not isinstance(per_level, list) or len(per_level) != horizon:
+            raise _bad(f"intervals.quantiles[{i}]", f"must be a list of {horizon} steps (data.horizon)")
+        for h, row in enumerate(per_level):
+            if not isinstance(row, list) or len(row) != n_targets:
+                raise _bad(f"intervals.quantiles[{i}][{h}]", f"must be a list of {n_targets} numbers (one per target)")
+            for k, value in enumerate(row):
+                _num(value, f"intervals.quantiles[{i}][{h}][{k}]", 0.0)
 
 
 def _check_training_param(key: str, value) -> None:

@@ -347,7 +347,8 @@ def check_warm_start(old: Forecaster, series: frame.SeriesSet, req: TrainRequest
 
 def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None] = lambda kind, x: None,
                    should_stop: Callable[[], str | None] | None = None, resume: bool = False,
-                   max_input_bytes: int = 2_000_000_000) -> tuple[Forecaster | None, TrainResult]:
+                   max_input_bytes: int = 2_000_000_000, intervals: tuple[float, ...] = (),
+                   calibration_windows: int | None = None) -> tuple[Forecaster | None, TrainResult]:
     """Read, check, window, scale, train and save atomically to req.out. on_event receives
     ('data', info dict), ('resume', {'epoch' (0: none), 'epochs', 'path', 'problem' (why a damaged
     checkpoint was not used, or None)}), ('epoch', EpochReport), ('fitted', TrainResult),
@@ -360,11 +361,15 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
     model is saved. With `resume`, training continues from that checkpoint when there is one
     (DataError if it belongs to other data or settings; a damaged one is reported and ignored).
     Stopped by a signal (should_stop returned 'signal') or before the first epoch finished:
-    nothing is saved, req.out is left as it was, and (None, result) is returned."""
+    nothing is saved, req.out is left as it was, and (None, result) is returned. intervals: the
+    levels (percent) whose conformal quantiles the model file stores (lstm_cli.intervals; point
+    models only), from calibration_windows origins (None: those inside the validation rows)."""
     from lstm_cli import checkpoint
+    from lstm_cli import intervals as conformal
 
     atomic.check_output_path(req.out, inputs=() if req.data == "-" else (req.data,))
     check_column_roles(req)
+    conformal.check_size(intervals, req.horizon, len(req.targets))
     if resume and req.ensemble > 1:
         raise UsageError(f"--resume continues a checkpoint, and --ensemble {req.ensemble} writes none (its members "
                          "train at once); rerun without --resume")
@@ -395,6 +400,9 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
         series = replace(series, future=None)
     frame.check_given_freq(series, req.freq)
     frame.check_forecast_fits(series, req.horizon)  # a model that could not forecast its own data: refused now
+    if calibration_windows is not None:  # before the epochs, with the lookback known so far (again after them)
+        conformal.calibration_origins(np.diff(series.starts), req.horizon, req.lookback or 1, req.val_frac,
+                                      calibration_windows)
     old = None
     warm_notes: list[str] = ckpt_notes
     if req.warm_start:
@@ -406,6 +414,9 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
                       calendar=old.spec.calendar, holidays=old.spec.holidays)
     model, result = train_on_series(series, req, old=old, notes=warm_notes, on_event=on_event,
                                     should_stop=should_stop, checkpoint_path=ckpt_path, resume=resume, saving=True)
+    if model is not None and intervals and not model.spec.quantiles:
+        conformal.attach(model, conformal.calibrate(model, series, intervals, val_frac=req.val_frac,
+                                                    origins=calibration_windows))
     if model is not None:
         header, arrays = model.to_file_parts()
         modelfile.save(req.out, header, arrays)
@@ -622,7 +633,7 @@ def ignored_future_rows(series: frame.SeriesSet) -> list[str]:
 
 def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int | None = None,
                    provenance: Provenance | None = None, max_age: float | None = None,
-                   now_ns: int | None = None, precision: int | None = None
+                   now_ns: int | None = None, precision: int | None = None, intervals=()
                    ) -> tuple[list[str], dict[str, list], list[str]]:
     """The partition function of both engines: validated rows of whole series (all of the input
     for --engine local, one shuffled partition for --engine dask) -> (columns, rows, notes).
@@ -631,8 +642,12 @@ def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int |
 
     One batched forecast for all series, and the rows are built with array operations: ids are
     repeated, steps tiled, and future stamps computed and formatted once per distinct forecast
-    origin (a nightly run has one), never once per series."""
+    origin (a nightly run has one), never once per series. intervals: levels (or "all") of the
+    conformal intervals to add after each target's column (lstm_cli.intervals)."""
+    from lstm_cli import intervals as conformal
+
     spec = model.spec  # series came through read_like_model: its time kind and step are the model's
+    levels = conformal.check_request(model, intervals, horizon or spec.horizon) if intervals else ()
     frame.check_model_phase(series, spec.freq, model.ids, model.last_time)  # and on its grid's phase
     stale_notes = check_freshness(series, model, max_age, now_ns)
     h = horizon or spec.horizon
@@ -686,13 +701,27 @@ def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int |
         for q in range(max(1, len(spec.quantiles))):
             rows[value_cols[col]] = rounded[:, :, k, q].ravel().tolist()
             col += 1
+    if levels:
+        columns = columns[: len(columns) - len(value_cols)]
+        for level, (lo, hi) in conformal.bounds(model, values[..., 0], series, levels).items():
+            lo, hi = frame.output_floats(lo, model.network.arch.dtype, precision), \
+                frame.output_floats(hi, model.network.arch.dtype, precision)
+            for k, target in enumerate(spec.targets):
+                rows[f"{target}_lo{conformal.level_name(level)}"] = lo[:, :, k].ravel().tolist()
+                rows[f"{target}_hi{conformal.level_name(level)}"] = hi[:, :, k].ravel().tolist()
+        for target in spec.targets:
+            added = conformal.interval_columns(target, levels)
+            if clash := set(added) & set(columns):
+                raise UsageError(f"--intervals: the output column {sorted(clash)[0]!r} would be both an interval "
+                                 "bound and a column of the data; leave out --intervals or rename that column")
+            columns += [target] + added
     return columns, rows, notes
 
 
 def predict_from_csv(model_path: str, data: str, *, horizon: int | None = None, sep: str = ",",
                      missing: str = "interpolate", threads: int | None = None, max_bytes: int = 2_000_000_000,
                      max_age: float | None = None, now_ns: int | None = None, provenance: bool = False,
-                     precision: int | None = None, future_path: str | None = None):
+                     precision: int | None = None, future_path: str | None = None, intervals=()):
     """Forecast the steps after the end of every series in data (--engine local: the whole input
     is one partition for predict_series). Returns (columns, rows dict, notes, meta) ready for CSV
     or JSON. With provenance every row also carries its forecast origin, step number, and the
@@ -704,7 +733,7 @@ def predict_from_csv(model_path: str, data: str, *, horizon: int | None = None, 
     model_sha = modelfile.file_sha256(model_path)
     prov = Provenance(model_sha, header.get("created")) if provenance else None
     columns, rows, notes = predict_series(series, model, horizon=horizon, provenance=prov, max_age=max_age,
-                                          now_ns=now_ns, precision=precision)
+                                          now_ns=now_ns, precision=precision, intervals=intervals)
     h = horizon or spec.horizon
     notes += horizon_notes(spec, h)
     meta = {"model": model_path, "model_sha256": model_sha,

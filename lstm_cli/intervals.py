@@ -1,0 +1,183 @@
+"""Split-conformal prediction intervals for point models (issue 18).
+
+After training, the model forecasts the last origins of its own data whose horizon lies in each
+series' validation rows. The absolute error of every step h and target k, divided by the series'
+scale (the mean absolute one-step change of the history the forecast was given), is a score;
+pooled over series and origins, the ceil((n + 1) * level)-th smallest of the n scores of (h, k)
+is the quantile stored for that level. predict adds point -/+ quantile x scale, with the scale of
+the history it is given: the same definition as in calibration, so a series never seen in training
+gets intervals too, and the model file holds levels x horizon x targets numbers, not one per series.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from lstm_cli.errors import DataError, UsageError
+
+DEFAULT_LEVELS = (80.0, 95.0)
+SCALE = "history_mean_abs_diff"  # header["intervals"]["scale"]: how predict scales the quantiles
+
+
+def parse_levels(text: str, option: str, allow_all: bool = False):
+    """'80,95' -> (80.0, 95.0) sorted and distinct; 'none' -> (); 'all' -> 'all' where allowed."""
+    text = text.strip().lower()
+    if text == "none":
+        return ()
+    if allow_all and text == "all":
+        return "all"
+    levels = set()
+    for part in text.split(","):
+        try:
+            level = float(part)
+        except ValueError:
+            level = math.nan
+        if not (math.isfinite(level) and 0.0 < level < 100.0):
+            allowed = "none, all" if allow_all else "none"
+            raise UsageError(f"{option} {text!r}: {part.strip()!r} is not a level in percent in (0, 100); give "
+                             f"levels like 80,95 (or {allowed})")
+        levels.add(level)
+    return tuple(sorted(levels))
+
+
+def level_name(level: float) -> str:
+    """80.0 -> '80', 99.5 -> '99.5': the suffix of the sales_lo80 / sales_hi80 columns."""
+    return f"{level:g}"
+
+
+def interval_columns(target: str, levels) -> list[str]:
+    return [f"{target}_{side}{level_name(level)}" for level in levels for side in ("lo", "hi")]
+
+
+def conformal_quantile(scores: np.ndarray, level: float) -> float:
+    """The ceil((n + 1) * level / 100)-th smallest of the n finite scores (split conformal: at least
+    `level`% coverage for an exchangeable new score), or the largest when that rank exceeds n (too
+    few scores for the level: the guarantee then does not hold). NaN without scores."""
+    s = np.sort(np.asarray(scores, dtype=np.float64)[np.isfinite(scores)])
+    n = len(s)
+    if n == 0:
+        return math.nan
+    rank = math.ceil(round((n + 1) * level / 100.0, 9))  # round: 0.8 * 5 is 4.000000000000001
+    return float(s[min(rank, n) - 1])
+
+
+def history_scale(values: np.ndarray, starts: np.ndarray, n_targets: int) -> np.ndarray:
+    """(S, K) mean absolute one-step change of each series' target columns; 1.0 (the target's own
+    units) where it is 0 or undefined (a constant or one-row series), so no interval divides by 0."""
+    out = np.ones((len(starts) - 1, n_targets))
+    for s in range(len(starts) - 1):
+        rows = values[starts[s] : starts[s + 1], :n_targets]
+        if len(rows) > 1:
+            with np.errstate(all="ignore"):
+                mad = np.nanmean(np.abs(np.diff(rows, axis=0)), axis=0) if np.isfinite(rows).any() else out[s]
+            out[s] = np.where(np.isfinite(mad) & (mad > 0), mad, 1.0)
+    return out
+
+
+def calibration_origins(lengths: np.ndarray, horizon: int, lookback: int, val_frac: float,
+                        asked: int | None) -> int:
+    """How many origins calibrate: cut = n - horizon - j for j = 0 .. val_rows - horizon (the horizons
+    inside every series' validation rows, at least 1), or `asked` (--calibration-windows); every cut
+    must leave the lookback rows a forecast needs."""
+    from lstm_cli import windows
+
+    most = int(min(n - horizon - lookback for n in lengths)) + 1  # origins that leave a lookback
+    if asked is not None:
+        if asked > most:
+            raise DataError(f"--calibration-windows {asked}: the shortest series ({int(lengths.min())} rows) has "
+                            f"{most} origin{'s' if most > 1 else ''} with lookback {lookback} rows before a "
+                            f"{horizon}-step horizon; ask for at most {most}")
+        return asked
+    inside = min(windows.val_rows_for(int(n), val_frac, horizon) - horizon + 1 for n in lengths)
+    return max(1, min(inside, most))
+
+
+def calibrate(model, series, levels, *, val_frac: float, origins: int | None = None) -> dict:
+    """The header["intervals"] table of a point model (Forecaster or Ensemble) trained on `series`."""
+    from lstm_cli.evaluate import _truncate, known_after_cuts
+
+    spec = model.spec
+    H, K = spec.horizon, len(spec.targets)
+    lengths = np.diff(series.starts)
+    J = calibration_origins(lengths, H, spec.lookback, val_frac, origins)
+    scores = []
+    for j in range(J):
+        cuts = lengths - H - j
+        history = _truncate(series, cuts)
+        forecast, _ = model.forecast(history.ids, history.values, history.starts, H, times=history.times,
+                                     future=known_after_cuts(series, cuts, spec, H))
+        index = series.starts[:-1, None] + cuts[:, None] + np.arange(H)[None, :]
+        actual = series.values[index][..., :K]  # (S, H, K)
+        scale = history_scale(history.values, history.starts, K)
+        scores.append(np.abs(actual - forecast[..., 0]) / scale[:, None, :])
+    pooled = np.concatenate(scores, axis=0)  # (J * S, H, K)
+    table = [[[conformal_quantile(pooled[:, h, k], level) for k in range(K)] for h in range(H)] for level in levels]
+    counts = np.isfinite(pooled).sum(axis=0)
+    if not counts.min():
+        raise DataError("the calibration forecasts left a step without one finite error; train without "
+                        "intervals (--intervals none) or with more data")
+    return {"levels": [float(v) for v in levels], "scale": SCALE, "origins": J, "scores": int(counts.min()),
+            "quantiles": table}
+
+
+def attach(model, table: dict | None) -> None:
+    """Store the table on the model the file is written from (an ensemble's member 0 writes the header)."""
+    target = model.members[0] if hasattr(model, "members") else model
+    target.intervals = table
+
+
+def capped_levels(table: dict) -> list[float]:
+    """Levels whose conformal rank exceeded the calibration's scores (the largest score was used)."""
+    n = table["scores"]
+    return [v for v in table["levels"] if math.ceil(round((n + 1) * v / 100.0, 9)) > n]
+
+
+def check_request(model, asked, horizon: int) -> tuple[float, ...]:
+    """The levels predict --intervals writes, or UsageError (exit 2) when the model cannot give them."""
+    spec = model.spec
+    if spec.quantiles:
+        raise UsageError("--intervals: this is a quantile model (its quantile columns are its band); conformal "
+                         "intervals are for point models so far: leave out --intervals")
+    table = getattr(model, "intervals", None)
+    if not table:
+        raise UsageError("--intervals: this model has no calibrated intervals (trained with --intervals none, or "
+                         "by an older lstm); retrain it with --intervals 80,95, or leave out --intervals")
+    stored = table["levels"]
+    if asked == "all":
+        asked = tuple(stored)
+    missing = [v for v in asked if v not in stored]
+    if missing:
+        raise UsageError(f"--intervals: the model is calibrated for levels {','.join(map(level_name, stored))}, not "
+                         f"{','.join(map(level_name, missing))}; ask for those (or all), or retrain with "
+                         f"--intervals {','.join(map(level_name, asked))}")
+    if horizon > spec.horizon:
+        raise UsageError(f"--intervals: the intervals are calibrated for the trained horizon's {spec.horizon} steps; "
+                         f"forecast at most --horizon {spec.horizon} with them, or retrain with --horizon {horizon}")
+    return tuple(asked)
+
+
+def bounds(model, point: np.ndarray, series, levels) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+    """level -> (lo, hi), each (S, h, K): point -/+ quantile[level, step, k] x scale[series, k] of
+    DATA's history. The quantiles are >= 0, so lo <= point <= hi."""
+    table = model.intervals
+    K = point.shape[2]
+    scale = history_scale(series.values, series.starts, K)[:, None, :]
+    out = {}
+    for level in levels:
+        q = np.asarray(table["quantiles"][table["levels"].index(level)], dtype=np.float64)[None, : point.shape[1]]
+        out[level] = (point - q * scale, point + q * scale)
+    return out
+
+
+MAX_QUANTILES = 1_000_000  # levels x horizon x targets numbers in the header (about 20 MB of JSON)
+
+
+def check_size(levels, horizon: int, n_targets: int) -> None:
+    """Refuse, before training, a table the model header could not hold (UsageError: the options' doing)."""
+    n = len(levels) * horizon * n_targets
+    if n > MAX_QUANTILES:
+        raise UsageError(f"--intervals: {len(levels)} levels x horizon {horizon} x {n_targets} targets = {n:,} "
+                         f"quantiles, more than the {MAX_QUANTILES:,} a model file holds; give fewer levels or "
+                         "--intervals none")
