@@ -450,6 +450,8 @@ def train(data, targets, horizon, out, features, future_features, calendar_optio
 
         raise UsageError("--warm-start -: the old model is read from a file, not stdin; give its path "
                          "(./- for a file named -)")
+    from lstm_cli import intervals
+
     levels = _train_interval_levels(interval_levels, quantiles, calibration_windows)
     stop = StopFlag(time_limit, epochs, out)
     with stop, contextlib.ExitStack() as held:  # from here on a signal gives one line and 130/143
@@ -539,6 +541,7 @@ def train(data, targets, horizon, out, features, future_features, calendar_optio
                                                                      model.spec.season)) else []),
         *([("known ahead", ", ".join(model.spec.future_features + model.spec.derived_columns))]
           if model.spec.has_known else []),
+        *([("intervals", band)] if (band := intervals.summary(model.intervals)) else []),
         ("time", f"{result.seconds:.1f} s"),
     ])
 

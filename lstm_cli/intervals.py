@@ -181,3 +181,15 @@ def check_size(levels, horizon: int, n_targets: int) -> None:
         raise UsageError(f"--intervals: {len(levels)} levels x horizon {horizon} x {n_targets} targets = {n:,} "
                          f"quantiles, more than the {MAX_QUANTILES:,} a model file holds; give fewer levels or "
                          "--intervals none")
+
+
+def summary(table: dict | None) -> str | None:
+    """The train summary's line: the levels, what calibrated them, and levels with too few scores."""
+    if not table:
+        return None
+    text = (f"{','.join(map(level_name, table['levels']))}% conformal, from {table['origins']} origin"
+            f"{'s' if table['origins'] > 1 else ''} ({table['scores']} errors per step)")
+    if capped := capped_levels(table):
+        text += (f"; too few errors for {','.join(map(level_name, capped))}% (the largest is used, coverage not "
+                 "guaranteed): --calibration-windows N for more")
+    return text

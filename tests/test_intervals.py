@@ -225,3 +225,14 @@ def test_train_refuses_an_intervals_table_the_header_cannot_hold_before_training
                  "--out", models["dir"] / "huge.lstm")
     assert result.exit_code == EXIT_USAGE, result.output
     assert "a model file holds" in result.output
+
+
+def test_train_summary_names_the_levels_and_warns_of_too_few_errors_for_a_level(models):
+    table = {"levels": [80.0, 95.0], "origins": 18, "scores": 18}
+    assert intervals.capped_levels(table) == [95.0]  # ceil(19 * 0.95) = 19 > 18 errors
+    assert "too few errors for 95%" in intervals.summary(table)
+    assert "too few" not in intervals.summary({**table, "scores": 19})
+    result = run("train", A10, *[a for a in TINY if a != "-q"], "--horizon", "3", "--out", models["dir"] / "s.lstm",
+                 "--calibration-windows", "4")
+    assert result.exit_code == 0, result.output
+    assert "80,95% conformal, from 4 origins (4 errors per step)" in result.output
