@@ -161,6 +161,9 @@ class TrainProgress:
                       f"epoch {p['epoch']}/{p['epochs']} batch {p['batch']}/{p['batches']}")
         elif kind == "epoch":
             self._epoch(payload)
+        elif kind == "note":
+            self._stop_status()
+            c.note(payload)
         elif kind == "member":  # an ensemble member finished (pipeline.train_ensemble)
             p, r = payload, payload["result"]
             best = r.val_loss[r.best_epoch - 1] if r.best_epoch and r.val_loss else None

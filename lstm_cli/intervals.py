@@ -94,6 +94,10 @@ def calibration_origins(lengths: np.ndarray, horizon: int, lookback: int, val_fr
     return max(1, min(inside, most))
 
 
+class NotCalibrated(Exception):
+    """The calibration forecasts gave no usable errors: the model is kept, without intervals."""
+
+
 def calibrate(model, series, levels, *, val_frac: float, origins: int | None = None) -> dict:
     """The header["intervals"] table of a point model (Forecaster or Ensemble) trained on `series`."""
     from lstm_cli.evaluate import _truncate, known_after_cuts
@@ -116,8 +120,8 @@ def calibrate(model, series, levels, *, val_frac: float, origins: int | None = N
     table = [[[conformal_quantile(pooled[:, h, k], level) for k in range(K)] for h in range(H)] for level in levels]
     counts = np.isfinite(pooled).sum(axis=0)
     if not counts.min():
-        raise DataError("the calibration forecasts left a step without one finite error; train without "
-                        "intervals (--intervals none) or with more data")
+        raise NotCalibrated("the calibration forecasts left a step without one finite error (values too large "
+                            "for the arithmetic?); predict --intervals will refuse this model")
     return {"levels": [float(v) for v in levels], "scale": SCALE, "origins": J, "scores": int(counts.min()),
             "quantiles": table}
 

@@ -415,8 +415,11 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
     model, result = train_on_series(series, req, old=old, notes=warm_notes, on_event=on_event,
                                     should_stop=should_stop, checkpoint_path=ckpt_path, resume=resume, saving=True)
     if model is not None and intervals and not model.spec.quantiles:
-        conformal.attach(model, conformal.calibrate(model, series, intervals, val_frac=req.val_frac,
-                                                    origins=calibration_windows))
+        try:
+            conformal.attach(model, conformal.calibrate(model, series, intervals, val_frac=req.val_frac,
+                                                        origins=calibration_windows))
+        except conformal.NotCalibrated as e:  # the model itself is good: it is saved without intervals
+            on_event("note", f"{shown(series.source)}: no intervals: {e}")
     if model is not None:
         header, arrays = model.to_file_parts()
         modelfile.save(req.out, header, arrays)

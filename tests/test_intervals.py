@@ -236,3 +236,22 @@ def test_train_summary_names_the_levels_and_warns_of_too_few_errors_for_a_level(
                  "--calibration-windows", "4")
     assert result.exit_code == 0, result.output
     assert "80,95% conformal, from 4 origins (4 errors per step)" in result.output
+
+
+def test_a_calibration_without_finite_errors_keeps_the_model_without_intervals(tmp_path):
+    """Values near the float64 limit train (and predict refuses their overflowing forecast), so the
+    calibration's errors are not finite: the train still succeeds, saying the model has no intervals."""
+    from click.testing import CliRunner
+
+    from lstm_cli.cli import cli
+
+    data = tmp_path / "huge.csv"
+    data.write_text("date,y\n" + "".join(f"{2000 + i // 12}-{i % 12 + 1:02d}-01,{1.7e308 if i % 2 else -1.7e308}\n"
+                                         for i in range(40)))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train", str(data), "--target", "y", "--horizon", "3", "--lookback", "6",
+                                 "--epochs", "2", "--hidden", "4", "--threads", "1", "--out", str(tmp_path / "m.lstm")])
+    assert result.exit_code == 0, result.output
+    assert "no intervals" in result.output
+    asked = runner.invoke(cli, ["predict", str(tmp_path / "m.lstm"), str(data), "--intervals", "80"])
+    assert asked.exit_code == 2 and "no calibrated intervals" in asked.output, asked.output
