@@ -2,11 +2,14 @@
 
 After training, the model forecasts the last origins of its own data whose horizon lies in each
 series' validation rows. The absolute error of every step h and target k, divided by the series'
-scale (the mean absolute one-step change of the history the forecast was given), is a score;
-pooled over series and origins, the ceil((n + 1) * level)-th smallest of the n scores of (h, k)
-is the quantile stored for that level. predict adds point -/+ quantile x scale, with the scale of
-the history it is given: the same definition as in calibration, so a series never seen in training
-gets intervals too, and the model file holds levels x horizon x targets numbers, not one per series.
+scale (the mean absolute one-step change of the window the forecast reads: its last `lookback`
+rows), is a score; pooled over series and origins, the ceil((n + 1) * level)-th smallest of the n
+scores of (h, k) is the quantile stored for that level. predict adds point -/+ quantile x scale,
+with the scale of the window it reads: the same definition as in calibration, so a series never
+seen in training gets intervals too, an exported graph (which sees only the window) computes the
+same bounds, and the model file holds levels x horizon x targets numbers, not one per series.
+Models written before the window scale (header scale "history_mean_abs_diff") scale by the whole
+history given, as they were calibrated.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import numpy as np
 from lstm_cli.errors import DataError, UsageError
 
 DEFAULT_LEVELS = (80.0, 95.0)
-SCALE = "history_mean_abs_diff"  # header["intervals"]["scale"]: how predict scales the quantiles
+SCALE = "window_mean_abs_diff"  # header["intervals"]["scale"]: how predict scales the quantiles
+HISTORY_SCALE = "history_mean_abs_diff"  # models calibrated before the window scale (still read)
+SCALES = (SCALE, HISTORY_SCALE)
 
 
 def parse_levels(text: str, option: str, allow_all: bool = False):
@@ -76,6 +81,22 @@ def history_scale(values: np.ndarray, starts: np.ndarray, n_targets: int) -> np.
     return out
 
 
+def window_scale(values: np.ndarray, starts: np.ndarray, n_targets: int, lookback: int) -> np.ndarray:
+    """history_scale of each series' last `lookback` rows: the window the forecast reads."""
+    lengths = np.diff(starts)
+    take = np.minimum(lengths, lookback)
+    index = np.concatenate([np.arange(starts[s + 1] - take[s], starts[s + 1]) for s in range(len(lengths))]
+                           + [np.zeros(0, dtype=np.int64)]).astype(np.int64)
+    return history_scale(values[index], np.concatenate([[0], np.cumsum(take)]).astype(np.int64), n_targets)
+
+
+def series_scale(table: dict, values: np.ndarray, starts: np.ndarray, n_targets: int, lookback: int) -> np.ndarray:
+    """(S, K) the scale the table's quantiles are in units of, for the history given."""
+    if table.get("scale") == HISTORY_SCALE:
+        return history_scale(values, starts, n_targets)
+    return window_scale(values, starts, n_targets, lookback)
+
+
 def calibration_origins(lengths: np.ndarray, horizon: int, lookback: int, val_frac: float,
                         asked: int | None) -> int:
     """How many origins calibrate: cut = n - horizon - j for j = 0 .. val_rows - horizon (the horizons
@@ -114,7 +135,7 @@ def calibrate(model, series, levels, *, val_frac: float, origins: int | None = N
                                      future=known_after_cuts(series, cuts, spec, H))
         index = series.starts[:-1, None] + cuts[:, None] + np.arange(H)[None, :]
         actual = series.values[index][..., :K]  # (S, H, K)
-        scale = history_scale(history.values, history.starts, K)
+        scale = window_scale(history.values, history.starts, K, spec.lookback)
         scores.append(np.abs(actual - forecast[..., 0]) / scale[:, None, :])
     pooled = np.concatenate(scores, axis=0)  # (J * S, H, K)
     table = [[[conformal_quantile(pooled[:, h, k], level) for k in range(K)] for h in range(H)] for level in levels]
@@ -162,12 +183,14 @@ def check_request(model, asked, horizon: int) -> tuple[float, ...]:
     return tuple(asked)
 
 
-def bounds(model, point: np.ndarray, series, levels) -> dict[float, tuple[np.ndarray, np.ndarray]]:
-    """level -> (lo, hi), each (S, h, K): point -/+ quantile[level, step, k] x scale[series, k] of
-    DATA's history. The quantiles are >= 0, so lo <= point <= hi."""
+def bounds(model, forecast: np.ndarray, series, levels) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+    """level -> (lo, hi), each (S, h, K), for the forecast (S, h, K, n quantiles: 1 for a point
+    model) of `series` (the history it was made from): point -/+ quantile[level, step, k] x
+    scale[series, k] of the window read. The quantiles are >= 0, so lo <= point <= hi."""
     table = model.intervals
+    point = forecast[..., 0]
     K = point.shape[2]
-    scale = history_scale(series.values, series.starts, K)[:, None, :]
+    scale = series_scale(table, series.values, series.starts, K, model.spec.lookback)[:, None, :]
     out = {}
     for level in levels:
         q = np.asarray(table["quantiles"][table["levels"].index(level)], dtype=np.float64)[None, : point.shape[1]]

@@ -1078,7 +1078,7 @@ def _intervals(table, horizon: int, n_targets: int, quantile_model: bool) -> Non
         _num(v, f"intervals.levels[{i}]", 0.0, 100.0)
         if v in (0, 100) or (i and v <= levels[i - 1]):
             raise _bad("intervals.levels", "must be strictly increasing levels in (0, 100)")
-    _choice(table["scale"], "intervals.scale", {intervals.SCALE})
+    _choice(table["scale"], "intervals.scale", set(intervals.SCALES))
     _int(table["origins"], "intervals.origins", 1, limits.MAX_STEPS)
     _int(table["scores"], "intervals.scores", 1, _INT64 - 1)
     q = table["quantiles"]

@@ -706,7 +706,7 @@ def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int |
             col += 1
     if levels:
         columns = columns[: len(columns) - len(value_cols)]
-        for level, (lo, hi) in conformal.bounds(model, values[..., 0], series, levels).items():
+        for level, (lo, hi) in conformal.bounds(model, values, series, levels).items():
             lo, hi = frame.output_floats(lo, model.network.arch.dtype, precision), \
                 frame.output_floats(hi, model.network.arch.dtype, precision)
             for k, target in enumerate(spec.targets):

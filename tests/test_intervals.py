@@ -107,7 +107,7 @@ def test_intervals_cover_gaussian_noise_at_their_nominal_levels(tmp_path):
         history = _truncate(everything, np.full(4, cut))
         point, _ = model.forecast(history.ids, history.values, history.starts, H)
         actual = everything.values[everything.starts[:-1, None] + cut + np.arange(H)][..., :1]
-        for level, (lo, hi) in intervals.bounds(model, point[..., 0], history, (80.0, 95.0)).items():
+        for level, (lo, hi) in intervals.bounds(model, point, history, (80.0, 95.0)).items():
             hits[level].append((lo <= actual) & (actual <= hi))
     for level, h in hits.items():
         coverage = 100 * np.mean(h)
@@ -255,3 +255,22 @@ def test_a_calibration_without_finite_errors_keeps_the_model_without_intervals(t
     assert "no intervals" in result.output
     asked = runner.invoke(cli, ["predict", str(tmp_path / "m.lstm"), str(data), "--intervals", "80"])
     assert asked.exit_code == 2 and "no calibrated intervals" in asked.output, asked.output
+
+
+def test_window_scale_reads_only_the_last_lookback_rows_of_each_series():
+    values = np.array([[0.0], [10.0], [11.0], [13.0], [5.0], [5.0], [6.0]])
+    scale = intervals.window_scale(values, np.array([0, 4, 7]), 1, 3)
+    assert scale[:, 0].tolist() == [1.5, 0.5]  # |11-10|,|13-11| ; |5-5|,|6-5| (the jump 0->10 is outside)
+
+
+def test_a_model_calibrated_on_the_history_scale_keeps_it(models):
+    model, _ = load_model(str(models["point"]))
+    series = frame.read_series(str(A10), targets=(TARGET,))
+    point, _ = model.forecast(series.ids, series.values, series.starts, model.spec.horizon)
+    window = intervals.bounds(model, point, series, (80.0,))[80.0]
+    model.intervals = dict(model.intervals, scale=intervals.HISTORY_SCALE)
+    history = intervals.bounds(model, point, series, (80.0,))[80.0]
+    q = np.array(model.intervals["quantiles"][0])[None]
+    full = intervals.history_scale(series.values, series.starts, 1)[:, None, :]
+    np.testing.assert_allclose(history[1] - point[..., 0], q * full)
+    assert not np.allclose(window[1], history[1])
