@@ -572,7 +572,10 @@ def export(model, fmt, out, quiet):
     from lstm_cli.export import export_model
 
     done = export_model(model, fmt, out)
-    Console(quiet).line(f"lstm: exported {shown(model)} to {'stdout' if out == '-' else shown(out)} ({fmt}, {done['bytes']:,} bytes)")
+    console = Console(quiet)
+    for note in done["notes"]:
+        console.note(note)
+    console.line(f"lstm: exported {shown(model)} to {'stdout' if out == '-' else shown(out)} ({fmt}, {done['bytes']:,} bytes)")
 
 
 def _parse_now(text: str | None) -> int | None:

@@ -43,6 +43,21 @@ xs before anything else (the network, anchor and blend see the residual), and th
 step's scaled known inputs is added to the scaled forecast (after the recursive feedback, which
 is the residual).
 
+Conformal intervals (lstm_cli.intervals; header "intervals", metadata "intervals"): with x the
+raw window above (an ensemble's: its longest member's lookback) and the table's quantiles
+Q[level][step][target],
+
+    s[k] = mean over rows j >= 1 of |x[j, k] - x[j - 1, k]|   target k; 1 where 0, not finite, or lookback 1
+    w    = Q[level, step, k] x s[k]
+    "absolute" (point models):  lower = p - w, upper = p + w       p: the forecast (point_column)
+    "cqr" (quantile models):    lower = min(q_lo - w, p), upper = max(q_hi + w, p)
+                                q_lo, q_hi: the forecast's quantiles (1 -/+ level / 100) / 2 (band_columns)
+
+computed from the forecast after the ensemble's median and in original units. The ONNX graph has
+them as outputs `lower` and `upper` [batch, horizon, targets, levels]; models calibrated on the
+whole history's scale ("history_mean_abs_diff", written before the window scale) have none there
+(the graph sees only the window), but JSON and NPZ carry their table all the same.
+
 Gate order: the model (like torch) stacks the LSTM's four gates as i, f, g, o; ONNX's LSTM
 operator wants i, o, f, c, so the ONNX export reorders the 4H rows. A GRU stacks r, z, n; ONNX's
 GRU operator wants z, r, h, with linear_before_reset=1 (torch's placement of the reset gate).
@@ -58,6 +73,7 @@ import sys
 import numpy as np
 
 from lstm_cli import __version__, atomic, cells, modelfile, windows
+from lstm_cli import intervals as conformal
 from lstm_cli.errors import MissingDependencyError, ModelFileError, UsageError
 
 FORMATS = ("onnx", "json", "npz")
@@ -160,7 +176,71 @@ def metadata(header: dict) -> dict:
         "output_layout": "[step][target][quantile]",
         "created": header.get("created"),
         "lstm_version": header.get("lstm_version"),
+        **({"intervals": table} if (table := interval_table(header)) else {}),  # none: the export is as before
     }
+
+
+INTERVALS_LAYOUT = "[level][step][target]"  # metadata intervals.quantiles
+BOUNDS_LAYOUT = "[step][target][level]"  # the ONNX outputs lower and upper, after the batch axis
+
+
+def point_column(quantiles) -> int:
+    """The forecast's quantile column the intervals are built around (intervals.point_index): 0 for
+    a point model, the middle of a quantile grid (nq // 2: the median, as recursive rolling takes it)."""
+    return max(1, len(quantiles)) // 2
+
+
+def band_columns(quantiles, levels) -> list[list[int]]:
+    """[[column of (1 - level / 100) / 2, column of its mirror], ...] of a quantile grid, per level: the
+    band a cqr table widens (or narrows). ModelFileError when the grid lacks a level's pair."""
+    from lstm_cli.metrics import interval_levels
+
+    pairs = {float(label): [lo, hi] for lo, hi, label in interval_levels(quantiles)}
+    out = []
+    for level in levels:
+        found = [pair for central, pair in pairs.items() if abs(central - float(level)) < 1e-6]
+        if not found:
+            raise ModelFileError(f"the model's intervals are conformalized quantiles at level {level:g}%, but its "
+                                 f"quantiles {list(quantiles)} have no pair for that level; the file is damaged: "
+                                 "retrain the model")
+        out.append(found[0])
+    return out
+
+
+def interval_table(header: dict) -> dict | None:
+    """The conformal table (header "intervals") as every export carries it, or None without one:
+    levels, method ("absolute", also for files written before "method" existed; "cqr"), scale,
+    origins, scores, quantiles [level][step][target], and the forecast columns the bounds start
+    from (point_column, and for cqr band_columns), so a client computes what predict --intervals does."""
+    table = header.get("intervals")
+    if not table:
+        return None
+    quantiles = header["data"]["quantiles"]
+    method = table.get("method", "absolute")
+    out = {"levels": [float(v) for v in table["levels"]], "method": method, "scale": table["scale"],
+           "origins": table["origins"], "scores": table["scores"], "quantiles": table["quantiles"],
+           "quantiles_layout": INTERVALS_LAYOUT, "point_column": point_column(quantiles)}
+    if method == "cqr":
+        out["band_columns"] = band_columns(quantiles, table["levels"])
+    return out
+
+
+NO_BOUNDS_NOTE = ("the model's intervals are scaled by each series' whole history (it was calibrated by an older "
+                  "lstm), which the ONNX graph cannot compute from its window: the graph has no lower/upper "
+                  "outputs (the JSON and NPZ exports carry the table); retrain the model for bounds in the graph")
+
+
+def graph_has_bounds(table: dict | None) -> bool:
+    """Whether the ONNX graph can compute the table's bounds: only from the window's own scale."""
+    return bool(table) and table["scale"] == conformal.SCALE
+
+
+def export_notes(header: dict, fmt: str) -> list[str]:
+    """What the export command says on stderr: an ONNX graph without the bounds the model has."""
+    table = header.get("intervals")
+    if fmt == "onnx" and table and not graph_has_bounds(table):
+        return [NO_BOUNDS_NOTE]
+    return []
 
 
 COMBINATION = "median"  # how an ensemble's members' forecasts combine (model.Ensemble.forecast)
@@ -190,7 +270,8 @@ def ensemble_metadata(parts: list[tuple[dict, dict | None]]) -> dict:
 
 def member_metadata(header: dict) -> dict:
     """An ensemble member's metadata in the JSON export: metadata() without the series lists (the
-    ensemble's, in its own metadata)."""
+    ensemble's, in its own metadata). Its "intervals" repeat the ensemble's: they calibrate the
+    combined forecast, not the member's."""
     return {k: v for k, v in metadata(header).items() if k not in ("ids", "last_time")}
 
 
@@ -226,6 +307,7 @@ def to_json_text(header: dict, arrays) -> str:
 def to_npz_bytes(header: dict, arrays) -> bytes:
     """The NPZ export: the state_dict arrays (model dtype), scaler.loc and scaler.scale
     (float64), and `metadata_json`, a 0-d unicode array; loads with np.load(allow_pickle=False).
+    The metadata is the JSON export's (a model's conformal table too: metadata "intervals").
     An ensemble's member i has its state_dict under "member{i}." (member0.lstm.weight_ih_l0, ...)."""
     parts = members_of(header, arrays)
     if len(parts) == 1:
@@ -288,7 +370,7 @@ def onnx_doc(header: dict) -> str:
         cell = ONNX_OP[a["cell"]]
         return "\n".join([f"{cell} forecaster exported by lstm-cli {__version__}: {a['num_layers']} x "
                           f"{cell}({a['hidden_size']}) + dense head, scaling inside the graph.",
-                          *_onnx_io_doc(header), *_onnx_member_doc(header),
+                          *_onnx_io_doc(header), *_onnx_bounds_doc(header), *_onnx_member_doc(header),
                           "Scaling and un-scaling run in float64 with the model's exact loc/scale."])
     longest = max(h["data"]["lookback"] for h, _ in parts)
     lines = [f"Ensemble of {len(parts)} forecasters exported by lstm-cli {__version__}: every member's graph side "
@@ -300,8 +382,30 @@ def onnx_doc(header: dict) -> str:
         lines.append(f"Member {i}: {a['num_layers']} x {cell}({a['hidden_size']}) + dense head, lookback {L} (the "
                      f"last {L} rows of x), scaling {h['data']['scaling']}."
                      + "".join(f" {line}" for line in _onnx_member_doc(h)))
+    lines += _onnx_bounds_doc(header)
     lines.append("Scaling and un-scaling run in float64 with the model's exact loc/scale, and so does the median.")
     return "\n".join(lines)
+
+
+def _onnx_bounds_doc(header: dict) -> list[str]:
+    """The doc_string's lines on the outputs lower and upper (or why a model with intervals has none)."""
+    table = interval_table(header)
+    if not table:
+        return []
+    if not graph_has_bounds(table):
+        return [f"No lower/upper outputs: {NO_BOUNDS_NOTE}."]
+    d = header["data"]
+    shape = f"[batch, {d['horizon']}, {len(d['targets'])}, {len(table['levels'])}]"
+    scale = ("with s[k] the mean absolute one-step change of target k over the rows of x (1 where it is 0 or not "
+             "finite) and Q the calibration's quantiles (initializer interval_quantiles, [step][target][level])")
+    if table["method"] == "cqr":
+        rule = (f"lower = min(q_lo - Q s, p), upper = max(q_hi + Q s, p), {scale}, q_lo and q_hi the forecast's "
+                f"quantiles (1 -/+ level / 100) / 2 (metadata intervals band_columns) and p its quantile "
+                f"{d['quantiles'][table['point_column']]:g} (conformalized quantiles: never crossing p)")
+    else:
+        rule = f"lower = forecast - Q s, upper = forecast + Q s, {scale}"
+    return [f"Outputs lower and upper: float32 {shape}, the split-conformal intervals at levels "
+            f"{[float(v) for v in table['levels']]} percent (metadata interval_levels) around the forecast: {rule}."]
 
 
 def ensemble_rule(n: int) -> str:
@@ -464,12 +568,17 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
     else:
         y = _onnx_median(g, parts, lookback)
 
+    table = interval_table(header)
+    bounds = _onnx_bounds(g, table, y, K) if graph_has_bounds(table) else ()  # from the combined forecast
+
     # --- the output: float32, without the quantile axis for point models ----------------------
     if nq:
         g.node("Cast", [y], "forecast", to=TensorProto.FLOAT)
     else:
         g.node("Squeeze", [g.node("Cast", [y], "forecast_4d", to=TensorProto.FLOAT),
                            g.const("axes_3", np.array([3], np.int64))], "forecast")
+    for name, value in zip(("lower", "upper"), bounds, strict=False):
+        g.node("Cast", [value], name, to=TensorProto.FLOAT)
 
     cols = known_inputs(d)
     n_x = len(cols["columns"]) + len(cols["derived_columns"])  # the graph adds the horizon flag
@@ -480,15 +589,53 @@ def to_onnx_bytes(header: dict, arrays) -> bytes:
         inputs.append(helper.make_tensor_value_info("future", TensorProto.FLOAT,
                                                     ["batch", horizon, len(cols["known_columns"])]))
     out_shape = ["batch", horizon, K] + ([nq] if nq else [])
-    graph = helper.make_graph(g.nodes, "lstm_forecaster", inputs,
-                              [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, out_shape)],
-                              initializer=g.inits)
+    outputs = [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, out_shape)]
+    if bounds:
+        band_shape = ["batch", horizon, K, len(table["levels"])]
+        outputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, band_shape) for name in ("lower", "upper")]
+    graph = helper.make_graph(g.nodes, "lstm_forecaster", inputs, outputs, initializer=g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
                               ir_version=ONNX_IR_VERSION, producer_name="lstm-cli",
                               producer_version=__version__, doc_string=onnx_doc(header))
     helper.set_model_props(model, onnx_metadata_props(meta))
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def _onnx_bounds(g: _GraphBuilder, table: dict, y: str, K: int) -> tuple[str, str]:
+    """lower and upper (B, horizon, K, levels) float64 of the forecast y (B, horizon, K, max(nq, 1))
+    float64, as intervals.bounds computes them: the quantiles x the scale of the raw window x (its
+    target columns' mean absolute one-step change, 1 where that is 0 or not finite), subtracted
+    from / added to the point (absolute), or to the band's quantiles and clamped at the point (cqr).
+    x is the graph's input: an ensemble's is its longest lookback, as its spec's (what predict reads)."""
+    from onnx import TensorProto
+
+    const, node = g.const, g.node
+
+    def ints(name: str, *values: int) -> str:
+        return const(f"interval_{name}", np.array(values, np.int64))
+
+    targets = node("Cast", [node("Slice", ["x", ints("zero", 0), ints("n_targets", K), ints("axes_2", 2)],
+                                 "interval_x_targets")], "interval_x_targets_f64", to=TensorProto.DOUBLE)
+    later = node("Slice", [targets, ints("one", 1), ints("int64_max", np.iinfo(np.int64).max), ints("axes_1", 1)],
+                 "interval_x_later")
+    earlier = node("Slice", [targets, ints("zero", 0), ints("minus_one", -1), ints("axes_1", 1)], "interval_x_earlier")
+    mean_step = node("ReduceMean", [node("Abs", [node("Sub", [later, earlier], "interval_x_steps")],
+                                         "interval_x_abs_steps")], "interval_mean_abs_step", axes=[1], keepdims=1)
+    usable = node("And", [node("Greater", [mean_step, const("interval_zero_f64", np.array(0.0))], "interval_positive"),
+                          node("Not", [node("IsInf", [mean_step], "interval_infinite")], "interval_finite")],
+                  "interval_usable")  # NaN is not > 0: an empty mean (lookback 1) or a NaN window falls back too
+    scale = node("Where", [usable, mean_step, const("interval_one_f64", np.array(1.0))], "interval_scale")  # (B, 1, K)
+    scale = node("Unsqueeze", [scale, ints("axes_3", 3)], "interval_scale_4d")  # (B, 1, K, 1)
+    quantiles = np.transpose(np.asarray(table["quantiles"], dtype=np.float64), (1, 2, 0))  # (horizon, K, levels)
+    width = node("Mul", [scale, const("interval_quantiles", np.ascontiguousarray(quantiles))], "interval_width")
+    point = node("Gather", [y, ints("point_column", table["point_column"])], "interval_point", axis=3)  # (B, h, K, 1)
+    if table["method"] != "cqr":
+        return (node("Sub", [point, width], "interval_lower_f64"), node("Add", [point, width], "interval_upper_f64"))
+    low, high = (node("Gather", [y, ints(f"band_{side}_columns", *(pair[i] for pair in table["band_columns"]))],
+                      f"interval_band_{side}", axis=3) for i, side in enumerate(("lo", "hi")))  # (B, h, K, levels)
+    return (node("Min", [node("Sub", [low, width], "interval_band_lo_widened"), point], "interval_lower_f64"),
+            node("Max", [node("Add", [high, width], "interval_band_hi_widened"), point], "interval_upper_f64"))
 
 
 def _onnx_median(g: _GraphBuilder, parts: list[tuple[dict, dict]], lookback: int) -> str:
@@ -704,7 +851,8 @@ def _onnx_forecast(g: _GraphBuilder, header: dict, arrays, x: str) -> str:
 def onnx_metadata_props(meta: dict) -> dict[str, str]:
     """metadata_props from metadata(header) (or ensemble_metadata: no cell or scaling of its own,
     "combination" and "members" instead): strings; numbers, lists and null as JSON; ids and
-    last_time only for at most 10000 series."""
+    last_time only for at most 10000 series; for a model with intervals, their table (without the
+    quantiles), the graph's outputs, and the levels and layout of lower and upper."""
     props = {key: meta[key] for key in ("cell", "targets", "features", "time_col", "id_col", "freq", "step",
                                          "time_kind", "lookback", "horizon", "quantiles", "strategy", "scaling",
                                          "season", "blend", "dtype", "output_layout", "created", "lstm_version")
@@ -722,6 +870,13 @@ def onnx_metadata_props(meta: dict) -> dict[str, str]:
         props["future_columns"] = meta["known_columns"]  # what input future holds, per forecast step
     if "members" in meta:
         props["combination"], props["members"] = meta["combination"], meta["members"]
+    if table := meta.get("intervals"):  # the table without its quantiles (the graph's initializer interval_quantiles)
+        props["intervals"] = {k: v for k, v in table.items() if k != "quantiles"}
+        if graph_has_bounds(table):
+            props["outputs"] = ["forecast", "lower", "upper"]
+            props["interval_levels"], props["bounds_layout"] = table["levels"], BOUNDS_LAYOUT
+        else:
+            props["outputs"], props["intervals_note"] = ["forecast"], NO_BOUNDS_NOTE
     if any(m["dtype"] == "float64" for m in meta.get("members", [meta])):
         props["note"] = "weights cast from float64 to float32 (onnxruntime's recurrent operators have no double kernel)"
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in props.items()}
@@ -763,7 +918,7 @@ def _write_stdout(data: bytes, fmt: str) -> None:
 def export_model(model_path, fmt: str, out) -> dict:
     """Load the model file (read-only; never modified), build `fmt` and write it to `out`
     atomically under the output lock: on any failure `out` is left as it was. `out` "-" is
-    stdout. Returns a small summary {"format", "out", "bytes"}."""
+    stdout. Returns a small summary {"format", "out", "bytes", "notes"} (notes: for stderr)."""
     if fmt not in BUILDERS:
         raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     to_stdout = str(out) == STDOUT
@@ -775,10 +930,11 @@ def export_model(model_path, fmt: str, out) -> dict:
         _import_onnx()  # a missing extra fails before any work
     header, arrays = modelfile.load(model_path)
     content = BUILDERS[fmt](header, arrays)
+    notes = export_notes(header, fmt)
     data = content.encode() if isinstance(content, str) else content
     if to_stdout:
         _write_stdout(data, fmt)
     else:
         with atomic.output_lock(out):
             atomic.atomic_write(out, data)
-    return {"format": fmt, "out": str(out), "bytes": len(data)}
+    return {"format": fmt, "out": str(out), "bytes": len(data), "notes": notes}
