@@ -706,13 +706,11 @@ def predict(model, data, out, horizon, fmt, future_path, sep, missing, threads, 
 
     levels = () if interval_levels is None else intervals.parse_levels(interval_levels, "--intervals", allow_all=True)
     if engine == "dask":
-        if levels:
-            raise click.UsageError("--intervals: --engine dask does not write intervals yet; use --engine local")
         if future_path is not None:
             raise click.UsageError("--engine dask reads future rows from DATA itself (after each series' last "
                                    "value); leave out --future")
         _predict_dask(model, data, out, horizon, fmt, sep, missing, threads, max_age, now, provenance, scheduler,
-                      quiet, precision=precision, excel_safe=excel_safe)
+                      quiet, precision=precision, excel_safe=excel_safe, intervals=levels)
         return
     if out and out != "-":  # before any work; never over the model or the input
         from lstm_cli import atomic
@@ -744,7 +742,7 @@ def predict(model, data, out, horizon, fmt, future_path, sep, missing, threads, 
 
 
 def _predict_dask(model, data, out, horizon, fmt, sep, missing, threads, max_age, now, provenance, scheduler, quiet,
-                  precision=None, excel_safe=False):
+                  precision=None, excel_safe=False, intervals=()):
     from lstm_cli import engine_dask
     from lstm_cli.console import Console
 
@@ -763,7 +761,7 @@ def _predict_dask(model, data, out, horizon, fmt, sep, missing, threads, max_age
     notes, meta = engine_dask.predict_dask(model, data, out, scheduler=scheduler, horizon=horizon, sep=sep,
                                            missing=missing, threads=threads, max_age=max_age,
                                            now_ns=_parse_now(now), provenance=provenance, precision=precision,
-                                           excel_safe=excel_safe, on_progress=progress)
+                                           excel_safe=excel_safe, intervals=intervals, on_progress=progress)
     for n in notes:
         console.note(n)
     console.line(f"lstm: {meta['series']:,} series forecast in {meta['seconds']:.1f}s -> {shown(out)}")
@@ -832,6 +830,11 @@ def info(model, fmt):
                    "table on stderr).")
 @click.option("--fail-if-worse-than", "gate", type=click.Choice(["naive", "seasonal_naive", "theta"]),
               help="Exit 3 when the model's MASE is worse than this baseline's (a retrain gate for cron).")
+@click.option("--fail-if-coverage-below", "coverage_gates", multiple=True, metavar="LEVEL[:MIN]",
+              help="Exit 3 when the model's LEVEL% interval covers less than MIN% of the actuals overall "
+                   "[MIN: LEVEL], e.g. 80 or 95:90; repeatable. Exit 2 (before any work) for a level the model "
+                   "has no interval of. With --fail-if-worse-than both are checked, the MASE gate's failure "
+                   "named first.")
 @click.option("--refit", is_flag=True,
               help="At every origin, train a new model on the rows before it only (the options recorded in "
                    "MODEL), then forecast: an honest backtest of the training, one origin at a time.")
@@ -850,8 +853,8 @@ def info(model, fmt):
 @click.option("--excel-safe", is_flag=True,
               help="--format csv for spreadsheets: put ' before ids and names that start with = + - @ (or a tab).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and the data on stdout).")
-def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, sep, missing, threads, engine,
-             scheduler, excel_safe, quiet):
+def evaluate(model, data, backtests, step, season, fmt, gate, coverage_gates, refit, plot_path, sep, missing, threads,
+             engine, scheduler, excel_safe, quiet):
     """Score MODEL on the end of every series in DATA, next to the naive baselines.
 
     Holds out the last horizon of each series (or --backtest N rolling origins), forecasts it
@@ -860,10 +863,15 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
     seasonally adjusted data). MASE is scaled by the in-sample seasonal-naive
     error, so below 1 beats it in-sample; skill = 1 - MASE(lstm) / MASE(baseline).
 
+    A model with intervals (train --intervals, on by default) has its conformal bands scored
+    at every level (coverage_80, width_80, winkler_80), next to the seasonal naive's band from
+    its own past errors; a quantile model without a table, its central quantile pairs.
+
     \b
     Example:
       lstm evaluate a10.lstm sample_data/a10_monthly.csv --backtest 3
       lstm evaluate a10.lstm new.csv --format json --fail-if-worse-than seasonal_naive
+      lstm evaluate a10.lstm new.csv --backtest 6 --fail-if-coverage-below 80:75 --fail-if-coverage-below 95
       lstm evaluate a10.lstm sample_data/a10_monthly.csv --backtest 3 --refit --plot a10.png
       lstm evaluate m.lstm 'data/*.csv.gz' --engine dask --scheduler tcp://host:8786 --format json
     """
@@ -879,7 +887,9 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
                                + ("--refit trains one model on all series per origin" if refit else
                                   "the plot draws history rows kept in this process") + ")")
     from lstm_cli import modelfile
+    from lstm_cli.evaluate import parse_coverage_gate
 
+    coverage_gates = tuple(parse_coverage_gate(text) for text in coverage_gates)  # bad text: exit 2 at once
     os.close(modelfile._open_model(model)[0])  # a missing model (or MODEL -): refused before any work
     if plot_path:  # before any work: a hopeless path, suffix or a missing matplotlib fail at once
         from lstm_cli import atomic
@@ -892,7 +902,7 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
     from lstm_cli.console import Console
     from lstm_cli.errors import DataError, WorseThanBaseline
     from lstm_cli.evaluate import INTERVAL_SCORES, METRIC_NAMES, evaluate_from_csv, known_inputs_text
-    from lstm_cli.metrics import interval_levels
+    from lstm_cli.intervals import level_name
     from lstm_cli.plot import PANEL_LIMIT
 
     console = Console(quiet)
@@ -912,11 +922,13 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
         from lstm_cli import engine_dask
 
         ev = engine_dask.evaluate_dask(model, data, backtests=backtests, step=step, season=season, sep=sep,
-                                       missing=missing, threads=threads, scheduler=scheduler, on_progress=partitions)
+                                       missing=missing, threads=threads, scheduler=scheduler,
+                                       coverage_gates=coverage_gates, on_progress=partitions)
     else:
         ev = evaluate_from_csv(model, data, backtests=backtests, step=step, season=season, sep=sep,
                                missing=missing, threads=threads, refit=refit,
-                               plot_panels=PANEL_LIMIT if plot_path else 0, on_progress=progress)
+                               plot_panels=PANEL_LIMIT if plot_path else 0, coverage_gates=coverage_gates,
+                               on_progress=progress)
     for n in ev.notes:
         console.note(n)
     overall = ev.overall()
@@ -929,7 +941,7 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
         doc = {"header": {"model": model, "data": data, "horizon": ev.horizon, "origins": ev.origins,
                           "step": ev.step, "season": ev.season, "mode": ev.mode,
                           "in_sample_series": ev.in_sample_series(), "known_inputs": ev.known_inputs,
-                          "future_rows_not_scored": ev.future_rows},
+                          "future_rows_not_scored": ev.future_rows, "intervals": ev.intervals_header()},
                "overall": {m: {k: num(v) for k, v in d.items()} for m, d in overall.items()},
                "skill": {b: num(ev.skill(b)) for b in ("naive", "seasonal_naive", "theta")},
                "records": [{k: (num(v) if isinstance(v, float) else v) for k, v in r.items()} for r in ev.records]}
@@ -939,7 +951,7 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
         rows = {c: [r.get(c, "") for r in ev.records] for c in columns}
         sys.stdout.write(frame.write_csv_text(rows, columns, excel_safe=excel_safe))
     rows = []
-    levels = [label for _, _, label in interval_levels(ev.quantiles)]
+    levels = ev.interval_labels()
     level_keys = {f"{name}_{label}" for label in levels for name in INTERVAL_SCORES}
     for method, scores in overall.items():
         shown_value = lambda v: "-" if v != v else f"{v:.4g}"  # noqa: E731 - nan (undefined): '-', as JSON's null
@@ -951,6 +963,10 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
         rows.append((f"{label}% interval", "   ".join(
             f"{method} " + "  ".join(f"{name} {shown_value(scores[f'{name}_{label}'])}" for name in INTERVAL_SCORES)
             for method, scores in overall.items() if f"coverage_{label}" in scores)))
+    if levels:
+        rows.append(("intervals", ("lstm: conformal (the model's calibration table)" if ev.interval_kind == "conformal"
+                                   else "lstm: its quantile pairs (q, 1 - q)")
+                     + "; seasonal_naive: its own past errors"))
     for b in ("naive", "seasonal_naive", "theta"):
         skill = ev.skill(b)
         rows.append((f"skill vs {b}", "-  (undefined: a MASE is undefined or 0)" if skill != skill
@@ -974,6 +990,7 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
         with atomic.output_lock(plot_path):
             atomic.atomic_write(plot_path, picture)
         console.line(f"lstm: plot written to {shown(plot_path)}")
+    failed = []  # every gate is checked: the MASE gate first, then each coverage gate as given
     if gate:
         m_model, m_base = overall["lstm"]["mase"], overall[gate]["mase"]
         if m_model != m_model or m_base != m_base:  # nan: MASE's scale, the in-sample naive error, is 0
@@ -981,7 +998,19 @@ def evaluate(model, data, backtests, step, season, fmt, gate, refit, plot_path, 
                             "(the history of every series is constant or repeats exactly, so the naive error MASE "
                             "divides by is 0); gate on data that varies, or without --fail-if-worse-than")
         if not (m_model <= m_base):
-            raise WorseThanBaseline(f"MASE {m_model:.4g} of the model is worse than {m_base:.4g} of {gate}")
+            failed.append(f"MASE {m_model:.4g} of the model is worse than {m_base:.4g} of {gate}")
+    for level, minimum in coverage_gates:
+        name = level_name(level)
+        found = overall["lstm"].get(f"coverage_{name}", float("nan"))
+        if found != found:  # nan: no origin gave a band (a refit origin not calibrated, a forecast that overflows)
+            raise DataError(f"{'<stdin>' if data == '-' else data}: --fail-if-coverage-below {name}: the coverage of "
+                            f"the {name}% interval is undefined (no origin gave the model a finite {name}% band: see "
+                            "the notes); gate on data the model forecasts, or without --fail-if-coverage-below")
+        if found < minimum - 1e-9:  # a mean of per-record percentages: rounding must not fail 80.0
+            failed.append(f"the {name}% interval covered {found:.4g}% of the actuals, below the minimum "
+                          f"{minimum:g}%")
+    if failed:
+        raise WorseThanBaseline("; ".join(failed))
 
 
 @cli.command()

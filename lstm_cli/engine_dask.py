@@ -160,7 +160,7 @@ def _forecast_partition(part, model_bytes: bytes, opts: dict, partition_info=Non
     series = _named(series, opts["source"])  # messages as the local engine words them
     prov = pipeline.Provenance(*opts["provenance"]) if opts["provenance"] else None
     columns, rows, notes = pipeline.predict_series(series, model, horizon=opts["horizon"], provenance=prov,
-                                                   precision=opts.get("precision"))
+                                                   precision=opts.get("precision"), intervals=opts.get("intervals", ()))
     notes = [n.replace("<stdin>", source) for n in notes]
     newest = int(series.times[series.starts[1:] - 1].max())
     text = frame.write_csv_text(rows, columns, excel_safe=opts.get("excel_safe", False))
@@ -393,12 +393,14 @@ def predict_dask(model_path: str, data: str, out: str, *, scheduler: str | None 
                  horizon: int | None = None, sep: str = ",", missing: str = "interpolate",
                  threads: int | None = None, max_age: float | None = None, now_ns: int | None = None,
                  provenance: bool = False, precision: int | None = None, excel_safe: bool = False,
-                 npartitions: int | None = None, blocksize="64MB", retries: int = 2, n_workers: int | None = None,
+                 intervals=(), npartitions: int | None = None, blocksize="64MB", retries: int = 2, n_workers: int | None = None,
                  on_progress: Callable[[int, int, int], None] = lambda done, total, series: None):
     """Forecast every series of data (path or glob; CSV, gzip or Parquet) on a dask cluster
     (`scheduler` address, else a LocalCluster of one single-threaded worker process per core)
     and write the forecast CSV to out (one file if it ends in .csv, else a directory of part
-    files). Returns (notes, meta). on_progress(done, total, series) after every partition."""
+    files). Returns (notes, meta). on_progress(done, total, series) after every partition.
+    intervals: predict --intervals' levels (or "all"), checked against the model before any work;
+    each partition adds the bounds of its own series (each from its own window, as locally)."""
     t0 = time.perf_counter()
     dask, dd, distributed = _import_dask()
     if not out or out == "-":
@@ -409,9 +411,13 @@ def predict_dask(model_path: str, data: str, out: str, *, scheduler: str | None 
     spec = model.spec
     model_sha = hashlib.sha256(model_bytes).hexdigest()
     h = horizon or spec.horizon
+    if intervals:
+        from lstm_cli import intervals as conformal
+
+        intervals = conformal.check_request(model, intervals, h)  # exit 2 before any work; "all" -> the levels
     opts = {"model_source": model_path, "source": data, "threads": threads or 1, "missing": missing,
             "horizon": h, "provenance": (model_sha, header.get("created")) if provenance else None,
-            "precision": precision, "excel_safe": excel_safe}
+            "precision": precision, "excel_safe": excel_safe, "intervals": tuple(intervals)}
 
     target = atomic.resolve_target(out)
     with _connect(distributed, scheduler, n_workers) as client:
@@ -476,18 +482,20 @@ def _first_series_season(ddf, spec, missing: str, data: str) -> int:
 def evaluate_dask(model_path: str, data: str, *, backtests: int = 1, step: int | None = None,
                   season: int | None = None, sep: str = ",", missing: str = "interpolate",
                   threads: int | None = None, scheduler: str | None = None, npartitions: int | None = None,
-                  blocksize="64MB", retries: int = 2, n_workers: int | None = None,
+                  blocksize="64MB", retries: int = 2, n_workers: int | None = None, coverage_gates=(),
                   on_progress: Callable[[int, int, int], None] = lambda done, total, series: None):
     """`lstm evaluate --engine dask`: the fixed-model backtest of every series of data, the input
     read and shuffled on the id column as predict_dask does, each partition scored by
     evaluate.score_series (the local engine's scoring). The client sorts the records into the
     local engine's order (origin, then series id) and returns the same Evaluation. The season is
-    decided once, here. on_progress(done, total, series) after every partition."""
+    decided once, here. on_progress(done, total, series) after every partition. coverage_gates:
+    as evaluate_from_csv's, checked against the model before the cluster starts."""
     from lstm_cli import evaluate
 
     _check_data(data)
     dask, dd, distributed = _import_dask()
     model_bytes, header, model = _read_model(model_path)
+    evaluate.check_gate_levels(model, coverage_gates)
     spec = model.spec
     if not spec.targets:
         raise UsageError("the model has no targets")
@@ -522,6 +530,7 @@ def evaluate_dask(model_path: str, data: str, *, backtests: int = 1, step: int |
     records.sort(key=lambda r: (r["origin"], r["series"]))  # stable: targets and methods keep their order
     notes += evaluate.future_rows_note(future_rows, future_series)
     ev = evaluate.evaluation_of(records, notes, spec, backtests=backtests, step=step, season=season,
-                                until=evaluate.training_end(model, spec.time_kind, spec.freq))
+                                until=evaluate.training_end(model, spec.time_kind, spec.freq),
+                                plan=evaluate.interval_plan(model))
     ev.future_rows = future_rows
     return ev

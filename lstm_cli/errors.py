@@ -24,7 +24,8 @@ EXIT_SIGTERM = 143
 EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_USAGE: "usage error: a bad option or value",
-    EXIT_WORSE_THAN_BASELINE: "evaluate --fail-if-worse-than: the model's MASE is worse than the baseline's",
+    EXIT_WORSE_THAN_BASELINE: "evaluate gate failed: --fail-if-worse-than (the model's MASE is worse than the "
+                              "baseline's) or --fail-if-coverage-below (an interval covers less than asked)",
     EXIT_STALE_INPUT: "predict --max-age: the newest row of the input is older than allowed (a stalled feed)",
     EXIT_DATA: "bad data: the CSV is unusable, or the model file is invalid, corrupt or of an unsupported version",
     EXIT_NO_INPUT: "an input file is missing, unreadable or not a regular file",

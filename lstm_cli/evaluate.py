@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lstm_cli import baselines, frame, metrics
+from lstm_cli import baselines, frame, intervals, metrics
 from lstm_cli.errors import DataError, UsageError, shown
 from lstm_cli.model import FutureInputs
 from lstm_cli.pipeline import (
@@ -38,7 +38,8 @@ MODES = ("fixed", "refit")
 @dataclass
 class PanelOrigin:
     """One origin's forecasts for a plot panel: `start` indexes Panel.times/values (first
-    forecast step); arrays are (H,) in original units; lo/hi only for quantile models."""
+    forecast step); arrays are (H,) in original units; lo/hi: the widest conformal band of a model
+    with intervals, else a quantile model's outermost quantiles, else None."""
 
     start: int
     lstm: np.ndarray
@@ -80,6 +81,18 @@ class Evaluation:
     panels_total: int = 0  # how many (series, target) pairs there are
     known_inputs: dict | None = None  # known_inputs_of(spec): None for a model without inputs known in advance
     future_rows: int = 0  # DATA's future rows (target empty after the last value): split off, not scored
+    interval_levels: tuple[float, ...] = ()  # the levels (percent) scored: interval_plan
+    interval_kind: str | None = None  # "conformal" (the model's table) or "quantiles" (its central pairs)
+
+    def intervals_header(self) -> dict | None:
+        """The JSON header's "intervals": the levels scored and where the model's band comes from."""
+        if not self.interval_levels:
+            return None
+        return {"levels": list(self.interval_levels), "kind": self.interval_kind}
+
+    def interval_labels(self) -> list[str]:
+        """The levels as the record keys name them: coverage_80, width_95..."""
+        return [intervals.level_name(v) for v in self.interval_levels]
 
     def overall(self) -> dict[str, dict[str, float]]:
         """Mean of each metric over series, targets and origins, per method (nan-aware)."""
@@ -249,6 +262,53 @@ def in_sample_note(ev: Evaluation, trained_until: str | None = None) -> list[str
 
 
 INTERVAL_SCORES = ("coverage", "width", "winkler")
+KINDS = ("conformal", "quantiles")
+
+
+def interval_plan(model) -> tuple[tuple[float, ...], str | None]:
+    """The interval levels evaluate scores and their kind: the model's conformal table when it has
+    one (what predict --intervals writes), else a quantile model's central quantile pairs (0.1 and
+    0.9: 80), else none."""
+    table = getattr(model, "intervals", None)
+    if table:
+        return tuple(float(v) for v in table["levels"]), "conformal"
+    grid = metrics.interval_levels(model.spec.quantiles)
+    if grid:
+        return tuple(float(label) for _, _, label in grid), "quantiles"
+    return (), None
+
+
+def parse_coverage_gate(text: str) -> tuple[float, float]:
+    """--fail-if-coverage-below LEVEL[:MIN] -> (level, minimum), both percent; MIN defaults to LEVEL."""
+    level_text, _, min_text = str(text).partition(":")
+    try:
+        level = float(level_text)
+        minimum = float(min_text) if min_text.strip() else level
+    except ValueError:
+        level = minimum = float("nan")
+    if not (0.0 < level < 100.0 and 0.0 <= minimum <= 100.0) or ":" in min_text:
+        raise UsageError(f"--fail-if-coverage-below {text!r}: give LEVEL[:MIN] in percent, the level in (0, 100) and "
+                         "the minimum coverage in [0, 100], e.g. 80 or 95:90")
+    return level, minimum
+
+
+def check_gate_levels(model, gates) -> None:
+    """UsageError (exit 2), before any scoring, when --fail-if-coverage-below names a level the
+    model has no interval of."""
+    levels, kind = interval_plan(model)
+    missing = [level for level, _ in gates if level not in levels]
+    if not missing:
+        return
+    name = intervals.level_name(missing[0])
+    if levels:
+        has = (f"it has {', '.join(map(intervals.level_name, levels))}% "
+               + ("(its conformal table)" if kind == "conformal" else "(its quantile pairs)"))
+        fix = f"gate on one of those, or retrain with --intervals {intervals.level_name(missing[0])}"
+    else:
+        has = "it has no intervals (trained with --intervals none, a quantile grid without a central pair, or " \
+              "an older lstm)"
+        fix = "retrain it with --intervals 80,95, or leave out --fail-if-coverage-below"
+    raise UsageError(f"--fail-if-coverage-below {name}: the model has no {name}% interval; {has}: {fix}")
 
 
 def interval_record(actual, lower, upper, label: str) -> dict[str, float]:
@@ -263,15 +323,24 @@ def score_series(series: frame.SeriesSet, model, *, backtests: int, step: int, s
     horizon after the cut from the rows before it (with req, a TrainRequest, from a model trained
     on those rows only) and score it next to the baselines (naive, seasonal naive, Theta).
     Returns the records, one per (origin, series, target, method) in that order (series in id
-    order), and the forecast notes
-    of the first origin. Both engines call this: locally on all series, with --engine dask on
-    each partition's. on_origin(origin, cuts, forecast, fitted, seconds) after each origin."""
+    order), and the forecast notes of the first origin (and of every refit origin that could not
+    be calibrated). Both engines call this: locally on all series, with --engine dask on each
+    partition's. on_origin(origin, cuts, forecast, fitted, seconds, band) after each origin, band:
+    {label: (lo, hi) each (S, H, K)} of the model's intervals, or None.
+
+    Intervals (interval_plan): a model with a conformal table is scored on the bounds predict
+    --intervals gives from the same history (with req, each origin's model is calibrated on its
+    rows as train does, at the table's levels); a quantile model without one on its central
+    quantile pairs. The seasonal naive gets its empirical band at the same levels."""
     spec = model.spec
     H = spec.horizon
     lengths = np.diff(series.starts)
     quantiles = spec.quantiles
     median = len(quantiles) // 2
-    levels = metrics.interval_levels(quantiles)  # [] for a point model: no interval scores
+    levels, kind = interval_plan(model)
+    labels = [intervals.level_name(v) for v in levels]
+    pairs = {label: (i, j) for i, j, label in metrics.interval_levels(quantiles)}
+    undefined = dict.fromkeys((f"{name}_{label}" for label in labels for name in INTERVAL_SCORES), float("nan"))
     records: list[dict] = []
     notes: list[str] = []
     for origin in range(backtests):
@@ -286,9 +355,21 @@ def score_series(series: frame.SeriesSet, model, *, backtests: int, step: int, s
             if forecaster is None:
                 raise DataError(f"{shown(series.source)}: --refit: training at origin {origin + 1} stopped before its "
                                 f"first epoch finished ({fitted.stopped_by}); check the data or the model's --lr")
+            if kind == "conformal":  # as train does: on the last origins of the rows it was trained on
+                try:
+                    intervals.attach(forecaster, intervals.calibrate(forecaster, history, levels,
+                                                                     val_frac=req.val_frac))
+                except intervals.NotCalibrated as e:
+                    notes.append(f"--refit: origin {origin + 1} has no interval scores: {e}")
         forecast, forecast_notes = forecaster.forecast(history.ids, history.values, history.starts, H,
                                                        times=history.times,  # known inputs: the actual rows'
                                                        future=known_after_cuts(series, cuts, spec, H))  # (S, H, K, nq)
+        band = None  # label -> (lo, hi), each (S, H, K)
+        if kind == "conformal" and getattr(forecaster, "intervals", None):
+            band = {intervals.level_name(v): b for v, b in intervals.bounds(forecaster, forecast, history,
+                                                                            levels).items()}
+        elif kind == "quantiles":
+            band = {label: (forecast[..., i], forecast[..., j]) for label, (i, j) in pairs.items()}
         del history
         if origin == 0:
             notes += forecast_notes
@@ -306,23 +387,29 @@ def score_series(series: frame.SeriesSet, model, *, backtests: int, step: int, s
                 for method, f in methods.items():
                     rec = {"origin": origin + 1, "series": sid, "target": target, "method": method}
                     rec.update(metrics.point_scores(actual, f, past, season))
-                    if method == "lstm" and quantiles:
-                        lo_q, hi_q = forecast[s, :, k, 0], forecast[s, :, k, -1]
-                        rec[f"coverage_{quantiles[0]:g}_{quantiles[-1]:g}"] = metrics.coverage(actual, lo_q, hi_q)
-                        rec["pinball"] = float(np.mean([metrics.pinball(actual, forecast[s, :, k, j], q)
-                                                        for j, q in enumerate(quantiles)]))
-                        for i, j, label in levels:
-                            rec.update(interval_record(actual, forecast[s, :, k, i], forecast[s, :, k, j], label))
-                        rec["wql"] = metrics.weighted_quantile_loss(actual, forecast[s, :, k, :], quantiles)
-                        rec["crps"] = metrics.crps_from_quantiles(actual, forecast[s, :, k, :], quantiles)
+                    if method == "lstm":
+                        if quantiles:
+                            lo_q, hi_q = forecast[s, :, k, 0], forecast[s, :, k, -1]
+                            rec[f"coverage_{quantiles[0]:g}_{quantiles[-1]:g}"] = metrics.coverage(actual, lo_q, hi_q)
+                            rec["pinball"] = float(np.mean([metrics.pinball(actual, forecast[s, :, k, j], q)
+                                                            for j, q in enumerate(quantiles)]))
+                        if band is None:  # a refit origin that could not be calibrated: undefined (null)
+                            rec.update(undefined)
+                        else:
+                            for label in labels:
+                                rec.update(interval_record(actual, band[label][0][s, :, k], band[label][1][s, :, k],
+                                                           label))
+                        if quantiles:
+                            rec["wql"] = metrics.weighted_quantile_loss(actual, forecast[s, :, k, :], quantiles)
+                            rec["crps"] = metrics.crps_from_quantiles(actual, forecast[s, :, k, :], quantiles)
                     if method == "seasonal_naive":  # its own band: the quantiles of its past h-step errors
-                        for _, _, label in levels:
+                        for label in labels:
                             half = metrics.empirical_half_widths(past, H, season, float(label) / 100.0)
                             rec.update(interval_record(actual, f - half, f + half, label))
                     rec["in_sample"] = bool(seen[s])  # last: the CSV's columns keep their order
                     records.append(rec)
         if on_origin is not None:
-            on_origin(origin, cuts, forecast, fitted, time.perf_counter() - t0)
+            on_origin(origin, cuts, forecast, fitted, time.perf_counter() - t0, band)
     return records, notes
 
 
@@ -335,11 +422,13 @@ def training_end(model, time_kind: str, freq: str | None) -> str | None:
 
 def evaluation_of(records: list[dict], notes: list[str], spec, *, backtests: int, step: int, season: int,
                   mode: str = "fixed", time_kind: str | None = None, freq: str | None = None,
-                  until: str | None = None) -> Evaluation:
-    """The Evaluation of the records of every series (what both engines report); until: training_end."""
+                  until: str | None = None, plan: tuple = ((), None)) -> Evaluation:
+    """The Evaluation of the records of every series (what both engines report); until: training_end;
+    plan: interval_plan(model)."""
     ev = Evaluation(season=season, horizon=spec.horizon, origins=backtests, step=step, mode=mode,
                     records=records, notes=notes, time_kind=time_kind or spec.time_kind, freq=freq or spec.freq,
-                    id_col=spec.id_col, quantiles=spec.quantiles, known_inputs=known_inputs_of(spec))
+                    id_col=spec.id_col, quantiles=spec.quantiles, known_inputs=known_inputs_of(spec),
+                    interval_levels=tuple(plan[0]), interval_kind=plan[1])
     ev.notes += in_sample_note(ev, until)
     return ev
 
@@ -347,13 +436,16 @@ def evaluation_of(records: list[dict], notes: list[str], spec, *, backtests: int
 def evaluate_from_csv(model_path: str, data: str, *, backtests: int = 1, step: int | None = None,
                       season: int | None = None, sep: str = ",", missing: str = "interpolate",
                       threads: int | None = None, refit: bool = False, plot_panels: int = 0,
-                      on_progress: Callable[[dict], None] | None = None) -> Evaluation:
+                      coverage_gates=(), on_progress: Callable[[dict], None] | None = None) -> Evaluation:
     """Score the model (and the naive baselines) at `backtests` origins `step` apart, the last
     one a horizon before the end of every series. With refit, a model trained on the rows before
     each origin forecasts it (on_progress receives a dict per origin: origin, origins, cut (the
     first held-out stamp of the first series), epochs_run, best_epoch, seconds). plot_panels:
-    keep what the plot needs for the first n (series, target) pairs."""
+    keep what the plot needs for the first n (series, target) pairs. coverage_gates: the
+    (level, minimum) pairs of --fail-if-coverage-below, whose levels the model must have (checked
+    before the data is read)."""
     model, _ = load_model(model_path, threads)
+    check_gate_levels(model, coverage_gates)
     spec = model.spec
     series = read_like_model(data, spec, sep=sep, missing=missing)
     frame.check_model_phase(series, spec.freq, model.ids, model.last_time)  # as predict: the grid's phase
@@ -394,7 +486,7 @@ def evaluate_from_csv(model_path: str, data: str, *, backtests: int = 1, step: i
                    "--engine dask)", UsageError if backtests > 1 else DataError)
     result = evaluation_of([], notes, spec, backtests=backtests, step=step, season=season,
                            mode="refit" if refit else "fixed", time_kind=series.time_kind,
-                           freq=series.freq or spec.freq)
+                           freq=series.freq or spec.freq, plan=interval_plan(model))
     quantiles = spec.quantiles
     median = len(quantiles) // 2
     n_series = len(series.ids)
@@ -414,16 +506,21 @@ def evaluate_from_csv(model_path: str, data: str, *, backtests: int = 1, step: i
                                    seen_until=0 if trained_until is None else
                                    int(np.searchsorted(times, trained_until, side="right"))))
 
-    def on_origin(origin, cuts, forecast, fitted, seconds):
+    widest = intervals.level_name(max(result.interval_levels)) if result.interval_kind == "conformal" else None
+
+    def on_origin(origin, cuts, forecast, fitted, seconds, band):
         for p, panel in enumerate(result.panels):
             s, k = divmod(p, K)
             lo = series.starts[s]
             start = int(cuts[s]) - (int(first_cuts[s]) - panel.first_origin)
+            if widest is not None:  # the conformal band (None at a refit origin that could not be calibrated)
+                lo_hi = (band[widest][0][s, :, k].copy(), band[widest][1][s, :, k].copy()) if band else (None, None)
+            else:
+                lo_hi = (forecast[s, :, k, 0].copy(), forecast[s, :, k, -1].copy()) if quantiles else (None, None)
             panel.origins.append(PanelOrigin(
                 start=start, lstm=forecast[s, :, k, median].copy(),
                 seasonal_naive=baselines.seasonal_naive(series.values[lo : lo + cuts[s], k], H, season),
-                lo=forecast[s, :, k, 0].copy() if quantiles else None,
-                hi=forecast[s, :, k, -1].copy() if quantiles else None))
+                lo=lo_hi[0], hi=lo_hi[1]))
         if on_progress is not None:
             cut_time = series.times[series.starts[0] + cuts[0]]
             on_progress({"origin": origin + 1, "origins": backtests, "mode": result.mode,

@@ -1,6 +1,7 @@
 """`lstm evaluate --plot FILE.png|.pdf|.svg`: one panel per (series, target), up to PANEL_LIMIT,
-with the recent history, the held-out actuals, the model's forecast at every backtest origin (the
-quantile interval shaded for quantile models) and the seasonal-naive forecast faintly for reference.
+with the recent history, the held-out actuals, the model's forecast at every backtest origin (its
+widest conformal interval shaded for a model with intervals, else the quantile interval of a quantile
+model) and the seasonal-naive forecast faintly for reference.
 
 matplotlib is the optional extra `lstm-cli[plot]`, imported only here and only when a plot is
 asked for, through its object API and the Agg canvas: no pyplot, no display, no global backend
@@ -120,6 +121,14 @@ def _fmt(x: float) -> str:
     return "-" if not math.isfinite(x) else f"{x:.3g}"
 
 
+def band_label(ev) -> str | None:
+    """The legend's name of the shaded band (evaluate.PanelOrigin lo/hi): the widest conformal level,
+    else the quantile model's outermost quantiles, else None (nothing is shaded)."""
+    if getattr(ev, "interval_kind", None) == "conformal" and ev.interval_levels:
+        return f"{max(ev.interval_levels):g}% conformal interval"
+    return f"interval q{ev.quantiles[0]:g}–q{ev.quantiles[-1]:g}" if len(ev.quantiles) > 1 else None
+
+
 def render(ev, title: str, fmt: str = "png") -> bytes:
     """The evaluation's panels (ev.panels, see evaluate.Panel) as the bytes of a `fmt` file
     (a value of FORMATS), drawn with matplotlib's built-in defaults: a matplotlibrc in the working
@@ -146,7 +155,7 @@ def _render(ev, title: str, fmt: str) -> bytes:
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
-    q_label = (f"interval q{ev.quantiles[0]:g}–q{ev.quantiles[-1]:g}" if len(ev.quantiles) > 1 else None)
+    q_label = band_label(ev)
     handles: dict[str, object] = {}
     for i, ax in enumerate(axes.flat):
         if i >= len(panels):

@@ -102,7 +102,8 @@ def train(path, *extra):
 
 @pytest.fixture(scope="module")
 def quantile_model(tmp_path_factory):
-    return train(tmp_path_factory.mktemp("iscores") / "q.lstm", "--quantiles", "0.1,0.5,0.9")
+    # --intervals none: scored on its raw quantile pairs (a conformal table would be scored instead)
+    return train(tmp_path_factory.mktemp("iscores") / "q.lstm", "--quantiles", "0.1,0.5,0.9", "--intervals", "none")
 
 
 def evaluate(model, *extra):
@@ -176,7 +177,7 @@ def test_evaluate_scores_every_central_interval_of_the_quantile_grid(tmp_path):
     assert "95% interval" in table and "80% interval" in table
 
 
-def test_point_model_gets_no_interval_scores(tmp_path):
-    doc = json.loads(evaluate(train(tmp_path / "p.lstm"), "--format", "json").stdout)
+def test_point_model_without_intervals_gets_no_interval_scores(tmp_path):
+    doc = json.loads(evaluate(train(tmp_path / "p.lstm", "--intervals", "none"), "--format", "json").stdout)
     keys = {k for r in doc["records"] for k in r} | {k for o in doc["overall"].values() for k in o}
     assert not {k for k in keys if k.startswith(("coverage", "width", "winkler")) or k in ("wql", "crps", "pinball")}
