@@ -307,19 +307,17 @@ def data_options(f):
     return f
 
 
-def _train_interval_levels(text, quantiles, calibration_windows) -> tuple:
-    """train --intervals: the levels to calibrate. Default 80,95 for point models (a few forecasts
-    after training), none for quantile models, which refuse an explicit one (not conformalized yet)."""
+def _train_interval_levels(text, quantiles, calibration_windows, warm_start) -> tuple | None:
+    """train --intervals: the levels to calibrate, None for the model's default (80,95 for point
+    models, the grid's central levels for quantile models: intervals.train_levels, resolved in
+    train_from_csv once a warm start's quantiles are known). Levels off a --quantiles grid: exit 2 now."""
     from lstm_cli import intervals
     from lstm_cli.errors import UsageError
 
-    levels = intervals.DEFAULT_LEVELS if text is None else intervals.parse_levels(text, "--intervals")
-    if quantiles and levels:
-        if text is not None:
-            raise UsageError("--intervals: conformal intervals are for point models so far, and --quantiles trains a "
-                             "quantile model (its quantiles are its band); leave out one of the two")
-        levels = ()
-    if calibration_windows is not None and not levels:
+    levels = None if text is None else intervals.parse_levels(text, "--intervals")
+    if levels and quantiles and not warm_start:  # before any work (a warm start keeps the old model's grid)
+        intervals.train_levels(levels, quantiles)
+    if calibration_windows is not None and levels == ():
         raise UsageError("--calibration-windows calibrates intervals, and this run calibrates none; leave it out "
                          "or give --intervals")
     return levels
@@ -410,8 +408,9 @@ def _calendar_option(text: str):
                    "included); keeps the best model.")
 @click.option("--intervals", "interval_levels", metavar="LEVELS",
               help="Calibrate conformal intervals at these levels in percent (80,95) on the last origins of "
-                   "the training data, for predict --intervals; none: off. Point models only. "
-                   "[default: 80,95 for point models]")
+                   "the training data, for predict --intervals; none: off. Quantile models conformalize their "
+                   "band (CQR): level L needs (1-L/100)/2 and its mirror on the --quantiles grid. "
+                   "[default: 80,95 for point models, every central level of the grid for quantile models]")
 @click.option("--calibration-windows", type=click.IntRange(1, 100_000), metavar="N",
               help="Calibrate the intervals on N origins [default: those whose horizon lies in the validation "
                    "rows, at least 1].")
@@ -452,7 +451,7 @@ def train(data, targets, horizon, out, features, future_features, calendar_optio
                          "(./- for a file named -)")
     from lstm_cli import intervals
 
-    levels = _train_interval_levels(interval_levels, quantiles, calibration_windows)
+    levels = _train_interval_levels(interval_levels, quantiles, calibration_windows, warm_start)
     stop = StopFlag(time_limit, epochs, out)
     with stop, contextlib.ExitStack() as held:  # from here on a signal gives one line and 130/143
         from lstm_cli import atomic
@@ -646,8 +645,9 @@ def _write_output(text: str, out: str | None) -> None:
               help="Refuse a CSV larger than this (gzip: counted decompressed).")
 @click.option("--intervals", "interval_levels", metavar="LEVELS|all",
               help="Add the conformal intervals the model was calibrated for (train --intervals) at these levels: "
-                   "columns TARGET_lo80, TARGET_hi80, ... after each target's. Point models, trained horizon "
-                   "only. [default: none]")
+                   "columns TARGET_lo80, TARGET_hi80, ... after each target's (a quantile model's: its "
+                   "conformalized band, after its quantile columns, which stay as the network gives them). "
+                   "Trained horizon only. [default: none]")
 @click.option("--max-age", type=DurationType(),
               help="Exit 4 when DATA's newest row is older than this (2h, 1d) before now: a stalled feed.")
 @click.option("--now", "now", help="The 'now' of --max-age, ISO 8601 (default: the clock; UTC if no offset).")

@@ -1,4 +1,5 @@
-"""Split-conformal prediction intervals for point models (issue 18).
+"""Split-conformal prediction intervals (issue 18): absolute errors for point models, conformalized
+quantile regression (CQR) for quantile models.
 
 After training, the model forecasts the last origins of its own data whose horizon lies in each
 series' validation rows. The absolute error of every step h and target k, divided by the series'
@@ -10,6 +11,20 @@ seen in training gets intervals too, an exported graph (which sees only the wind
 same bounds, and the model file holds levels x horizon x targets numbers, not one per series.
 Models written before the window scale (header scale "history_mean_abs_diff") scale by the whole
 history given, as they were calibrated.
+
+Quantile models (table "method" "cqr"; Romano et al. 2019, Darts' ConformalQRModel) keep their
+own band and only correct it: level L needs the pair q = (1 - L/100) / 2, 1 - q on the grid, whose
+columns lo, hi give the score E = max(lo - y, y - hi) / scale, negative when y is well inside. Its
+conformal quantile Q (stored as above; negative when the network's band is too wide) widens or
+narrows the band, and the band never crosses the point p (the median column, index nq // 2, the
+column a recursive roll and evaluate take as the forecast):
+
+    absolute (point models):  lo' = p - Q s            hi' = p + Q s            (Q >= 0)
+    cqr (quantile models):    lo' = min(lo - Q s, p)   hi' = max(hi + Q s, p)   (Q of any sign)
+
+with s the scale of the window read. A table without "method" is "absolute" (files written before).
+Pinball-trained heads on small data are usually too narrow; the conformal step makes the band cover
+at its level (for exchangeable errors) whatever the network learned.
 """
 
 from __future__ import annotations
@@ -24,6 +39,48 @@ DEFAULT_LEVELS = (80.0, 95.0)
 SCALE = "window_mean_abs_diff"  # header["intervals"]["scale"]: how predict scales the quantiles
 HISTORY_SCALE = "history_mean_abs_diff"  # models calibrated before the window scale (still read)
 SCALES = (SCALE, HISTORY_SCALE)
+ABSOLUTE, CQR = "absolute", "cqr"  # header["intervals"]["method"]: point models', quantile models'
+METHODS = (ABSOLUTE, CQR)
+
+
+def method(table: dict) -> str:
+    """The table's method; files written before CQR have none and are absolute."""
+    return table.get("method", ABSOLUTE)
+
+
+def point_index(n_quantiles: int) -> int:
+    """The column of the forecast (S, h, K, nq) that is the point: the median of a quantile grid
+    (its middle: nq // 2, as recursive rolling and evaluate take it), the only column otherwise."""
+    return max(1, n_quantiles) // 2
+
+
+def grid_levels(quantiles) -> dict[float, tuple[int, int]]:
+    """level (percent) -> (index of q, index of 1 - q): the central intervals a quantile grid holds."""
+    from lstm_cli.metrics import interval_levels
+
+    return {float(label): (i, j) for i, j, label in interval_levels(quantiles)}
+
+
+def train_levels(asked, quantiles) -> tuple[float, ...]:
+    """The levels train calibrates. asked None (no --intervals): 80,95 for a point model, every
+    central level of a quantile model's grid (the band it was trained for; none when the grid has
+    no pair q, 1 - q, e.g. 0.5 alone). Asked levels of a quantile model must be on its grid
+    (UsageError otherwise: CQR corrects a band the network gives, it cannot invent one)."""
+    if not quantiles:
+        return DEFAULT_LEVELS if asked is None else tuple(asked)
+    grid = grid_levels(quantiles)
+    if asked is None:
+        return tuple(sorted(grid))
+    missing = [v for v in asked if v not in grid]
+    if missing:
+        qs = ",".join(f"{q:g}" for q in quantiles)
+        has = f"gives the levels {','.join(map(level_name, sorted(grid)))}" if grid else "gives no level (no pair q, 1 - q)"
+        pair = ",".join(f"{round(q, 9):g}" for v in missing for q in ((1 - v / 100) / 2, 1 - (1 - v / 100) / 2))
+        raise UsageError(f"--intervals {','.join(map(level_name, asked))}: a quantile model's L% interval is its "
+                         f"quantiles (1 - L/100)/2 and 1 - (1 - L/100)/2 conformalized, and the grid {qs} {has}, not "
+                         f"{','.join(map(level_name, missing))}; ask for "
+                         + ("those (or leave out --intervals)" if grid else "none") + f", or add {pair} to --quantiles")
+    return tuple(asked)
 
 
 def parse_levels(text: str, option: str, allow_all: bool = False):
@@ -120,31 +177,43 @@ class NotCalibrated(Exception):
 
 
 def calibrate(model, series, levels, *, val_frac: float, origins: int | None = None) -> dict:
-    """The header["intervals"] table of a point model (Forecaster or Ensemble) trained on `series`."""
+    """The header["intervals"] table of a model (Forecaster or Ensemble) trained on `series`: absolute
+    errors around the point for a point model, CQR scores of the grid's pairs for a quantile model."""
     from lstm_cli.evaluate import _truncate, known_after_cuts
 
     spec = model.spec
     H, K = spec.horizon, len(spec.targets)
+    pairs = None
+    if spec.quantiles:
+        grid = grid_levels(spec.quantiles)
+        train_levels(tuple(levels), spec.quantiles)  # UsageError for a level off the grid
+        pairs = [grid[level] for level in levels]
     lengths = np.diff(series.starts)
     J = calibration_origins(lengths, H, spec.lookback, val_frac, origins)
-    scores = []
+    scores = []  # per origin (L or 1, S, H, K)
     for j in range(J):
         cuts = lengths - H - j
         history = _truncate(series, cuts)
         forecast, _ = model.forecast(history.ids, history.values, history.starts, H, times=history.times,
-                                     future=known_after_cuts(series, cuts, spec, H))
+                                     future=known_after_cuts(series, cuts, spec, H))  # (S, H, K, nq)
         index = series.starts[:-1, None] + cuts[:, None] + np.arange(H)[None, :]
         actual = series.values[index][..., :K]  # (S, H, K)
-        scale = window_scale(history.values, history.starts, K, spec.lookback)
-        scores.append(np.abs(actual - forecast[..., 0]) / scale[:, None, :])
-    pooled = np.concatenate(scores, axis=0)  # (J * S, H, K)
-    table = [[[conformal_quantile(pooled[:, h, k], level) for k in range(K)] for h in range(H)] for level in levels]
-    counts = np.isfinite(pooled).sum(axis=0)
+        scale = window_scale(history.values, history.starts, K, spec.lookback)[:, None, :]  # (S, 1, K)
+        if pairs is None:
+            scores.append(np.abs(actual - forecast[..., 0])[None] / scale)
+        else:
+            with np.errstate(invalid="ignore"):  # inf - inf of an overflowing forecast: nan, counted below
+                scores.append(np.stack([np.maximum(forecast[..., i] - actual, actual - forecast[..., k])
+                                        for i, k in pairs]) / scale)
+    pooled = np.concatenate(scores, axis=1)  # (L or 1, J * S, H, K)
+    table = [[[conformal_quantile(pooled[0 if pairs is None else i, :, h, k], level) for k in range(K)]
+              for h in range(H)] for i, level in enumerate(levels)]
+    counts = np.isfinite(pooled).sum(axis=1).min(axis=0)
     if not counts.min():
         raise NotCalibrated("the calibration forecasts left a step without one finite error (values too large "
                             "for the arithmetic?); predict --intervals will refuse this model")
-    return {"levels": [float(v) for v in levels], "scale": SCALE, "origins": J, "scores": int(counts.min()),
-            "quantiles": table}
+    return {"levels": [float(v) for v in levels], "scale": SCALE, "method": ABSOLUTE if pairs is None else CQR,
+            "origins": J, "scores": int(counts.min()), "quantiles": table}
 
 
 def attach(model, table: dict | None) -> None:
@@ -162,21 +231,24 @@ def capped_levels(table: dict) -> list[float]:
 def check_request(model, asked, horizon: int) -> tuple[float, ...]:
     """The levels predict --intervals writes, or UsageError (exit 2) when the model cannot give them."""
     spec = model.spec
-    if spec.quantiles:
-        raise UsageError("--intervals: this is a quantile model (its quantile columns are its band); conformal "
-                         "intervals are for point models so far: leave out --intervals")
     table = getattr(model, "intervals", None)
     if not table:
+        if spec.quantiles and not grid_levels(spec.quantiles):
+            raise UsageError(f"--intervals: the quantile grid {','.join(f'{q:g}' for q in spec.quantiles)} has no pair "
+                             "q, 1 - q, so the model has no central interval; retrain it with the pair in --quantiles "
+                             "(0.1,0.5,0.9 gives 80), or leave out --intervals")
         raise UsageError("--intervals: this model has no calibrated intervals (trained with --intervals none, or "
-                         "by an older lstm); retrain it with --intervals 80,95, or leave out --intervals")
+                         "by an older lstm); retrain it with --intervals "
+                         f"{','.join(map(level_name, train_levels(None, spec.quantiles)))}, or leave out --intervals")
     stored = table["levels"]
     if asked == "all":
         asked = tuple(stored)
     missing = [v for v in asked if v not in stored]
     if missing:
+        retrain = (f"retrain with --intervals {','.join(map(level_name, asked))}" if not spec.quantiles else
+                   "retrain with --quantiles holding (1 - L/100)/2 and 1 - (1 - L/100)/2 for each level L")
         raise UsageError(f"--intervals: the model is calibrated for levels {','.join(map(level_name, stored))}, not "
-                         f"{','.join(map(level_name, missing))}; ask for those (or all), or retrain with "
-                         f"--intervals {','.join(map(level_name, asked))}")
+                         f"{','.join(map(level_name, missing))}; ask for those (or all), or {retrain}")
     if horizon > spec.horizon:
         raise UsageError(f"--intervals: the intervals are calibrated for the trained horizon's {spec.horizon} steps; "
                          f"forecast at most --horizon {spec.horizon} with them, or retrain with --horizon {horizon}")
@@ -185,24 +257,36 @@ def check_request(model, asked, horizon: int) -> tuple[float, ...]:
 
 def bounds(model, forecast: np.ndarray, series, levels) -> dict[float, tuple[np.ndarray, np.ndarray]]:
     """level -> (lo, hi), each (S, h, K), for the forecast (S, h, K, n quantiles: 1 for a point
-    model) of `series` (the history it was made from): point -/+ quantile[level, step, k] x
-    scale[series, k] of the window read. The quantiles are >= 0, so lo <= point <= hi."""
+    model) of `series` (the history it was made from), by the module docstring's formula: the
+    point -/+ quantile[level, step, k] x scale[series, k] of the window read (absolute), or the
+    grid's pair widened by it and clamped at the point (cqr). Either way lo <= point <= hi."""
     table = model.intervals
-    point = forecast[..., 0]
+    nq = forecast.shape[-1]
+    point = forecast[..., point_index(nq)]  # (S, h, K)
     K = point.shape[2]
     scale = series_scale(table, series.values, series.starts, K, model.spec.lookback)[:, None, :]
+    cqr = method(table) == CQR
+    grid = grid_levels(model.spec.quantiles) if cqr else {}
     out = {}
     for level in levels:
         q = np.asarray(table["quantiles"][table["levels"].index(level)], dtype=np.float64)[None, : point.shape[1]]
-        out[level] = (point - q * scale, point + q * scale)
+        if cqr:
+            i, j = grid[level]
+            out[level] = (np.minimum(forecast[..., i] - q * scale, point), np.maximum(forecast[..., j] + q * scale, point))
+        else:
+            out[level] = (point - q * scale, point + q * scale)
     return out
 
 
 MAX_QUANTILES = 1_000_000  # levels x horizon x targets numbers in the header (about 20 MB of JSON)
+MAX_LEVELS = 100  # levels in one table (modelfile refuses more)
 
 
 def check_size(levels, horizon: int, n_targets: int) -> None:
     """Refuse, before training, a table the model header could not hold (UsageError: the options' doing)."""
+    if len(levels) > MAX_LEVELS:
+        raise UsageError(f"--intervals: {len(levels)} levels, more than the {MAX_LEVELS} a model file holds; give "
+                         "fewer levels or --intervals none")
     n = len(levels) * horizon * n_targets
     if n > MAX_QUANTILES:
         raise UsageError(f"--intervals: {len(levels)} levels x horizon {horizon} x {n_targets} targets = {n:,} "
@@ -214,7 +298,8 @@ def summary(table: dict | None) -> str | None:
     """The train summary's line: the levels, what calibrated them, and levels with too few scores."""
     if not table:
         return None
-    text = (f"{','.join(map(level_name, table['levels']))}% conformal, from {table['origins']} origin"
+    kind = "conformalized quantiles" if method(table) == CQR else "conformal"
+    text = (f"{','.join(map(level_name, table['levels']))}% {kind}, from {table['origins']} origin"
             f"{'s' if table['origins'] > 1 else ''} ({table['scores']} errors per step)")
     if capped := capped_levels(table):
         text += (f"; too few errors for {','.join(map(level_name, capped))}% (the largest is used, coverage not "

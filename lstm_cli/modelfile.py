@@ -1001,7 +1001,7 @@ def _validate_one(header: dict) -> None:
         what = "a recursive model's targets x quantiles" if steps != horizon else "horizon x targets x quantiles"
         raise _bad("arch.output_size", f"is {arch['output_size']} but {what} = {outputs}")
     if "intervals" in header:
-        _intervals(header["intervals"], horizon, len(targets), bool(quantiles))
+        _intervals(header["intervals"], horizon, len(targets), quantiles)
 
     series = _section(header, "series", _SERIES_KEYS, "series")
     ids = _names(series["ids"], "series.ids", 1, MAX_SERIES, nonempty=False)
@@ -1063,21 +1063,29 @@ def _validate_one(header: dict) -> None:
 _INTERVAL_KEYS = {"levels", "scale", "origins", "scores", "quantiles"}
 
 
-def _intervals(table, horizon: int, n_targets: int, quantile_model: bool) -> None:
-    """header.intervals (lstm_cli.intervals): strictly increasing levels in (0, 100), and for each
-    level a horizon x targets table of finite quantiles >= 0 (a bound never crosses the forecast)."""
+def _intervals(table, horizon: int, n_targets: int, quantiles) -> None:
+    """header.intervals (lstm_cli.intervals): method "absolute" (or none: files before CQR) on a point
+    model, "cqr" on a quantile model whose grid holds every level's pair; strictly increasing levels
+    in (0, 100), and for each level a horizon x targets table of finite quantiles, >= 0 for absolute
+    (a bound never crosses the forecast), of any sign for cqr (a negative one narrows the band)."""
     from lstm_cli import intervals
 
-    table = _section({"intervals": table}, "intervals", _INTERVAL_KEYS, "intervals")
-    if quantile_model:
-        raise _bad("intervals", "are for point models (data.quantiles is not empty)")
+    table = _section({"intervals": table}, "intervals", _INTERVAL_KEYS, "intervals", optional={"method"})
+    method = _choice(table.get("method", intervals.ABSOLUTE), "intervals.method", set(intervals.METHODS))
+    if method == intervals.ABSOLUTE and quantiles:
+        raise _bad("intervals", "of method absolute are for point models (data.quantiles is not empty: cqr)")
+    if method == intervals.CQR and not quantiles:
+        raise _bad("intervals", "of method cqr are for quantile models (data.quantiles is empty: absolute)")
     levels = table["levels"]
-    if not isinstance(levels, list) or not 1 <= len(levels) <= 100:
-        raise _bad("intervals.levels", "must be a list of 1..100 levels")
+    if not isinstance(levels, list) or not 1 <= len(levels) <= intervals.MAX_LEVELS:
+        raise _bad("intervals.levels", f"must be a list of 1..{intervals.MAX_LEVELS} levels")
     for i, v in enumerate(levels):
         _num(v, f"intervals.levels[{i}]", 0.0, 100.0)
         if v in (0, 100) or (i and v <= levels[i - 1]):
             raise _bad("intervals.levels", "must be strictly increasing levels in (0, 100)")
+    if method == intervals.CQR and (off := [v for v in levels if v not in intervals.grid_levels(quantiles)]):
+        raise _bad("intervals.levels", f"holds {intervals.level_name(off[0])}, which the quantile grid "
+                                       f"{','.join(f'{q:g}' for q in quantiles)} has no pair q, 1 - q for")
     _choice(table["scale"], "intervals.scale", set(intervals.SCALES))
     _int(table["origins"], "intervals.origins", 1, limits.MAX_STEPS)
     _int(table["scores"], "intervals.scores", 1, _INT64 - 1)
@@ -1091,7 +1099,7 @@ def _intervals(table, horizon: int, n_targets: int, quantile_model: bool) -> Non
             if not isinstance(row, list) or len(row) != n_targets:
                 raise _bad(f"intervals.quantiles[{i}][{h}]", f"must be a list of {n_targets} numbers (one per target)")
             for k, value in enumerate(row):
-                _num(value, f"intervals.quantiles[{i}][{h}][{k}]", 0.0)
+                _num(value, f"intervals.quantiles[{i}][{h}][{k}]", 0.0 if method == intervals.ABSOLUTE else -math.inf)
 
 
 def _check_training_param(key: str, value) -> None:

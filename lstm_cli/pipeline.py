@@ -347,7 +347,7 @@ def check_warm_start(old: Forecaster, series: frame.SeriesSet, req: TrainRequest
 
 def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None] = lambda kind, x: None,
                    should_stop: Callable[[], str | None] | None = None, resume: bool = False,
-                   max_input_bytes: int = 2_000_000_000, intervals: tuple[float, ...] = (),
+                   max_input_bytes: int = 2_000_000_000, intervals: tuple[float, ...] | None = (),
                    calibration_windows: int | None = None) -> tuple[Forecaster | None, TrainResult]:
     """Read, check, window, scale, train and save atomically to req.out. on_event receives
     ('data', info dict), ('resume', {'epoch' (0: none), 'epochs', 'path', 'problem' (why a damaged
@@ -362,14 +362,18 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
     (DataError if it belongs to other data or settings; a damaged one is reported and ignored).
     Stopped by a signal (should_stop returned 'signal') or before the first epoch finished:
     nothing is saved, req.out is left as it was, and (None, result) is returned. intervals: the
-    levels (percent) whose conformal quantiles the model file stores (lstm_cli.intervals; point
-    models only), from calibration_windows origins (None: those inside the validation rows)."""
+    levels (percent) whose conformal quantiles the model file stores (lstm_cli.intervals: absolute
+    errors for point models, CQR for quantile models), None for the model's default
+    (intervals.train_levels: known only after a warm start loaded the old model's quantiles), from
+    calibration_windows origins (None: those inside the validation rows)."""
     from lstm_cli import checkpoint
     from lstm_cli import intervals as conformal
 
     atomic.check_output_path(req.out, inputs=() if req.data == "-" else (req.data,))
     check_column_roles(req)
-    conformal.check_size(intervals, req.horizon, len(req.targets))
+    if not req.warm_start:  # a warm start's quantiles are the old model's: its levels are resolved after loading it
+        intervals = _interval_levels(intervals, req.quantiles, calibration_windows, on_event)
+        conformal.check_size(intervals, req.horizon, len(req.targets))
     if resume and req.ensemble > 1:
         raise UsageError(f"--resume continues a checkpoint, and --ensemble {req.ensemble} writes none (its members "
                          "train at once); rerun without --resume")
@@ -412,9 +416,11 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
                       cell=old.network.arch.cell, dtype=old.network.arch.dtype, quantiles=old.spec.quantiles,
                       scaling=old.spec.scaling, lookback=old.spec.lookback, strategy=old.spec.strategy,
                       calendar=old.spec.calendar, holidays=old.spec.holidays)
+        intervals = _interval_levels(intervals, req.quantiles, calibration_windows, on_event)  # the old model's grid
+        conformal.check_size(intervals, req.horizon, len(req.targets))
     model, result = train_on_series(series, req, old=old, notes=warm_notes, on_event=on_event,
                                     should_stop=should_stop, checkpoint_path=ckpt_path, resume=resume, saving=True)
-    if model is not None and intervals and not model.spec.quantiles:
+    if model is not None and intervals:
         try:
             conformal.attach(model, conformal.calibrate(model, series, intervals, val_frac=req.val_frac,
                                                         origins=calibration_windows))
@@ -426,6 +432,27 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
         on_event("saved", req.out)
         checkpoint.remove(ckpt_path)
     return model, result
+
+
+def _interval_levels(asked, quantiles, calibration_windows, on_event) -> tuple[float, ...]:
+    """The levels train calibrates for a model with these quantiles (intervals.train_levels), and
+    --calibration-windows refused when there are none (a quantile grid without a pair q, 1 - q).
+    A grid of more central levels than a table holds gets none by default, with a note (a dense
+    grid approximates a distribution; the user picks the levels a planner needs)."""
+    from lstm_cli import intervals as conformal
+
+    levels = conformal.train_levels(asked, quantiles)
+    if asked is None and len(levels) > conformal.MAX_LEVELS:
+        on_event("note", f"--quantiles: the grid holds {len(levels)} central levels, more than the "
+                         f"{conformal.MAX_LEVELS} a model file's intervals hold, so none are calibrated; give "
+                         "--intervals LEVELS (levels of the grid, e.g. 80,95) for some")
+        levels = ()
+    if calibration_windows is not None and not levels:
+        why = (f"the quantile grid {','.join(f'{q:g}' for q in quantiles)} has no pair q, 1 - q to calibrate; leave "
+               "it out, or add a pair (0.1,0.9: 80%) to --quantiles" if quantiles and not conformal.grid_levels(quantiles) else
+               "this run calibrates none; leave it out or give --intervals")
+        raise UsageError(f"--calibration-windows calibrates intervals, and {why}")
+    return levels
 
 
 def load_model(path: str, threads: int | None = None) -> tuple[Forecaster, dict]:
@@ -717,7 +744,7 @@ def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int |
             if clash := set(added) & set(columns):
                 raise UsageError(f"--intervals: the output column {sorted(clash)[0]!r} would be both an interval "
                                  "bound and a column of the data; leave out --intervals or rename that column")
-            columns += [target] + added
+            columns += value_columns((target,), spec.quantiles) + added
     return columns, rows, notes
 
 

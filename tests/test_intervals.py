@@ -170,9 +170,8 @@ def test_calibration_windows_sets_the_origins(models):
     ("none", ["--intervals", "80"], "no calibrated intervals"),
     ("point", ["--intervals", "90"], "calibrated for levels 80,95, not 90"),
     ("point", ["--intervals", "80", "--horizon", "6"], "calibrated for the trained horizon's 3 steps"),
-    ("quantile", ["--intervals", "80"], "quantile model"),
+    ("quantile", ["--intervals", "90"], "calibrated for levels 80, not 90"),
     ("point", ["--intervals", "150"], "not a level in percent"),
-    ("point", ["--intervals", "80", "--engine", "dask", "--out", "x.csv"], "--engine dask"),
 ])
 def test_predict_refuses_intervals_it_cannot_give_with_exit_2(models, model, extra, message):
     result = run("predict", models[model], A10, *extra)
@@ -181,7 +180,7 @@ def test_predict_refuses_intervals_it_cannot_give_with_exit_2(models, model, ext
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--quantiles", "0.1,0.5,0.9", "--intervals", "80"], "point models"),
+    (["--quantiles", "0.1,0.5,0.9", "--intervals", "90"], "gives the levels 80, not 90"),
     (["--intervals", "80,abc"], "not a level in percent"),
     (["--intervals", "none", "--calibration-windows", "3"], "calibrates none"),
 ])
