@@ -964,9 +964,10 @@ def evaluate(model, data, backtests, step, season, fmt, gate, coverage_gates, re
             f"{method} " + "  ".join(f"{name} {shown_value(scores[f'{name}_{label}'])}" for name in INTERVAL_SCORES)
             for method, scores in overall.items() if f"coverage_{label}" in scores)))
     if levels:
-        rows.append(("intervals", ("lstm: conformal (the model's calibration table)" if ev.interval_kind == "conformal"
-                                   else "lstm: its quantile pairs (q, 1 - q)")
-                     + "; seasonal_naive: its own past errors"))
+        band = ("conformal (each origin's model calibrated as train does)" if ev.mode == "refit" else
+                "conformal (the model file's calibration)") if ev.interval_kind == "conformal" else \
+            "its quantile pairs (q, 1 - q)"
+        rows.append(("intervals", f"lstm: {band}; seasonal_naive: its own past errors"))
     for b in ("naive", "seasonal_naive", "theta"):
         skill = ev.skill(b)
         rows.append((f"skill vs {b}", "-  (undefined: a MASE is undefined or 0)" if skill != skill

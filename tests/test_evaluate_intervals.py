@@ -197,6 +197,12 @@ def test_refit_calibrates_every_origins_model(refit_doc, point_doc):
                       if r["method"] == "seasonal_naive"]
 
 
+def test_refit_table_says_each_origins_model_is_calibrated(models):
+    out = evaluate(models["point"], "--refit").stdout
+    kind = next(line for line in out.splitlines() if line.split()[:1] == ["intervals"])
+    assert "each origin's model calibrated as train does" in kind
+
+
 def test_refit_origin_that_cannot_be_calibrated_has_no_interval_scores(models, monkeypatch):
     calls = []
 
