@@ -150,7 +150,7 @@ def test_targets_after_the_origin_change_nothing_in_a_backtest(flag_models):
         changed = type(series)(**{**series.__dict__, "values": values})
         seen = []
         score_series(changed, model, backtests=1, step=H, season=7,
-                     on_origin=lambda origin, cuts, forecast, fitted, seconds, seen=seen: seen.append(forecast))
+                     on_origin=lambda origin, cuts, forecast, *_, seen=seen: seen.append(forecast))
         forecasts.append(seen[0])
     assert np.array_equal(forecasts[0], forecasts[1])
     cuts = np.array([m["n"] - H])

@@ -209,9 +209,20 @@ def test_writer_skips_epochs_only_while_checkpoints_would_cost_too_much(tmp_path
     assert saved == list(range(1, 13))
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def test_stale_temp_files_of_a_killed_run_are_removed(tmp_path):
     out = tmp_path / "m.lstm"
-    names = [".m.lstm.tmp-123-abcdefgh", "..m.lstm.ckpt.tmp-99-abc_1234",  # orphans: removed
+    dead = [pid for pid in range(4_000_000, 4_100_000) if not _alive(pid)][:2]  # no such process here
+    names = [f".m.lstm.tmp-{dead[0]}-abcdefgh", f"..m.lstm.ckpt.tmp-{dead[1]}-abc_1234",  # orphans: removed
              ".m.lstm.tmp-x", ".other.lstm.tmp-1-abcdefgh", "m.lstm", ".m.lstm.lock", ".m.lstm.ckpt",
              f".m.lstm.tmp-{os.getpid()}-abcdefgh"]  # ours (in progress): kept
     for n in names:
