@@ -11,7 +11,8 @@ the statsforecast columns (they do not depend on --set or --seeds, so tuning run
 --log FILE appends one JSON line per (data set, seed), with its train seconds; --known-as future|past|none
 uses the data sets' known-future columns (insurance's tv_adverts) as --future-features (default),
 --features or not at all. --set takes tuple fields as comma lists (--set future_features=a,b) and
---set calendar=auto|none|month,... as lstm train's --calendar.
+--set calendar=auto|none|month,... as lstm train's --calendar. --intervals trains with the default conformal
+intervals and prints their coverage and interval score next to seasonal naive's empirical bands (issue 18).
 
 MASE is scaled by the in-sample seasonal-naive error with the season the evaluation uses
 (lstm_cli.pipeline.season_length: 12 monthly, 4 quarterly, 52 weekly, 7 daily, 169 for bank_calls,
@@ -213,6 +214,10 @@ def main() -> None:
     ap.add_argument("--known-as", choices=("future", "past", "none"), default="future",
                     help="how the data sets' known-future columns (insurance's tv_adverts) are used: "
                          "future = --future-features (default), past = --features, none = left out")
+    ap.add_argument("--intervals", action="store_true",
+                    help="train with lstm train's default conformal intervals (80,95) and report, per data set, "
+                         "the empirical coverage, mean width and interval (Winkler) score of the model's bands "
+                         "and of seasonal naive's empirical bands, averaged over seeds and origins")
     ap.add_argument("--lookback-rule", help="try another default lookback rule: a Python expression of h "
                     "(horizon) and m (season, 1 without), e.g. 'max(2*h, 3*m, 8)'; cut by data as the default is")
     args = ap.parse_args()
@@ -226,6 +231,7 @@ def main() -> None:
           + ("" if args.known_as == "future" else f", known-future columns as {args.known_as}")
           + (f", lookback rule {args.lookback_rule}" if args.lookback_rule else ""), flush=True)
     wins = {"seasonal_naive": 0, "ets": 0, "arima": 0}
+    interval_rows = []
     ratios, n_data = [], 0
     for name, (file, target, id_col, features, horizon, future_features) in DATASETS.items():
         if args.only and name not in args.only:
@@ -260,10 +266,11 @@ def main() -> None:
                     req = parse_overrides(args.set, req)
                     req = replace(req, train=replace(req.train, seed=seed))
                     t_train = time.perf_counter()
-                    train_from_csv(req)
+                    train_from_csv(req, intervals=LEVELS if args.intervals else ())
                     seed_train_seconds += time.perf_counter() - t_train
                     per_origin.append(evaluate_from_csv(req.out, eval_csv).overall())
-                scores.append({m: {"mase": float(np.mean([o[m]["mase"] for o in per_origin]))}
+                scores.append({m: {k: float(np.mean([o[m].get(k, np.nan) for o in per_origin]))
+                                   for k in per_origin[0][m] if k == "mase" or k.split("_")[0] in INTERVAL_KEYS}
                                for m in per_origin[0]})
                 train_seconds.append(seed_train_seconds)
                 if args.log:
@@ -271,7 +278,10 @@ def main() -> None:
                         fh.write(json.dumps({"data": name, "seed": seed, "options": overrides, "rule": args.lookback_rule,
                                              "known_as": args.known_as, "origins": args.origins,
                                              "train_seconds": round(seed_train_seconds, 2),
-                                             "mase": {m: s["mase"] for m, s in scores[-1].items()}}) + "\n")
+                                             "mase": {m: s["mase"] for m, s in scores[-1].items()},
+                                             **({"intervals": {m: {k: v for k, v in s.items() if k != "mase"}
+                                                               for m, s in scores[-1].items()}}
+                                                if args.intervals else {})}) + "\n")
             seconds = (time.perf_counter() - t0) / args.seeds
             ens = ensemble_mase([os.path.join(tmp, f"m{seed}_0.lstm")
                                  for seed in range(args.first_seed, args.first_seed + args.seeds)], path) \
@@ -292,6 +302,9 @@ def main() -> None:
             print(f"{name:12} {'-':>7} {'-':>7} {mase['naive']:7.3f} {mase['seasonal_naive']:7.3f} {mase['ets']:7.3f} "
                   f"{mase['arima']:7.3f} {'-':>7} {stats['ets'][1] + stats['arima'][1]:7.1f}", flush=True)
             continue
+        if args.intervals and scores:
+            interval_rows.append((name, {m: {k: float(np.mean([sc[m][k] for sc in scores])) for k in scores[0][m]}
+                                         for m in ("lstm", "seasonal_naive")}))
         print(f"{name:12} {mase['lstm']:7.3f} {float(np.median(per_seed)):7.3f} {mase['naive']:7.3f} "
               f"{mase['seasonal_naive']:7.3f} {mase['ets']:7.3f} {mase['arima']:7.3f} {seconds:7.1f} "
               f"{stats['ets'][1] + stats['arima'][1]:7.1f}   per seed {' '.join(f'{v:.3f}' for v in per_seed)}"
@@ -301,6 +314,34 @@ def main() -> None:
         print(f"lstm (mean over seeds) beats snaive on {wins['seasonal_naive']}/{n_data}"
               + ("" if args.no_stats else f", ets on {wins['ets']}/{n_data}, arima on {wins['arima']}/{n_data}")
               + f"; geometric mean of lstm/snaive MASE {float(np.exp(np.mean(np.log(ratios)))):.3f}")
+    if interval_rows:
+        print_intervals(interval_rows)
+
+
+LEVELS = (80.0, 95.0)
+INTERVAL_KEYS = ("coverage", "width", "winkler")
+
+
+def print_intervals(rows) -> None:
+    """The coverage table: per data set and level, the model's coverage and interval score next to
+    seasonal naive's empirical band (Winkler ratio < 1: the model's band is better)."""
+    head = "".join(f" {'cov' + format(v, 'g'):>7} {'sn cov':>7} {'wink/sn':>7}" for v in LEVELS)
+    print(f"\n{'data':12}{head}   (coverage %, mean over seeds x origins; wink/sn: interval score ratio)")
+    covs = {v: [] for v in LEVELS}
+    better = {v: 0 for v in LEVELS}
+    for name, m in rows:
+        cells = ""
+        for v in LEVELS:
+            key = format(v, "g")
+            cov, sn = m["lstm"].get(f"coverage_{key}", np.nan), m["seasonal_naive"].get(f"coverage_{key}", np.nan)
+            ratio = m["lstm"].get(f"winkler_{key}", np.nan) / m["seasonal_naive"].get(f"winkler_{key}", np.nan)
+            covs[v].append(cov)
+            better[v] += bool(ratio <= 1.0)
+            cells += f" {cov:7.1f} {sn:7.1f} {ratio:7.3f}"
+        print(f"{name:12}{cells}", flush=True)
+    print("mean coverage " + ", ".join(f"{v:g}%: {np.nanmean(covs[v]):.1f}" for v in LEVELS)
+          + "; interval score no worse than seasonal naive's on "
+          + ", ".join(f"{better[v]}/{len(rows)} ({v:g}%)" for v in LEVELS))
 
 
 if __name__ == "__main__":
