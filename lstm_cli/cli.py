@@ -372,10 +372,11 @@ def _calendar_option(text: str):
 @click.option("--quantiles", type=QuantilesType(), help="Train for these quantiles, e.g. 0.1,0.5,0.9 (pinball loss).")
 @click.option("--seed", type=_int_range("seed"), default=0, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
-@click.option("--scaling", type=click.Choice(["auto", "level", "seasonal", "series"]), default="level", show_default=True,
+@click.option("--scaling", type=click.Choice(["auto", "level", "seasonal", "series"]),
               help="level: forecast changes from the window's last row (follows trends); seasonal: forecast "
                    "departures from the values one season back (seasonal naive); auto: seasonal where seasonal "
-                   "naive beats naive on the training rows, else level; series: per-series scaling only.")
+                   "naive beats naive on the training rows, else level; series: per-series scaling only. "
+                   "[default: level, or series when the data gives fewer than 120 training windows]")
 @click.option("--strategy", type=click.Choice(["direct", "recursive"]), default="direct", show_default=True,
               help="Multi-step forecasts: direct: the network outputs all --horizon steps at once; recursive: it "
                    "forecasts one step and is fed its own forecast as the newest row, --horizon times "

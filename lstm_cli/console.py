@@ -9,6 +9,9 @@ import time
 
 from lstm_cli.errors import one_line
 
+SCALING_CHOSEN_BY = {("auto", "level"): " (auto)", ("auto", "seasonal"): " (auto)",
+                     ("default", "series"): " (the default for fewer than 120 training windows)"}
+
 
 def is_interactive(stream) -> bool:
     try:
@@ -152,7 +155,7 @@ class TrainProgress:
             sampled = f" (training on a seeded sample of {payload['sampled']})" if payload.get("sampled") else ""
             c.line(f"lstm: {payload['series']} series{sampled}, {payload['rows']} rows, freq {payload['freq'] or '?'}, "
                    f"lookback {payload['lookback']}, horizon {payload['horizon']}, scaling {payload['scaling']}"
-                   f"{' (auto)' if payload['scaling_option'] == 'auto' else ''}; "
+                   f"{SCALING_CHOSEN_BY.get((payload['scaling_option'], payload['scaling']), '')}; "
                    f"{payload['train_windows']} training / {payload['val_windows']} validation windows, "
                    f"{payload['parameters']} parameters")
         elif kind == "batch" and c.rich:

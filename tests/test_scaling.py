@@ -143,3 +143,30 @@ def test_cli_calibrate_only_scales_the_head(tmp_path):
     for name in a0:
         want = a0[name] * np.float32(scale) if name.startswith("head.") else a0[name]
         np.testing.assert_allclose(a1[name], want, rtol=1e-6, err_msg=name)
+
+
+def test_default_scaling_follows_the_data_size():
+    """Fewer than SHORT_DATA_WINDOWS training windows: per-series scaling (issue 17's short-series study)."""
+    from lstm_cli.pipeline import SHORT_DATA_WINDOWS, scaling_for_size
+
+    # one series of 100 rows, 10 of them validation, lookback 10, horizon 5: 76 windows (nile)
+    assert scaling_for_size(np.array([90]), 10, 5) == "series"
+    assert scaling_for_size(np.array([90 + SHORT_DATA_WINDOWS]), 10, 5) == "level"
+    assert scaling_for_size(np.array([10 + 5 - 1 + SHORT_DATA_WINDOWS]), 10, 5) == "level"  # exactly the threshold
+    assert scaling_for_size(np.array([10 + 5 - 2 + SHORT_DATA_WINDOWS]), 10, 5) == "series"
+    assert scaling_for_size(np.array([80, 80]), 10, 5) == "level"  # windows of every series count: 2 x 66
+
+
+def test_cli_default_scaling_is_series_on_short_data_and_an_explicit_level_is_kept(tmp_path):
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(SAMPLE.read_text().splitlines()[:61]) + "\n")  # 60 months: 20 windows
+    for data, option, expected in ((short, (), "series"), (short, ("--scaling", "level"), "level"),
+                                   (SAMPLE, (), "level")):
+        out = tmp_path / f"{expected}{len(option)}.lstm"
+        result = CliRunner().invoke(cli, ["train", str(data), "--target", "cost_million_aud", "--epochs", "1",
+                                          "--hidden", "4", "--horizon", "6", "--out", str(out), *option])
+        assert result.exit_code == 0, result.output
+        header, _ = modelfile.load(out)
+        assert header["data"]["scaling"] == expected, (data.name, option)
+        assert ("(the default for fewer than 120 training windows)" in result.output) == (not option and
+                                                                                         data == short)
