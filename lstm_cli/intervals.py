@@ -300,7 +300,7 @@ def summary(table: dict | None) -> str | None:
         return None
     kind = "conformalized quantiles" if method(table) == CQR else "conformal"
     text = (f"{','.join(map(level_name, table['levels']))}% {kind}, from {table['origins']} origin"
-            f"{'s' if table['origins'] > 1 else ''} ({table['scores']} errors per step)")
+            f"{'s' if table['origins'] > 1 else ''} ({table['scores']} error{'s' if table['scores'] != 1 else ''} per step)")
     if capped := capped_levels(table):
         text += (f"; too few errors for {','.join(map(level_name, capped))}% (the largest is used, coverage not "
                  "guaranteed): --calibration-windows N for more")
