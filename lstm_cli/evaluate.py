@@ -286,7 +286,7 @@ def parse_coverage_gate(text: str) -> tuple[float, float]:
         minimum = float(min_text) if min_text.strip() else level
     except ValueError:
         level = minimum = float("nan")
-    if not (0.0 < level < 100.0 and 0.0 <= minimum <= 100.0) or ":" in min_text:
+    if not (0.0 < level < 100.0 and 0.0 <= minimum <= 100.0) or ":" in min_text or (":" in text and not min_text.strip()):
         raise UsageError(f"--fail-if-coverage-below {text!r}: give LEVEL[:MIN] in percent, the level in (0, 100) and "
                          "the minimum coverage in [0, 100], e.g. 80 or 95:90")
     return level, minimum

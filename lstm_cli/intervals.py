@@ -96,10 +96,12 @@ def parse_levels(text: str, option: str, allow_all: bool = False):
             level = float(part)
         except ValueError:
             level = math.nan
-        if not (math.isfinite(level) and 0.0 < level < 100.0):
+        # at most 2 decimals: the column names (level_name) stay exact and distinct, and no level is
+        # so close to 0 or 100 that its interval score (2 / (1 - level)) or its conformal rank breaks
+        if not (math.isfinite(level) and 0.0 < level < 100.0 and round(level, 2) == level):
             allowed = "none, all" if allow_all else "none"
-            raise UsageError(f"{option} {text!r}: {part.strip()!r} is not a level in percent in (0, 100); give "
-                             f"levels like 80,95 (or {allowed})")
+            raise UsageError(f"{option} {text!r}: {part.strip()!r} is not a level in percent in (0, 100) with at most "
+                             f"2 decimals; give levels like 80,95 or 99.5 (or {allowed})")
         levels.add(level)
     return tuple(sorted(levels))
 
@@ -122,7 +124,7 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
     if n == 0:
         return math.nan
     rank = math.ceil(round((n + 1) * level / 100.0, 9))  # round: 0.8 * 5 is 4.000000000000001
-    return float(s[min(rank, n) - 1])
+    return float(s[min(max(rank, 1), n) - 1])
 
 
 def history_scale(values: np.ndarray, starts: np.ndarray, n_targets: int) -> np.ndarray:

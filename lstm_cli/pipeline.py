@@ -102,6 +102,16 @@ def scaling_for_size(train_rows: np.ndarray, lookback: int, steps: int) -> str:
     return "series" if n_train < SHORT_DATA_WINDOWS else "level"
 
 
+def longest_lookback(series: frame.SeriesSet, req: TrainRequest) -> int:
+    """The lookback training will use (an ensemble's longest member's): what a forecast needs."""
+    if req.ensemble > 1:
+        return max(member.lookback for member in member_plan(req, series))
+    shortest = int(np.diff(series.starts).min())
+    season = season_length(series.freq, series.step, series.time_kind, series.times[: series.starts[1]])
+    return req.lookback or default_lookback(req.horizon, season, shortest,
+                                            windows.val_rows_for(shortest, req.val_frac, req.horizon))
+
+
 def default_lookback(horizon: int, season: int, shortest: int, val_rows: int) -> int:
     """Two seasons or two horizons, whichever is longer, cut so the shortest series still gives
     a few training windows, but never shorter than one horizon (or 4 steps)."""
@@ -416,7 +426,7 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
     frame.check_given_freq(series, req.freq)
     frame.check_forecast_fits(series, req.horizon)  # a model that could not forecast its own data: refused now
     if calibration_windows is not None:  # before the epochs, with the lookback known so far (again after them)
-        conformal.calibration_origins(np.diff(series.starts), req.horizon, req.lookback or 1, req.val_frac,
+        conformal.calibration_origins(np.diff(series.starts), req.horizon, longest_lookback(series, req), req.val_frac,
                                       calibration_windows)
     old = None
     warm_notes: list[str] = ckpt_notes
@@ -750,12 +760,13 @@ def predict_series(series: frame.SeriesSet, model: Forecaster, *, horizon: int |
             for k, target in enumerate(spec.targets):
                 rows[f"{target}_lo{conformal.level_name(level)}"] = lo[:, :, k].ravel().tolist()
                 rows[f"{target}_hi{conformal.level_name(level)}"] = hi[:, :, k].ravel().tolist()
-        for target in spec.targets:
-            added = conformal.interval_columns(target, levels)
+        for target in spec.targets:  # a target named like another's bound (y and y_lo80) would overwrite it
+            added = value_columns((target,), spec.quantiles) + conformal.interval_columns(target, levels)
             if clash := set(added) & set(columns):
                 raise UsageError(f"--intervals: the output column {sorted(clash)[0]!r} would be both an interval "
-                                 "bound and a column of the data; leave out --intervals or rename that column")
-            columns += value_columns((target,), spec.quantiles) + added
+                                 "bound and another column (of the data or the forecast); leave out --intervals or "
+                                 "rename that column")
+            columns += added
     return columns, rows, notes
 
 

@@ -243,6 +243,11 @@ def test_coverage_gate_text_and_its_default_minimum():
     assert parse_coverage_gate("80") == (80.0, 80.0)  # MIN defaults to LEVEL
     assert parse_coverage_gate("95:90") == (95.0, 90.0)
     assert parse_coverage_gate("99.5:0") == (99.5, 0.0)
+    from lstm_cli.errors import UsageError
+
+    for bad in ("80:", ":80", "101", "abc", "80:120", "80:80:80", "nan", ""):
+        with pytest.raises(UsageError):
+            parse_coverage_gate(bad)
 
 
 def test_coverage_gate_without_min_gates_at_the_level(models):

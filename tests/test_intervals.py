@@ -72,7 +72,7 @@ def test_levels_option_parses_sorts_and_refuses_levels_outside_0_100():
     assert intervals.parse_levels("95, 80,80", "--intervals") == (80.0, 95.0)
     assert intervals.parse_levels("none", "--intervals") == ()
     assert intervals.parse_levels("all", "--intervals", allow_all=True) == "all"
-    for bad in ("100", "0", "abc", "80,", "nan", "all"):
+    for bad in ("100", "0", "abc", "80,", "nan", "all", "99.999", "1e-9", "33.3333,66.6667", "99.99999999"):
         with pytest.raises(Exception, match="level in percent"):
             intervals.parse_levels(bad, "--intervals")
 
@@ -196,7 +196,7 @@ def test_train_refuses_more_calibration_windows_than_the_data_holds(models):
                  "--calibration-windows", "100000")
     assert result.exit_code == EXIT_DATA, result.output
     assert "--calibration-windows 100000" in result.output and "ask for at most" in result.output
-    assert "lookback 1 rows" in result.output  # refused before training (the lookback is not resolved yet)
+    assert "lookback 24 rows" in result.output and "epoch" not in result.output  # before training, its lookback
 
 
 @pytest.mark.parametrize("corrupt, message", [
@@ -273,3 +273,31 @@ def test_a_model_calibrated_on_the_history_scale_keeps_it(models):
     full = intervals.history_scale(series.values, series.starts, 1)[:, None, :]
     np.testing.assert_allclose(history[1] - point[..., 0], q * full)
     assert not np.allclose(window[1], history[1])
+
+
+def test_a_level_whose_rank_rounds_to_0_takes_the_smallest_score_not_the_largest():
+    assert intervals.conformal_quantile(np.array([3.0, 1.0, 2.0]), 1e-9) == 1.0
+
+
+def test_a_target_named_like_another_targets_bound_is_refused_not_overwritten(tmp_path):
+    df = pd.read_csv(A10)
+    df[f"{TARGET}_lo80"] = df[TARGET] * 2
+    data = tmp_path / "two.csv"
+    df.to_csv(data, index=False)
+    out = tmp_path / "two.lstm"
+    result = run("train", data, "--target", f"{TARGET},{TARGET}_lo80", "--hidden", "4", "--epochs", "2",
+                 "--threads", "1", "-q", "--horizon", "3", "--out", out)
+    assert result.exit_code == 0, result.output
+    result = run("predict", out, data, "--intervals", "80")
+    assert result.exit_code == EXIT_USAGE and f"'{TARGET}_lo80'" in result.output and result.stdout == ""
+    assert run("predict", out, data).exit_code == 0
+
+
+@pytest.mark.parametrize("extra, lookback", [((), 24), (("--ensemble", "3", "--lookback", "24"), 48)])
+def test_calibration_windows_are_checked_with_the_lookback_training_will_use_before_it_trains(tmp_path, extra,
+                                                                                              lookback):
+    result = run("train", A10, *TINY, "--horizon", "6", "--out", tmp_path / "m.lstm", "--calibration-windows",
+                 "190", *extra)
+    most = 204 - 6 - lookback + 1
+    assert result.exit_code == EXIT_DATA and f"lookback {lookback}" in result.output
+    assert f"ask for at most {most}" in result.output and "epoch" not in result.output
