@@ -998,10 +998,11 @@ def member_plan(req: TrainRequest, series: frame.SeriesSet) -> list[TrainRequest
     season = season_length(series.freq, series.step, series.time_kind, series.times[: series.starts[1]])
     base = req.lookback or default_lookback(req.horizon, season, shortest, val_rows)
     room = min(limits.MAX_STEPS, shortest - val_rows - steps - MIN_TRAIN_WINDOWS + 1)
-    if req.scaling is None:  # the default follows the data size, as for one model (member 0 is that model)
+    resolved = req.scaling
+    if req.scaling is None:  # the default follows the data size; member 0 (that model) resolves it the same way
         train_rows = np.array([n - windows.val_rows_for(int(n), req.val_frac, req.horizon) for n in lengths])
-        req = replace(req, scaling=scaling_for_size(train_rows, base, steps))
-    first = MEMBER_SCALINGS.index(req.scaling) if req.scaling in MEMBER_SCALINGS else 0
+        resolved = scaling_for_size(train_rows, base, steps)
+    first = MEMBER_SCALINGS.index(resolved) if resolved in MEMBER_SCALINGS else 0
     plan = []
     for i in range(req.ensemble):
         lookback = base if i == 0 else max(base, min(int(round(LOOKBACK_FACTORS[i % 3] * base)), room))

@@ -103,8 +103,9 @@ def test_member_plan_cycles_lookbacks_anchors_and_seeds():
     series = series_of(A10, targets=("cost_million_aud",))
     plan = member_plan(request(ensemble=9, lookback=12, train=pipeline.TrainConfig(seed=5)), series)
     assert [p.lookback for p in plan] == [int(round(f * 12)) for f in LOOKBACK_FACTORS] * 3  # 12, 18, 24, ...
-    assert [p.scaling for p in plan] == [MEMBER_SCALINGS[(i + i // 3) % 3] for i in range(9)]
-    pairs = {(p.lookback, p.scaling) for p in plan}
+    # member 0 keeps the default (None: training resolves it by the data size, "level" on a10)
+    assert [p.scaling for p in plan] == [None] + [MEMBER_SCALINGS[(i + i // 3) % 3] for i in range(1, 9)]
+    pairs = {(p.lookback, p.scaling or "level") for p in plan}
     assert len(pairs) == 9  # every 9 members: each lookback with each anchor
     assert [p.train.seed for p in plan] == list(range(5, 14))
     assert all(p.ensemble == 1 for p in plan)
@@ -120,9 +121,19 @@ def test_member_plan_falls_back_to_level_where_the_season_does_not_fit():
     """Monthly data has a season of 12: a lookback of 6 (x1.5 = 9) cannot anchor a season back."""
     series = series_of(A10, targets=("cost_million_aud",))
     plan = member_plan(request(ensemble=3, lookback=6, horizon=3), series)
-    assert [(p.lookback, p.scaling) for p in plan] == [(6, "level"), (9, "level"), (12, "series")]
+    assert [(p.lookback, p.scaling) for p in plan] == [(6, None), (9, "level"), (12, "series")]
     plan = member_plan(request(ensemble=3, lookback=8, horizon=3), series)  # 8 x 1.5 = 12: it fits
-    assert [(p.lookback, p.scaling) for p in plan] == [(8, "level"), (12, "seasonal"), (16, "series")]
+    assert [(p.lookback, p.scaling) for p in plan] == [(8, None), (12, "seasonal"), (16, "series")]
+
+
+def test_an_ensemble_on_short_data_says_the_rule_chose_member_0s_scaling(tmp_path):
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(A10.read_text().splitlines()[:61]) + "\n")  # 60 months: about 20 windows
+    result = CliRunner().invoke(cli, ["train", str(short), "--target", "cost_million_aud", "--epochs", "1",
+                                      "--hidden", "4", "--horizon", "6", "--ensemble", "2", "--threads", "1",
+                                      "--out", str(tmp_path / "e.lstm")])
+    assert result.exit_code == 0, result.output
+    assert "scaling series (the default for fewer than 120 training windows)" in result.output
 
 
 def test_member_plan_cuts_lookbacks_to_short_data(tmp_path):
