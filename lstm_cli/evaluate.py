@@ -304,6 +304,10 @@ def check_gate_levels(model, gates) -> None:
         has = (f"it has {', '.join(map(intervals.level_name, levels))}% "
                + ("(its conformal table)" if kind == "conformal" else "(its quantile pairs)"))
         fix = f"gate on one of those, or retrain with --intervals {intervals.level_name(missing[0])}"
+    elif model.spec.quantiles:  # a grid without a central pair: the level needs its two quantiles
+        q = round((1.0 - missing[0] / 100.0) / 2.0, 6)
+        has = "its quantile grid has no central pair"
+        fix = f"retrain it with {q:g},{1 - q:g} in --quantiles, or leave out --fail-if-coverage-below"
     else:
         has = "it has no intervals (trained with --intervals none, a quantile grid without a central pair, or " \
               "an older lstm)"

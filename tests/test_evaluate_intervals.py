@@ -405,3 +405,10 @@ def test_dask_predict_panel_intervals_equal_local_rows(cluster, panel, tmp_path)
     assert list(got.columns) == ["t", "id", "y", "y_lo80", "y_hi80"]
     pd.testing.assert_frame_equal(got, want, rtol=1e-6)
     assert not math.isnan(got["y_lo80"].sum())
+
+
+def test_coverage_gate_on_a_quantile_grid_without_a_pair_names_the_quantiles_to_add(tmp_path):
+    model = train(tmp_path / "q5.lstm", "--quantiles", "0.5")
+    result = run("evaluate", model, A10, "--fail-if-coverage-below", "95")
+    assert result.exit_code == EXIT_USAGE
+    assert "retrain it with 0.025,0.975 in --quantiles" in result.output
