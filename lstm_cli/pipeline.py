@@ -437,6 +437,8 @@ def train_from_csv(req: TrainRequest, *, on_event: Callable[[str, object], None]
                       cell=old.network.arch.cell, dtype=old.network.arch.dtype, quantiles=old.spec.quantiles,
                       scaling=old.spec.scaling, lookback=old.spec.lookback, strategy=old.spec.strategy,
                       calendar=old.spec.calendar, holidays=old.spec.holidays)
+        if intervals is None and getattr(old, "intervals", None):  # a nightly fine-tune keeps the levels it gave
+            intervals = tuple(float(v) for v in old.intervals["levels"])
         intervals = _interval_levels(intervals, req.quantiles, calibration_windows, on_event)  # the old model's grid
         conformal.check_size(intervals, req.horizon, len(req.targets))
     model, result = train_on_series(series, req, old=old, notes=warm_notes, on_event=on_event,

@@ -301,3 +301,11 @@ def test_calibration_windows_are_checked_with_the_lookback_training_will_use_bef
     most = 204 - 6 - lookback + 1
     assert result.exit_code == EXIT_DATA and f"lookback {lookback}" in result.output
     assert f"ask for at most {most}" in result.output and "epoch" not in result.output
+
+
+def test_a_warm_start_keeps_the_old_models_levels_unless_asked_for_others(tmp_path):
+    old = train(tmp_path / "old.lstm", "--horizon", "3", "--intervals", "50,90")
+    for extra, levels in (((), [50.0, 90.0]), (("--intervals", "80"), [80.0])):
+        out = tmp_path / f"new{len(extra)}.lstm"
+        train(out, "--horizon", "3", "--warm-start", old, *extra)
+        assert modelfile.load(out)[0]["intervals"]["levels"] == levels
