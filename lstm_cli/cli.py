@@ -781,7 +781,7 @@ def info(model, fmt):
     """
     import json
 
-    from lstm_cli import modelfile, windows
+    from lstm_cli import intervals, modelfile, windows
     from lstm_cli.console import Console
 
     header = dict(modelfile.load_header(model))  # the payload is checked as it streams, never held
@@ -809,6 +809,7 @@ def info(model, fmt):
                                     for m in header["members"]))] if header.get("members") else []),
         ("blend", windows.blend_summary(d.get("blend", 0.0), d["lookback"], season) or "-"),
         ("quantiles", ", ".join(f"{q:g}" for q in d["quantiles"]) or "-"),
+        ("intervals", intervals.summary(header.get("intervals")) or "-"),
         ("training", f"{t['epochs_run']} epochs, best {t['best_epoch']}, seed {t['seed']}, {t['threads']} threads"
                      if not header.get("members") else
                      "epochs (best) per member: " + ", ".join(f"{m['epochs_run']} ({m['best_epoch']})" for m in

@@ -309,3 +309,8 @@ def test_a_warm_start_keeps_the_old_models_levels_unless_asked_for_others(tmp_pa
         out = tmp_path / f"new{len(extra)}.lstm"
         train(out, "--horizon", "3", "--warm-start", old, *extra)
         assert modelfile.load(out)[0]["intervals"]["levels"] == levels
+
+
+def test_info_shows_the_calibrated_levels(models):
+    assert "80,95% conformal, from" in run("info", models["point"]).stdout
+    assert any(line.split()[:2] == ["intervals", "-"] for line in run("info", models["none"]).stdout.splitlines())
