@@ -9,8 +9,16 @@ import time
 
 from lstm_cli.errors import one_line
 
-SCALING_CHOSEN_BY = {("auto", "level"): " (auto)", ("auto", "seasonal"): " (auto)",
-                     ("default", "series"): " (the default for fewer than 120 training windows)"}
+
+def scaling_chosen_by(option: str, scaling: str) -> str:
+    """The data line's note on a scaling the data chose: --scaling auto, or the size rule's series."""
+    if option == "auto":
+        return " (auto)"
+    if option == "default" and scaling == "series":
+        from lstm_cli.pipeline import SHORT_DATA_WINDOWS  # train has imported it already
+
+        return f" (the default for fewer than {SHORT_DATA_WINDOWS} training windows)"
+    return ""
 
 
 def is_interactive(stream) -> bool:
@@ -155,7 +163,7 @@ class TrainProgress:
             sampled = f" (training on a seeded sample of {payload['sampled']})" if payload.get("sampled") else ""
             c.line(f"lstm: {payload['series']} series{sampled}, {payload['rows']} rows, freq {payload['freq'] or '?'}, "
                    f"lookback {payload['lookback']}, horizon {payload['horizon']}, scaling {payload['scaling']}"
-                   f"{SCALING_CHOSEN_BY.get((payload['scaling_option'], payload['scaling']), '')}; "
+                   f"{scaling_chosen_by(payload['scaling_option'], payload['scaling'])}; "
                    f"{payload['train_windows']} training / {payload['val_windows']} validation windows, "
                    f"{payload['parameters']} parameters")
         elif kind == "batch" and c.rich:

@@ -262,7 +262,6 @@ def in_sample_note(ev: Evaluation, trained_until: str | None = None) -> list[str
 
 
 INTERVAL_SCORES = ("coverage", "width", "winkler")
-KINDS = ("conformal", "quantiles")
 
 
 def interval_plan(model) -> tuple[tuple[float, ...], str | None]:
@@ -343,7 +342,7 @@ def score_series(series: frame.SeriesSet, model, *, backtests: int, step: int, s
     median = len(quantiles) // 2
     levels, kind = interval_plan(model)
     labels = [intervals.level_name(v) for v in levels]
-    pairs = {label: (i, j) for i, j, label in metrics.interval_levels(quantiles)}
+    pairs = {intervals.level_name(v): ij for v, ij in intervals.grid_levels(quantiles).items()}
     undefined = dict.fromkeys((f"{name}_{label}" for label in labels for name in INTERVAL_SCORES), float("nan"))
     records: list[dict] = []
     notes: list[str] = []

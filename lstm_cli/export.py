@@ -184,27 +184,16 @@ INTERVALS_LAYOUT = "[level][step][target]"  # metadata intervals.quantiles
 BOUNDS_LAYOUT = "[step][target][level]"  # the ONNX outputs lower and upper, after the batch axis
 
 
-def point_column(quantiles) -> int:
-    """The forecast's quantile column the intervals are built around (intervals.point_index): 0 for
-    a point model, the middle of a quantile grid (nq // 2: the median, as recursive rolling takes it)."""
-    return max(1, len(quantiles)) // 2
-
-
 def band_columns(quantiles, levels) -> list[list[int]]:
     """[[column of (1 - level / 100) / 2, column of its mirror], ...] of a quantile grid, per level: the
     band a cqr table widens (or narrows). ModelFileError when the grid lacks a level's pair."""
-    from lstm_cli.metrics import interval_levels
-
-    pairs = {float(label): [lo, hi] for lo, hi, label in interval_levels(quantiles)}
-    out = []
-    for level in levels:
-        found = [pair for central, pair in pairs.items() if abs(central - float(level)) < 1e-6]
-        if not found:
-            raise ModelFileError(f"the model's intervals are conformalized quantiles at level {level:g}%, but its "
-                                 f"quantiles {list(quantiles)} have no pair for that level; the file is damaged: "
-                                 "retrain the model")
-        out.append(found[0])
-    return out
+    pairs = conformal.grid_levels(quantiles)
+    missing = [level for level in levels if float(level) not in pairs]
+    if missing:
+        raise ModelFileError(f"the model's intervals are conformalized quantiles at level {missing[0]:g}%, but its "
+                             f"quantiles {list(quantiles)} have no pair for that level; the file is damaged: "
+                             "retrain the model")
+    return [list(pairs[float(level)]) for level in levels]
 
 
 def interval_table(header: dict) -> dict | None:
@@ -216,11 +205,11 @@ def interval_table(header: dict) -> dict | None:
     if not table:
         return None
     quantiles = header["data"]["quantiles"]
-    method = table.get("method", "absolute")
+    method = conformal.method(table)
     out = {"levels": [float(v) for v in table["levels"]], "method": method, "scale": table["scale"],
            "origins": table["origins"], "scores": table["scores"], "quantiles": table["quantiles"],
-           "quantiles_layout": INTERVALS_LAYOUT, "point_column": point_column(quantiles)}
-    if method == "cqr":
+           "quantiles_layout": INTERVALS_LAYOUT, "point_column": conformal.point_index(len(quantiles))}
+    if method == conformal.CQR:
         out["band_columns"] = band_columns(quantiles, table["levels"])
     return out
 

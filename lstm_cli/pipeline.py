@@ -97,19 +97,19 @@ def scaling_for_size(train_rows: np.ndarray, lookback: int, steps: int) -> str:
     "series" when the training rows give fewer than SHORT_DATA_WINDOWS windows. On short data the
     level-anchored network learns the changes from too few examples and misses by far; a plain
     standard-scaled network stays near the mean (issue 17's short-series study: nile, 76 windows,
-    and insurance, 5, gain; every set with 149 or more loses)."""
+    and insurance, 5, gain; six of the seven sets with 149 or more lose, docs/accuracy.md)."""
     n_train = int(np.maximum(0, np.asarray(train_rows) - lookback - steps + 1).sum())
     return "series" if n_train < SHORT_DATA_WINDOWS else "level"
 
 
 def longest_lookback(series: frame.SeriesSet, req: TrainRequest) -> int:
-    """The lookback training will use (an ensemble's longest member's): what a forecast needs."""
-    if req.ensemble > 1:
-        return max(member.lookback for member in member_plan(req, series))
-    shortest = int(np.diff(series.starts).min())
-    season = season_length(series.freq, series.step, series.time_kind, series.times[: series.starts[1]])
-    return req.lookback or default_lookback(req.horizon, season, shortest,
-                                            windows.val_rows_for(shortest, req.val_frac, req.horizon))
+    """The lookback training will use (an ensemble's longest member's; one model is member 0)."""
+    return max(member.lookback for member in member_plan(req, series))
+
+
+def training_rows(lengths: np.ndarray, val_frac: float, horizon: int) -> np.ndarray:
+    """(S,) each series' rows before its validation part: the rows windows train on."""
+    return np.array([n - windows.val_rows_for(int(n), val_frac, horizon) for n in lengths])
 
 
 def default_lookback(horizon: int, season: int, shortest: int, val_rows: int) -> int:
@@ -886,7 +886,7 @@ def train_on_series(series: frame.SeriesSet, req: TrainRequest, *, old: Forecast
         check_model_fits(series, req, arch, lookback=lookback, season=season, threads=threads, loc=no_scaler,
                          scale=no_scaler)
     on_event("phase", {"phase": "windows", "series": len(series.ids), "rows": int(lengths.sum())})
-    train_rows = np.array([n - windows.val_rows_for(n, req.val_frac, horizon) for n in lengths])
+    train_rows = training_rows(lengths, req.val_frac, horizon)
     inputs = spec.inputs_of(series.values, series.times)  # (N, n_inputs): derived columns and flag added
     loc, scale = scaling.fit(inputs, series.starts, train_rows)
     if spec.has_known:
@@ -1002,8 +1002,7 @@ def member_plan(req: TrainRequest, series: frame.SeriesSet) -> list[TrainRequest
     room = min(limits.MAX_STEPS, shortest - val_rows - steps - MIN_TRAIN_WINDOWS + 1)
     resolved = req.scaling
     if req.scaling is None:  # the default follows the data size; member 0 (that model) resolves it the same way
-        train_rows = np.array([n - windows.val_rows_for(int(n), req.val_frac, req.horizon) for n in lengths])
-        resolved = scaling_for_size(train_rows, base, steps)
+        resolved = scaling_for_size(training_rows(lengths, req.val_frac, req.horizon), base, steps)
     first = MEMBER_SCALINGS.index(resolved) if resolved in MEMBER_SCALINGS else 0
     plan = []
     for i in range(req.ensemble):

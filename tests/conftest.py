@@ -1,4 +1,4 @@
-"""Shared fixtures of the engine tests (kernels, network, optimizers). Keep it small."""
+"""Shared fixtures: the engine tests' (kernels, network, optimizers) and a dask cluster. Keep it small."""
 
 from __future__ import annotations
 
@@ -30,3 +30,16 @@ def small_net():
         return Network(arch, seed=seed, forget_bias=0.5, threads=threads)
 
     return build
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local dask cluster of 2 single-threaded worker processes (skipped without dask.distributed)."""
+    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("dask.dataframe")
+    import logging
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=logging.ERROR) as c:
+        yield c
+

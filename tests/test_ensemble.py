@@ -381,10 +381,7 @@ def test_a_single_model_file_has_no_members(tmp_path):
 # --- --engine dask ------------------------------------------------------------------------------
 
 
-from tests.test_many_series import cluster  # noqa: E402,F401  (the dask tests' LocalCluster fixture)
-
-
-def test_dask_predict_of_an_ensemble_equals_local(cluster, tmp_path):  # noqa: F811
+def test_dask_predict_of_an_ensemble_equals_local(cluster, tmp_path):
     path = train(tmp_path / "panel.lstm", "--id-col", "series_id", "--target", "departures_thousands",
                  "--horizon", "3", "--ensemble", "3", data=PANEL)
     out = tmp_path / "dask.csv"

@@ -328,17 +328,6 @@ def test_plot_shades_the_widest_conformal_band(models, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    distributed = pytest.importorskip("distributed")
-    pytest.importorskip("dask.dataframe")
-    import logging
-
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=logging.ERROR) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def panel(tmp_path_factory):
     """Five series of different lengths, a model trained on them (default intervals)."""
     d = tmp_path_factory.mktemp("eval_intervals_panel")

@@ -19,15 +19,8 @@ from click.testing import CliRunner
 from lstm_cli import export, intervals, modelfile
 from lstm_cli.cli import cli
 from tests import test_export_ensemble, test_export_future
+from tests.test_export_ensemble import A10, A10_TARGET, DOC, FAST, PANEL, RTOL_FLOAT32
 from tests.test_export_future import rel_diff
-
-ROOT = Path(__file__).resolve().parents[1]
-A10 = ROOT / "sample_data" / "a10_monthly.csv"
-PANEL = ROOT / "sample_data" / "departures_monthly_panel.csv"
-DOC = ROOT / "docs" / "export.md"
-FAST = ["--epochs", "2", "--hidden", "4", "--threads", "1", "-q"]
-RTOL_FLOAT32 = 1e-5
-A10_TARGET = ["--target", "cost_million_aud"]
 
 MODELS = {  # name: (data, train options); every one but "none" keeps the default --intervals 80,95
     "point": ("a10", [*A10_TARGET, "--horizon", "3"]),

@@ -17,7 +17,6 @@ from click.testing import CliRunner
 from lstm_cli import evaluate
 from lstm_cli.cli import cli
 from lstm_cli.errors import EXIT_DATA, EXIT_USAGE
-from tests import test_many_series
 
 H = 4
 N_HISTORY = 60
@@ -283,9 +282,6 @@ def test_validate_refuses_a_column_both_feature_and_future_feature(files):
 
 # ----------------------------------------------------------------------------------------------
 # --engine dask: the same bytes as --engine local
-
-
-cluster = test_many_series.cluster  # the dask tests' fixture: a LocalCluster of 2 workers for this module
 
 
 def local_predict(model, data, *extra) -> bytes:

@@ -18,6 +18,7 @@ from lstm_cli.cli import cli
 from lstm_cli.errors import EXIT_DATA, EXIT_USAGE
 from lstm_cli.pipeline import TrainRequest, load_model, train_on_series
 from lstm_cli.train import TrainConfig
+from tests.synthetic import gaussian_seasonal_panel
 
 ROOT = Path(__file__).resolve().parents[1]
 A10 = ROOT / "sample_data" / "a10_monthly.csv"
@@ -119,18 +120,8 @@ def test_conformalized_80_band_of_a_short_trained_quantile_model_covers_80_perce
     """4 series of a seasonal signal plus N(0, 1) noise, a quantile model of 4 cells trained 1 epoch
     (its 0.1-0.9 band is far too narrow: it covered 59%): calibrated on the first 300 rows, the
     conformalized 80% band covers within 5 points of 80% at the 97 origins after them."""
-    rng = np.random.default_rng(3)
     n_train, n_all, H = 300, 400, 3
-    rows = []
-    for s in range(4):
-        t = np.arange(n_all)
-        y = 10 + 3 * np.sin(2 * np.pi * t / 12 + s) + rng.normal(size=n_all)
-        rows.append(pd.DataFrame({"id": f"s{s}", "t": t, "y": y}))
-    full = pd.concat(rows)
-    full.to_csv(tmp_path / "all.csv", index=False)
-    full[full.t < n_train].to_csv(tmp_path / "train.csv", index=False)
-    read = lambda name: frame.read_series(str(tmp_path / name), targets=("y",), time_col="t", id_col="id")  # noqa: E731
-    series, everything = read("train.csv"), read("all.csv")
+    series, everything = gaussian_seasonal_panel(tmp_path, n_train, n_all)
     req = TrainRequest(data="", out="", targets=("y",), horizon=H, time_col="t", id_col="id", hidden=4,
                        lookback=24, val_frac=0.25, threads=1, quantiles=(0.1, 0.5, 0.9),
                        train=TrainConfig(epochs=1, seed=1))

@@ -136,17 +136,6 @@ def test_engine_dask_without_dask_exits_69(trained, monkeypatch, tmp_path):
 # dask engine
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    distributed = pytest.importorskip("distributed")
-    pytest.importorskip("dask.dataframe")
-    import logging
-
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=logging.ERROR) as c:
-        yield c
-
-
 def dask_predict(cluster, model, data, out, *extra):
     r = run("predict", model, data, "--engine", "dask", "--scheduler", cluster.scheduler_address, "--out", out,
             *extra)
